@@ -1,0 +1,159 @@
+//! The on-disk JSON formats: `file.json` per file and `parts/<index>.json` per stored part.
+//! Both carry a format version; a newer version than this build knows is reported, not guessed.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::layout::{self, PartSpan, Segment};
+
+/// The manifest format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Incomplete,
+    Complete,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Incomplete => "incomplete",
+            Status::Complete => "complete",
+        }
+    }
+}
+
+/// `files/<id>/file.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileManifest {
+    pub format: u32,
+    pub id: String,
+    pub name: String,
+    pub source_path: PathBuf,
+    pub size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub mtime: OffsetDateTime,
+    /// SHA-256 of the whole file, hex; known once every byte has been read.
+    pub sha256: Option<String>,
+    /// The part size in force now (smaller than at the start after a 413).
+    pub part_size: u64,
+    /// Where each part index lies; see [`layout`].
+    pub layout: Vec<Segment>,
+    /// The channels parts go to, part `i` to `channels[i % len]`.
+    #[serde(with = "snowflakes")]
+    pub channels: Vec<u64>,
+    pub status: Status,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl FileManifest {
+    /// The channel part `index` goes to.
+    pub fn channel_for(&self, index: u64) -> u64 {
+        self.channels[(index % self.channels.len() as u64) as usize]
+    }
+
+    /// The span of part `index` in the current layout.
+    pub fn span(&self, index: u64) -> Option<PartSpan> {
+        self.layout
+            .iter()
+            .find(|s| index >= s.first_index && index < s.first_index + s.count())
+            .and_then(|s| s.parts().nth((index - s.first_index) as usize))
+    }
+
+    /// Parts the current layout plans, in offset order.
+    pub fn planned(&self) -> Vec<PartSpan> {
+        layout::spans(&self.layout)
+    }
+}
+
+/// `files/<id>/parts/<index>.json`: one part Discord confirmed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub format: u32,
+    pub index: u64,
+    pub offset: u64,
+    pub length: u64,
+    pub sha256: String,
+    #[serde(with = "snowflake")]
+    pub channel_id: u64,
+    #[serde(with = "snowflake")]
+    pub message_id: u64,
+    #[serde(with = "snowflake")]
+    pub attachment_id: u64,
+    pub attachment_name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub uploaded_at: OffsetDateTime,
+}
+
+impl PartRecord {
+    pub fn span(&self) -> PartSpan {
+        PartSpan {
+            index: self.index,
+            offset: self.offset,
+            length: self.length,
+        }
+    }
+}
+
+/// The attachment name of a part: the file ID and index, nothing of the file itself.
+pub fn attachment_name(file_id: &str, index: u64) -> String {
+    format!("{file_id}.{index}.part")
+}
+
+/// The index in an attachment name made by [`attachment_name`] for `file_id`.
+pub fn parse_attachment_name(file_id: &str, name: &str) -> Option<u64> {
+    name.strip_prefix(file_id)?
+        .strip_prefix('.')?
+        .strip_suffix(".part")?
+        .parse()
+        .ok()
+}
+
+/// Snowflakes are strings in JSON, as Discord writes them (they exceed 2^53).
+mod snowflake {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod snowflakes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|n| n.to_string()))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_names_round_trip_and_reject_others() {
+        let n = attachment_name("k3f9x2ab7q", 41);
+        assert_eq!(n, "k3f9x2ab7q.41.part");
+        assert_eq!(parse_attachment_name("k3f9x2ab7q", &n), Some(41));
+        assert_eq!(parse_attachment_name("otherid123", &n), None);
+        assert_eq!(parse_attachment_name("k3f9x2ab7q", "k3f9x2ab7q.x.part"), None);
+    }
+}

@@ -1,0 +1,289 @@
+//! The local catalogue: one folder per file under `<data-dir>/files/<id>/`, holding `file.json`
+//! and `parts/<index>.json`, each written atomically right after the fact it records.
+
+mod atomic;
+mod id;
+pub mod layout;
+mod manifest;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use atomic::write_atomic;
+pub use id::{is_valid_id, new_file_id};
+pub use manifest::{
+    attachment_name, parse_attachment_name, FileManifest, PartRecord, Status, FORMAT_VERSION,
+};
+
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("no file with ID {0:?}; `list` shows the IDs you have")]
+    UnknownId(String),
+    #[error("the manifest {path} is damaged ({reason}); it was left as it is")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("the manifest {path} has format {found}, newer than this dstore understands ({FORMAT_VERSION}); upgrade dstore")]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("cannot access {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CatalogError + '_ {
+    move |source| CatalogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The parts of a file found on disk, and part manifests that could not be read.
+#[derive(Debug, Default)]
+pub struct LoadedParts {
+    pub parts: Vec<PartRecord>,
+    /// Damaged part manifests, moved aside to `<name>.corrupt`; their parts are looked for on
+    /// Discord again by `resume`.
+    pub quarantined: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    files: PathBuf,
+}
+
+impl Catalog {
+    pub fn open(data_dir: &Path) -> Result<Self, CatalogError> {
+        let files = data_dir.join("files");
+        fs::create_dir_all(&files).map_err(io_err(&files))?;
+        Ok(Self { files })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.files.join(id)
+    }
+
+    /// Whether a file with this ID exists.
+    pub fn contains(&self, id: &str) -> bool {
+        is_valid_id(id) && self.dir(id).join("file.json").exists()
+    }
+
+    /// A fresh ID no file in this catalogue has.
+    pub fn fresh_id(&self) -> String {
+        loop {
+            let id = new_file_id();
+            if !self.dir(&id).exists() {
+                return id;
+            }
+        }
+    }
+
+    pub fn save_file(&self, m: &FileManifest) -> Result<(), CatalogError> {
+        let path = self.dir(&m.id).join("file.json");
+        let json = serde_json::to_vec_pretty(m).expect("manifest serialises");
+        write_atomic(&path, &json).map_err(io_err(&path))
+    }
+
+    pub fn load_file(&self, id: &str) -> Result<FileManifest, CatalogError> {
+        if !is_valid_id(id) {
+            return Err(CatalogError::UnknownId(id.to_string()));
+        }
+        let path = self.dir(id).join("file.json");
+        let bytes = match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(CatalogError::UnknownId(id.to_string()))
+            }
+            r => r.map_err(io_err(&path))?,
+        };
+        parse_versioned(&path, &bytes)
+    }
+
+    pub fn save_part(&self, id: &str, p: &PartRecord) -> Result<(), CatalogError> {
+        let path = self.dir(id).join("parts").join(format!("{}.json", p.index));
+        let json = serde_json::to_vec_pretty(p).expect("part serialises");
+        write_atomic(&path, &json).map_err(io_err(&path))
+    }
+
+    /// Reads every part manifest; damaged ones are moved aside, never deleted.
+    pub fn load_parts(&self, id: &str) -> Result<LoadedParts, CatalogError> {
+        let dir = self.dir(id).join("parts");
+        let mut out = LoadedParts::default();
+        let entries = match fs::read_dir(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            r => r.map_err(io_err(&dir))?,
+        };
+        for entry in entries {
+            let path = entry.map_err(io_err(&dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            match parse_versioned::<PartRecord>(&path, &bytes) {
+                Ok(p) => out.parts.push(p),
+                Err(CatalogError::Corrupt { .. }) => {
+                    let aside = path.with_extension("json.corrupt");
+                    fs::rename(&path, &aside).map_err(io_err(&path))?;
+                    tracing::warn!(
+                        "the part manifest {} was damaged; moved it to {} and will look for that part on Discord",
+                        path.display(),
+                        aside.display()
+                    );
+                    out.quarantined.push(aside);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.parts.sort_by_key(|p| p.offset);
+        Ok(out)
+    }
+
+    /// Counts part manifests without parsing them (for `list`).
+    pub fn count_parts(&self, id: &str) -> usize {
+        fs::read_dir(self.dir(id).join("parts"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Every readable file manifest, newest first; damaged ones are returned as errors.
+    pub fn all(&self) -> Result<Vec<Result<FileManifest, CatalogError>>, CatalogError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.files).map_err(io_err(&self.files))? {
+            let entry = entry.map_err(io_err(&self.files))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if is_valid_id(&name) && entry.path().join("file.json").exists() {
+                out.push(self.load_file(&name));
+            }
+        }
+        out.sort_by_key(|r| match r {
+            Ok(m) => std::cmp::Reverse(Some(m.created_at)),
+            Err(_) => std::cmp::Reverse(None),
+        });
+        Ok(out)
+    }
+
+    /// IDs of every file, for completion.
+    pub fn ids(&self) -> Vec<String> {
+        fs::read_dir(&self.files)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| is_valid_id(n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Parses a manifest, telling a damaged file from one written by a newer dstore.
+fn parse_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<T, CatalogError> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        format: u32,
+    }
+    match serde_json::from_slice::<Version>(bytes) {
+        Ok(v) if v.format > FORMAT_VERSION => {
+            return Err(CatalogError::NewerFormat {
+                path: path.to_path_buf(),
+                found: v.format,
+            })
+        }
+        _ => {}
+    }
+    serde_json::from_slice(bytes).map_err(|e| CatalogError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+
+    fn sample(id: &str) -> FileManifest {
+        let now = OffsetDateTime::now_utc();
+        FileManifest {
+            format: FORMAT_VERSION,
+            id: id.into(),
+            name: "a b.bin".into(),
+            source_path: "/tmp/a b.bin".into(),
+            size: 25,
+            mtime: now,
+            sha256: None,
+            part_size: 10,
+            layout: layout::initial(25, 10),
+            channels: vec![1234567890123456789],
+            status: Status::Incomplete,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn part(index: u64) -> PartRecord {
+        PartRecord {
+            format: FORMAT_VERSION,
+            index,
+            offset: index * 10,
+            length: 10,
+            sha256: "00".into(),
+            channel_id: 1,
+            message_id: 2,
+            attachment_id: 3,
+            attachment_name: "x".into(),
+            uploaded_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[test]
+    fn manifests_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let id = c.fresh_id();
+        let m = sample(&id);
+        c.save_file(&m).unwrap();
+        assert_eq!(c.load_file(&id).unwrap(), m);
+        let (p0, p1) = (part(0), part(1));
+        c.save_part(&id, &p1).unwrap();
+        c.save_part(&id, &p0).unwrap();
+        let loaded = c.load_parts(&id).unwrap();
+        assert_eq!(loaded.parts, vec![p0, p1]);
+        assert_eq!(c.count_parts(&id), 2);
+        let text = std::fs::read_to_string(dir.path().join("files").join(&id).join("file.json")).unwrap();
+        assert!(text.contains("\"1234567890123456789\""), "snowflakes are strings: {text}");
+    }
+
+    #[test]
+    fn damaged_part_is_moved_aside_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let id = c.fresh_id();
+        c.save_file(&sample(&id)).unwrap();
+        c.save_part(&id, &part(0)).unwrap();
+        let bad = dir.path().join("files").join(&id).join("parts").join("1.json");
+        std::fs::write(&bad, b"{\"format\":1,\"ind").unwrap();
+        let loaded = c.load_parts(&id).unwrap();
+        assert_eq!(loaded.parts.len(), 1);
+        assert_eq!(loaded.quarantined.len(), 1);
+        assert!(!bad.exists());
+        assert_eq!(std::fs::read(&loaded.quarantined[0]).unwrap(), b"{\"format\":1,\"ind");
+    }
+
+    #[test]
+    fn unknown_newer_and_hostile_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        assert!(matches!(c.load_file("abcdefghjk"), Err(CatalogError::UnknownId(_))));
+        assert!(matches!(c.load_file("../../etc"), Err(CatalogError::UnknownId(_))));
+        let id = c.fresh_id();
+        let mut m = sample(&id);
+        m.format = 99;
+        c.save_file(&m).unwrap();
+        assert!(matches!(c.load_file(&id), Err(CatalogError::NewerFormat { found: 99, .. })));
+    }
+}

@@ -1,0 +1,264 @@
+//! [`PartStore`] through a bot token: serenity builds each request and decodes each model,
+//! [`Transport`] sends it.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serenity::builder::CreateAttachment;
+use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
+use serenity::model::channel::{Attachment, Message};
+use serenity::model::id::{ChannelId, GuildId};
+use time::OffsetDateTime;
+
+use super::error::classify;
+use super::ratelimit::RouteKey;
+use super::transport::{Reply, Transport};
+use super::{PartStore, PutPart, RemotePart, StoreError};
+use crate::config::Config;
+
+/// Per-file upload limits by boost tier (discord-api.md §1.1).
+const DEFAULT_LIMIT: u64 = 10_485_760;
+const TIER2_LIMIT: u64 = 52_428_800;
+const TIER3_LIMIT: u64 = 104_857_600;
+
+/// Messages per page when listing a channel, Discord's maximum (discord-api.md §4).
+const PAGE: u8 = 100;
+
+pub struct BotStore {
+    t: Transport,
+}
+
+fn cid(id: u64) -> ChannelId {
+    ChannelId::new(id)
+}
+
+impl BotStore {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            t: Transport::new(config)?,
+        })
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.t
+    }
+
+    /// Checks the token with `GET /users/@me`.
+    pub async fn check_token(&self) -> Result<(), StoreError> {
+        let key = RouteKey { kind: "me", major: 0 };
+        let reply = self
+            .t
+            .send(key, || Request::new(Route::UserMe, LightMethod::Get))
+            .await?;
+        expect_ok(reply, 0, 0, 0).map(|_| ())
+    }
+
+    pub async fn get_message(&self, channel: u64, message: u64) -> Result<Message, StoreError> {
+        let key = RouteKey { kind: "get-message", major: channel };
+        let route = || Route::ChannelMessage {
+            channel_id: cid(channel),
+            message_id: message.into(),
+        };
+        let reply = self
+            .t
+            .send(key, || Request::new(route(), LightMethod::Get))
+            .await?;
+        decode(&expect_ok(reply, channel, message, 0)?)
+    }
+
+    /// One page of messages older than `before`, newest first.
+    pub async fn messages_before(
+        &self,
+        channel: u64,
+        before: Option<u64>,
+    ) -> Result<Vec<Message>, StoreError> {
+        let key = RouteKey { kind: "list-messages", major: channel };
+        let mut params = vec![("limit", PAGE.to_string())];
+        if let Some(b) = before {
+            params.push(("before", b.to_string()));
+        }
+        let reply = self
+            .t
+            .send(key, || {
+                Request::new(Route::ChannelMessages { channel_id: cid(channel) }, LightMethod::Get)
+                    .params(Some(params.clone()))
+            })
+            .await?;
+        decode(&expect_ok(reply, channel, 0, 0)?)
+    }
+
+    async fn get_json(&self, key: RouteKey, route: Route<'static>) -> Result<serde_json::Value, StoreError> {
+        let reply = self
+            .t
+            .send(key, || Request::new(route.clone(), LightMethod::Get))
+            .await?;
+        decode(&expect_ok(reply, key.major, 0, 0)?)
+    }
+
+    /// Downloads `url` (a CDN URL) and checks the answer, which serenity's own download does not
+    /// (discord-api.md §5.1): a 404 is content gone, not data.
+    pub async fn download(&self, url: &str) -> Result<Bytes, StoreError> {
+        let (backoff, retries) = self.t.backoff();
+        let mut failures = 0;
+        loop {
+            let why = match self.t.client().get(url).send().await {
+                Ok(resp) if resp.status().is_success() => match resp.bytes().await {
+                    Ok(b) => return Ok(b),
+                    Err(e) => format!("download dropped: {}", e.without_url()),
+                },
+                Ok(resp) if resp.status() == 404 => return Err(StoreError::ContentGone),
+                Ok(resp) if resp.status().is_server_error() || resp.status() == 429 => {
+                    format!("the CDN answered {}", resp.status())
+                }
+                Ok(resp) => {
+                    return Err(StoreError::Rejected {
+                        status: resp.status().as_u16(),
+                        code: -1,
+                        message: "the CDN refused the download".into(),
+                    })
+                }
+                Err(e) => format!("download failed: {}", e.without_url()),
+            };
+            failures += 1;
+            if failures > retries {
+                return Err(StoreError::GaveUp { attempts: failures, last: why });
+            }
+            tokio::time::sleep(backoff.delay(failures)).await;
+        }
+    }
+}
+
+impl PartStore for BotStore {
+    async fn put_part(&self, part: PutPart) -> Result<RemotePart, StoreError> {
+        let key = RouteKey { kind: "create-message", major: part.channel_id };
+        let payload = serde_json::json!({
+            "nonce": part.nonce,
+            "enforce_nonce": true,
+            "attachments": [{"id": 0, "filename": part.filename}],
+        })
+        .to_string();
+        let size = part.data.len() as u64;
+        let reply = self
+            .t
+            .send(key, || {
+                // A fresh copy per attempt: the multipart body is consumed by each send.
+                let file = CreateAttachment::bytes(part.data.to_vec(), part.filename.clone());
+                Request::new(
+                    Route::ChannelMessages { channel_id: cid(part.channel_id) },
+                    LightMethod::Post,
+                )
+                .multipart(Some(Multipart {
+                    upload: MultipartUpload::Attachments(vec![file]),
+                    fields: Vec::<(Cow<'static, str>, Cow<'static, str>)>::new(),
+                    payload_json: Some(payload.clone()),
+                }))
+            })
+            .await?;
+        let msg: Message = decode(&expect_ok(reply, part.channel_id, 0, size)?)?;
+        let stored = msg
+            .attachments
+            .iter()
+            .find(|a| a.filename == part.filename)
+            .ok_or_else(|| StoreError::Protocol("the message came back without the part".into()))?;
+        if u64::from(stored.size) != size {
+            return Err(StoreError::Protocol(format!(
+                "Discord stored {} bytes of a {size}-byte part",
+                stored.size
+            )));
+        }
+        Ok(remote(&msg, stored))
+    }
+
+    async fn find_parts(
+        &self,
+        channel_id: u64,
+        prefix: &str,
+        since: OffsetDateTime,
+    ) -> Result<Vec<RemotePart>, StoreError> {
+        let mut found = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self.messages_before(channel_id, before).await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.id.get());
+            let mut older = false;
+            for msg in &page {
+                if timestamp(&msg) < since {
+                    older = true;
+                    continue;
+                }
+                for a in msg.attachments.iter().filter(|a| a.filename.starts_with(prefix)) {
+                    found.push(remote(msg, a));
+                }
+            }
+            if older || page.len() < PAGE as usize {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn read_part(&self, part: &RemotePart) -> Result<Bytes, StoreError> {
+        match self.download(&part.url).await {
+            // The URL may have expired between listing and reading: fetch the message again.
+            Err(StoreError::ContentGone) => {
+                let msg = self.get_message(part.channel_id, part.message_id).await?;
+                let a = msg
+                    .attachments
+                    .iter()
+                    .find(|a| a.id.get() == part.attachment_id)
+                    .ok_or(StoreError::ContentGone)?;
+                self.download(&a.url).await
+            }
+            r => r,
+        }
+    }
+
+    async fn part_size_limit(&self, channel_id: u64) -> Result<u64, StoreError> {
+        let key = RouteKey { kind: "get-channel", major: channel_id };
+        let channel = self
+            .get_json(key, Route::Channel { channel_id: cid(channel_id) })
+            .await?;
+        let Some(guild) = channel["guild_id"].as_str().and_then(|g| g.parse::<u64>().ok()) else {
+            return Ok(DEFAULT_LIMIT);
+        };
+        let key = RouteKey { kind: "get-guild", major: guild };
+        let guild = self
+            .get_json(key, Route::Guild { guild_id: GuildId::new(guild) })
+            .await?;
+        Ok(match guild["premium_tier"].as_u64().unwrap_or(0) {
+            3 => TIER3_LIMIT,
+            2 => TIER2_LIMIT,
+            _ => DEFAULT_LIMIT,
+        })
+    }
+}
+
+fn expect_ok(reply: Reply, channel: u64, message: u64, size: u64) -> Result<Bytes, StoreError> {
+    if reply.status.is_success() {
+        Ok(reply.body)
+    } else {
+        Err(classify(reply.status.as_u16(), &reply.body, channel, message, size))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(body).map_err(|e| StoreError::Protocol(e.to_string()))
+}
+
+fn timestamp(msg: &Message) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(msg.timestamp.unix_timestamp())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn remote(msg: &Message, a: &Attachment) -> RemotePart {
+    RemotePart {
+        channel_id: msg.channel_id.get(),
+        message_id: msg.id.get(),
+        attachment_id: a.id.get(),
+        filename: a.filename.clone(),
+        size: u64::from(a.size),
+        url: a.url.clone(),
+        posted_at: timestamp(msg),
+    }
+}

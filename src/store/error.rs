@@ -1,0 +1,79 @@
+//! What can go wrong talking to Discord, as variants a caller can act on; every message is a
+//! sentence that says what to do next and never holds the token.
+
+use thiserror::Error;
+
+/// The permissions a storage channel needs (README "Discord setup").
+pub const PERMISSIONS: &str = "View Channel, Send Messages, Attach Files and Read Message History";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("Discord rejected the bot token (401 Unauthorized); check `token` in the config file or DSTORE_TOKEN")]
+    Unauthorized,
+    #[error("the bot cannot see channel {channel} (403 Missing Access); invite it and give it {PERMISSIONS}")]
+    MissingAccess { channel: u64 },
+    #[error("the bot lacks a permission in channel {channel} (403 Missing Permissions); it needs {PERMISSIONS}")]
+    MissingPermissions { channel: u64 },
+    #[error("channel {channel} does not exist or the bot is not in its server (404 Unknown Channel); check `channels` in the config")]
+    UnknownChannel { channel: u64 },
+    #[error("message {message} in channel {channel} no longer exists on Discord (404 Unknown Message)")]
+    UnknownMessage { channel: u64, message: u64 },
+    #[error("Discord refused a part of {size} bytes as too large (413)")]
+    PartTooLarge { size: u64 },
+    #[error("Discord answered {status} with code {code}: {message}")]
+    Rejected {
+        status: u16,
+        code: i64,
+        message: String,
+    },
+    #[error("gave up after {attempts} attempts; the last failure was: {last}")]
+    GaveUp { attempts: u32, last: String },
+    #[error("Discord sent a reply dstore cannot read: {0}")]
+    Protocol(String),
+    #[error("the attachment's link has expired or the content is gone")]
+    ContentGone,
+}
+
+impl StoreError {
+    /// Errors that no retry or other part can fix: stop the whole transfer at once.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unauthorized
+                | StoreError::MissingAccess { .. }
+                | StoreError::MissingPermissions { .. }
+                | StoreError::UnknownChannel { .. }
+        )
+    }
+}
+
+/// Discord's JSON error body (discord-api.md §4).
+#[derive(Debug, serde::Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub code: i64,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Maps a non-retryable answer to its error.
+pub fn classify(status: u16, body: &[u8], channel: u64, message: u64, size: u64) -> StoreError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let code = parsed.as_ref().map_or(-1, |b| b.code);
+    match (status, code) {
+        (401, _) => StoreError::Unauthorized,
+        (403, 50013) => StoreError::MissingPermissions { channel },
+        (403, _) => StoreError::MissingAccess { channel },
+        (404, 10003) => StoreError::UnknownChannel { channel },
+        (404, 10008) => StoreError::UnknownMessage { channel, message },
+        (413, _) | (_, 40005) => StoreError::PartTooLarge { size },
+        _ => StoreError::Rejected {
+            status,
+            code,
+            message: parsed.map_or_else(
+                || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                |b| b.message,
+            ),
+        },
+    }
+}
