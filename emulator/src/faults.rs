@@ -1,0 +1,128 @@
+//! Scripted fault injection: a queue of faults, each matched against requests by route kind.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One scripted fault: let `skip` matching requests through, then apply `action` to the next `times`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub route: FaultRoute,
+    pub skip: u32,
+    pub times: u32,
+    pub action: FaultAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultRoute {
+    CreateMessage,
+    GetMessage,
+    ListMessages,
+    DeleteMessage,
+    BulkDelete,
+    GetChannel,
+    Cdn,
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultAction {
+    /// This status with a non-JSON HTML body, as Cloudflare and Discord's edge send for 5xx.
+    Status(u16),
+    /// A 429 shaped like a real one (body, `Retry-After`, `X-RateLimit-Scope`, maybe `-Global`).
+    RateLimit { retry_after: f64, global: bool },
+    /// Drop the connection without a response; nothing is stored.
+    Reset,
+    /// Sleep, then handle the request normally.
+    Stall(Duration),
+    /// Handle the request (a create is stored), then drop the connection without replying.
+    ResetAfterCommit,
+    /// Handle the request (a create is stored), then sleep before replying.
+    StallAfterCommit(Duration),
+    /// CDN only: serve the bytes with some of them flipped (same length).
+    CorruptBytes,
+}
+
+/// The fault queue. A request is matched against the first unfinished fault whose route fits,
+/// so two faults on one route apply one after the other.
+#[derive(Debug, Default)]
+pub struct Faults {
+    queue: Mutex<Vec<Slot>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    fault: Fault,
+    seen: u32,
+}
+
+impl Faults {
+    pub fn push(&self, f: Fault) {
+        if f.times > 0 {
+            self.lock().push(Slot { fault: f, seen: 0 });
+        }
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Faults not yet used up.
+    pub fn pending(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Consumes one matching request and says which action, if any, applies to it.
+    pub(crate) fn take(&self, route: FaultRoute) -> Option<FaultAction> {
+        let mut queue = self.lock();
+        let i = queue
+            .iter()
+            .position(|s| s.fault.route == FaultRoute::Any || s.fault.route == route)?;
+        let slot = &mut queue[i];
+        slot.seen += 1;
+        if slot.seen <= slot.fault.skip {
+            return None;
+        }
+        let action = slot.fault.action.clone();
+        if slot.seen >= slot.fault.skip + slot.fault.times {
+            queue.remove(i);
+        }
+        Some(action)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_then_times_then_next_fault() {
+        let f = Faults::default();
+        f.push(Fault {
+            route: FaultRoute::CreateMessage,
+            skip: 1,
+            times: 2,
+            action: FaultAction::Reset,
+        });
+        f.push(Fault {
+            route: FaultRoute::CreateMessage,
+            skip: 0,
+            times: 1,
+            action: FaultAction::Status(502),
+        });
+        assert_eq!(f.take(FaultRoute::Cdn), None);
+        assert_eq!(f.take(FaultRoute::CreateMessage), None);
+        assert_eq!(f.take(FaultRoute::CreateMessage), Some(FaultAction::Reset));
+        assert_eq!(f.take(FaultRoute::CreateMessage), Some(FaultAction::Reset));
+        assert_eq!(f.pending(), 1);
+        assert_eq!(
+            f.take(FaultRoute::CreateMessage),
+            Some(FaultAction::Status(502))
+        );
+        assert_eq!(f.take(FaultRoute::CreateMessage), None);
+        assert_eq!(f.pending(), 0);
+    }
+}
