@@ -336,7 +336,10 @@ mod tests {
             "token = 'file-token'\nchannels = ['111', 222]\napi_base = 'http://file'\nconcurrency = 2",
         )
         .unwrap();
-        let env = env_of(&[("DSTORE_CHANNELS", "333,444"), ("DSTORE_API_BASE", "http://env/")]);
+        let env = env_of(&[
+            ("DSTORE_CHANNELS", "333,444"),
+            ("DSTORE_API_BASE", "http://env/"),
+        ]);
         let flags = FlagOverrides {
             concurrency: Some(7),
             data_dir: Some("/tmp/x".into()),
@@ -389,6 +392,9 @@ mod tests {
         };
         let c = Config::merge(FileConfig::default(), None, &flags, &|_| None).unwrap();
         let err = c.require_remote().unwrap_err().to_string();
-        assert!(err.contains("DSTORE_TOKEN") && err.contains("--emulator"), "{err}");
+        assert!(
+            err.contains("DSTORE_TOKEN") && err.contains("--emulator"),
+            "{err}"
+        );
     }
 }

@@ -2,5 +2,30 @@
 //! transfers. The binary's REPL and one-shot commands sit on these modules.
 
 pub mod catalog;
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod emulated;
+pub mod logging;
+pub mod progress;
+pub mod render;
+pub mod repl;
 pub mod store;
+pub mod transfer;
+
+use tokio_util::sync::CancellationToken;
+
+/// Runs one command with Ctrl-C wired to a clean cancel: manifests stay consistent and the
+/// upload stays resumable.
+pub async fn execute(session: &commands::Session, command: cli::Command) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    let result = session.run(command, cancel).await;
+    watcher.abort();
+    result
+}

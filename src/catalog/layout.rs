@@ -139,9 +139,21 @@ mod tests {
         assert_eq!(
             parts,
             vec![
-                PartSpan { index: 4, offset: 30, length: 20 },
-                PartSpan { index: 5, offset: 50, length: 10 },
-                PartSpan { index: 6, offset: 90, length: 10 },
+                PartSpan {
+                    index: 4,
+                    offset: 30,
+                    length: 20
+                },
+                PartSpan {
+                    index: 5,
+                    offset: 50,
+                    length: 10
+                },
+                PartSpan {
+                    index: 6,
+                    offset: 90,
+                    length: 10
+                },
             ]
         );
     }

@@ -154,6 +154,9 @@ mod tests {
         assert_eq!(n, "k3f9x2ab7q.41.part");
         assert_eq!(parse_attachment_name("k3f9x2ab7q", &n), Some(41));
         assert_eq!(parse_attachment_name("otherid123", &n), None);
-        assert_eq!(parse_attachment_name("k3f9x2ab7q", "k3f9x2ab7q.x.part"), None);
+        assert_eq!(
+            parse_attachment_name("k3f9x2ab7q", "k3f9x2ab7q.x.part"),
+            None
+        );
     }
 }

@@ -136,15 +136,18 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Counts part manifests without parsing them (for `list`).
-    pub fn count_parts(&self, id: &str) -> usize {
+    /// The indices of the recorded parts, from file names alone (for `list`).
+    pub fn part_indices(&self, id: &str) -> std::collections::HashSet<u64> {
         fs::read_dir(self.dir(id).join("parts"))
             .map(|d| {
                 d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
-                    .count()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().to_string();
+                        name.strip_suffix(".json")?.parse().ok()
+                    })
+                    .collect()
             })
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
     /// Every readable file manifest, newest first; damaged ones are returned as errors.
@@ -253,9 +256,13 @@ mod tests {
         c.save_part(&id, &p0).unwrap();
         let loaded = c.load_parts(&id).unwrap();
         assert_eq!(loaded.parts, vec![p0, p1]);
-        assert_eq!(c.count_parts(&id), 2);
-        let text = std::fs::read_to_string(dir.path().join("files").join(&id).join("file.json")).unwrap();
-        assert!(text.contains("\"1234567890123456789\""), "snowflakes are strings: {text}");
+        assert_eq!(c.part_indices(&id).len(), 2);
+        let text =
+            std::fs::read_to_string(dir.path().join("files").join(&id).join("file.json")).unwrap();
+        assert!(
+            text.contains("\"1234567890123456789\""),
+            "snowflakes are strings: {text}"
+        );
     }
 
     #[test]
@@ -265,25 +272,42 @@ mod tests {
         let id = c.fresh_id();
         c.save_file(&sample(&id)).unwrap();
         c.save_part(&id, &part(0)).unwrap();
-        let bad = dir.path().join("files").join(&id).join("parts").join("1.json");
+        let bad = dir
+            .path()
+            .join("files")
+            .join(&id)
+            .join("parts")
+            .join("1.json");
         std::fs::write(&bad, b"{\"format\":1,\"ind").unwrap();
         let loaded = c.load_parts(&id).unwrap();
         assert_eq!(loaded.parts.len(), 1);
         assert_eq!(loaded.quarantined.len(), 1);
         assert!(!bad.exists());
-        assert_eq!(std::fs::read(&loaded.quarantined[0]).unwrap(), b"{\"format\":1,\"ind");
+        assert_eq!(
+            std::fs::read(&loaded.quarantined[0]).unwrap(),
+            b"{\"format\":1,\"ind"
+        );
     }
 
     #[test]
     fn unknown_newer_and_hostile_ids() {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::open(dir.path()).unwrap();
-        assert!(matches!(c.load_file("abcdefghjk"), Err(CatalogError::UnknownId(_))));
-        assert!(matches!(c.load_file("../../etc"), Err(CatalogError::UnknownId(_))));
+        assert!(matches!(
+            c.load_file("abcdefghjk"),
+            Err(CatalogError::UnknownId(_))
+        ));
+        assert!(matches!(
+            c.load_file("../../etc"),
+            Err(CatalogError::UnknownId(_))
+        ));
         let id = c.fresh_id();
         let mut m = sample(&id);
         m.format = 99;
         c.save_file(&m).unwrap();
-        assert!(matches!(c.load_file(&id), Err(CatalogError::NewerFormat { found: 99, .. })));
+        assert!(matches!(
+            c.load_file(&id),
+            Err(CatalogError::NewerFormat { found: 99, .. })
+        ));
     }
 }

@@ -45,7 +45,10 @@ impl BotStore {
 
     /// Checks the token with `GET /users/@me`.
     pub async fn check_token(&self) -> Result<(), StoreError> {
-        let key = RouteKey { kind: "me", major: 0 };
+        let key = RouteKey {
+            kind: "me",
+            major: 0,
+        };
         let reply = self
             .t
             .send(key, || Request::new(Route::UserMe, LightMethod::Get))
@@ -54,7 +57,10 @@ impl BotStore {
     }
 
     pub async fn get_message(&self, channel: u64, message: u64) -> Result<Message, StoreError> {
-        let key = RouteKey { kind: "get-message", major: channel };
+        let key = RouteKey {
+            kind: "get-message",
+            major: channel,
+        };
         let route = || Route::ChannelMessage {
             channel_id: cid(channel),
             message_id: message.into(),
@@ -72,7 +78,10 @@ impl BotStore {
         channel: u64,
         before: Option<u64>,
     ) -> Result<Vec<Message>, StoreError> {
-        let key = RouteKey { kind: "list-messages", major: channel };
+        let key = RouteKey {
+            kind: "list-messages",
+            major: channel,
+        };
         let mut params = vec![("limit", PAGE.to_string())];
         if let Some(b) = before {
             params.push(("before", b.to_string()));
@@ -80,14 +89,23 @@ impl BotStore {
         let reply = self
             .t
             .send(key, || {
-                Request::new(Route::ChannelMessages { channel_id: cid(channel) }, LightMethod::Get)
-                    .params(Some(params.clone()))
+                Request::new(
+                    Route::ChannelMessages {
+                        channel_id: cid(channel),
+                    },
+                    LightMethod::Get,
+                )
+                .params(Some(params.clone()))
             })
             .await?;
         decode(&expect_ok(reply, channel, 0, 0)?)
     }
 
-    async fn get_json(&self, key: RouteKey, route: Route<'static>) -> Result<serde_json::Value, StoreError> {
+    async fn get_json(
+        &self,
+        key: RouteKey,
+        route: Route<'static>,
+    ) -> Result<serde_json::Value, StoreError> {
         let reply = self
             .t
             .send(key, || Request::new(route.clone(), LightMethod::Get))
@@ -121,7 +139,10 @@ impl BotStore {
             };
             failures += 1;
             if failures > retries {
-                return Err(StoreError::GaveUp { attempts: failures, last: why });
+                return Err(StoreError::GaveUp {
+                    attempts: failures,
+                    last: why,
+                });
             }
             tokio::time::sleep(backoff.delay(failures)).await;
         }
@@ -130,7 +151,10 @@ impl BotStore {
 
 impl PartStore for BotStore {
     async fn put_part(&self, part: PutPart) -> Result<RemotePart, StoreError> {
-        let key = RouteKey { kind: "create-message", major: part.channel_id };
+        let key = RouteKey {
+            kind: "create-message",
+            major: part.channel_id,
+        };
         let payload = serde_json::json!({
             "nonce": part.nonce,
             "enforce_nonce": true,
@@ -144,7 +168,9 @@ impl PartStore for BotStore {
                 // A fresh copy per attempt: the multipart body is consumed by each send.
                 let file = CreateAttachment::bytes(part.data.to_vec(), part.filename.clone());
                 Request::new(
-                    Route::ChannelMessages { channel_id: cid(part.channel_id) },
+                    Route::ChannelMessages {
+                        channel_id: cid(part.channel_id),
+                    },
                     LightMethod::Post,
                 )
                 .multipart(Some(Multipart {
@@ -187,7 +213,11 @@ impl PartStore for BotStore {
                     older = true;
                     continue;
                 }
-                for a in msg.attachments.iter().filter(|a| a.filename.starts_with(prefix)) {
+                for a in msg
+                    .attachments
+                    .iter()
+                    .filter(|a| a.filename.starts_with(prefix))
+                {
                     found.push(remote(msg, a));
                 }
             }
@@ -215,16 +245,35 @@ impl PartStore for BotStore {
     }
 
     async fn part_size_limit(&self, channel_id: u64) -> Result<u64, StoreError> {
-        let key = RouteKey { kind: "get-channel", major: channel_id };
+        let key = RouteKey {
+            kind: "get-channel",
+            major: channel_id,
+        };
         let channel = self
-            .get_json(key, Route::Channel { channel_id: cid(channel_id) })
+            .get_json(
+                key,
+                Route::Channel {
+                    channel_id: cid(channel_id),
+                },
+            )
             .await?;
-        let Some(guild) = channel["guild_id"].as_str().and_then(|g| g.parse::<u64>().ok()) else {
+        let Some(guild) = channel["guild_id"]
+            .as_str()
+            .and_then(|g| g.parse::<u64>().ok())
+        else {
             return Ok(DEFAULT_LIMIT);
         };
-        let key = RouteKey { kind: "get-guild", major: guild };
+        let key = RouteKey {
+            kind: "get-guild",
+            major: guild,
+        };
         let guild = self
-            .get_json(key, Route::Guild { guild_id: GuildId::new(guild) })
+            .get_json(
+                key,
+                Route::Guild {
+                    guild_id: GuildId::new(guild),
+                },
+            )
             .await?;
         Ok(match guild["premium_tier"].as_u64().unwrap_or(0) {
             3 => TIER3_LIMIT,
@@ -238,7 +287,13 @@ fn expect_ok(reply: Reply, channel: u64, message: u64, size: u64) -> Result<Byte
     if reply.status.is_success() {
         Ok(reply.body)
     } else {
-        Err(classify(reply.status.as_u16(), &reply.body, channel, message, size))
+        Err(classify(
+            reply.status.as_u16(),
+            &reply.body,
+            channel,
+            message,
+            size,
+        ))
     }
 }
 

@@ -16,7 +16,9 @@ pub enum StoreError {
     MissingPermissions { channel: u64 },
     #[error("channel {channel} does not exist or the bot is not in its server (404 Unknown Channel); check `channels` in the config")]
     UnknownChannel { channel: u64 },
-    #[error("message {message} in channel {channel} no longer exists on Discord (404 Unknown Message)")]
+    #[error(
+        "message {message} in channel {channel} no longer exists on Discord (404 Unknown Message)"
+    )]
     UnknownMessage { channel: u64, message: u64 },
     #[error("Discord refused a part of {size} bytes as too large (413)")]
     PartTooLarge { size: u64 },

@@ -42,7 +42,10 @@ pub struct PutPart {
 pub trait PartStore: Send + Sync + 'static {
     /// Posts a part; succeeds only when Discord returned the message with an attachment of
     /// exactly the bytes sent.
-    fn put_part(&self, part: PutPart) -> impl Future<Output = Result<RemotePart, StoreError>> + Send;
+    fn put_part(
+        &self,
+        part: PutPart,
+    ) -> impl Future<Output = Result<RemotePart, StoreError>> + Send;
 
     /// Every attachment in `channel` posted at or after `since` whose name starts with `prefix`.
     fn find_parts(
@@ -53,8 +56,14 @@ pub trait PartStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<RemotePart>, StoreError>> + Send;
 
     /// Downloads the bytes of a part found moments ago (its URL is fresh).
-    fn read_part(&self, part: &RemotePart) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+    fn read_part(
+        &self,
+        part: &RemotePart,
+    ) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
 
     /// The largest attachment `channel` accepts, from its server's boost tier.
-    fn part_size_limit(&self, channel_id: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn part_size_limit(
+        &self,
+        channel_id: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -145,7 +145,11 @@ impl RateLimiter {
 
 /// Seconds as a duration; negative or absurd values are clamped (a bad header must not panic).
 pub fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(if s.is_finite() { s.clamp(0.0, 3600.0) } else { 1.0 })
+    Duration::from_secs_f64(if s.is_finite() {
+        s.clamp(0.0, 3600.0)
+    } else {
+        1.0
+    })
 }
 
 #[cfg(test)]
@@ -155,13 +159,22 @@ mod tests {
 
     fn headers(remaining: &str, reset_after: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("x-ratelimit-remaining", HeaderValue::from_str(remaining).unwrap());
-        h.insert("x-ratelimit-reset-after", HeaderValue::from_str(reset_after).unwrap());
+        h.insert(
+            "x-ratelimit-remaining",
+            HeaderValue::from_str(remaining).unwrap(),
+        );
+        h.insert(
+            "x-ratelimit-reset-after",
+            HeaderValue::from_str(reset_after).unwrap(),
+        );
         h.insert("x-ratelimit-bucket", HeaderValue::from_static("abcd"));
         h
     }
 
-    const KEY: RouteKey = RouteKey { kind: "create", major: 7 };
+    const KEY: RouteKey = RouteKey {
+        kind: "create",
+        major: 7,
+    };
 
     #[tokio::test(start_paused = true)]
     async fn waits_for_reset_when_bucket_is_empty() {
@@ -169,7 +182,11 @@ mod tests {
         rl.observe(&KEY, &headers("0", "2.5"));
         let start = tokio::time::Instant::now();
         rl.acquire(&KEY).await;
-        assert!(start.elapsed() >= Duration::from_millis(2400), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(2400),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
@@ -180,7 +197,10 @@ mod tests {
         let mut st = rl.state.lock().unwrap();
         assert_eq!(st.try_take(&KEY, now), None);
         assert!(st.try_take(&KEY, now).is_some());
-        let other = RouteKey { kind: "create", major: 8 };
+        let other = RouteKey {
+            kind: "create",
+            major: 8,
+        };
         assert_eq!(st.try_take(&other, now), None);
     }
 
@@ -188,8 +208,16 @@ mod tests {
     fn global_penalty_blocks_every_route() {
         let rl = RateLimiter::default();
         rl.penalize(&KEY, Duration::from_secs(3), true);
-        let other = RouteKey { kind: "get", major: 1 };
-        assert!(rl.state.lock().unwrap().try_take(&other, Instant::now()).is_some());
+        let other = RouteKey {
+            kind: "get",
+            major: 1,
+        };
+        assert!(rl
+            .state
+            .lock()
+            .unwrap()
+            .try_take(&other, Instant::now())
+            .is_some());
     }
 
     #[test]
@@ -197,9 +225,20 @@ mod tests {
         let st = &mut State::default();
         let now = Instant::now();
         for i in 0..50 {
-            let k = RouteKey { kind: "get", major: i };
+            let k = RouteKey {
+                kind: "get",
+                major: i,
+            };
             assert_eq!(st.try_take(&k, now), None);
         }
-        assert!(st.try_take(&RouteKey { kind: "get", major: 99 }, now).is_some());
+        assert!(st
+            .try_take(
+                &RouteKey {
+                    kind: "get",
+                    major: 99
+                },
+                now
+            )
+            .is_some());
     }
 }

@@ -99,7 +99,12 @@ impl Transport {
                                     last: "rate limited every time".into(),
                                 });
                             }
-                            tracing::warn!(route = key.kind, global, "rate limited; waiting {:.2}s", wait.as_secs_f64());
+                            tracing::warn!(
+                                route = key.kind,
+                                global,
+                                "rate limited; waiting {:.2}s",
+                                wait.as_secs_f64()
+                            );
                             self.limiter.penalize(&key, wait, global);
                             continue;
                         }
@@ -117,7 +122,13 @@ impl Transport {
                 });
             }
             let delay = self.backoff.delay(failures);
-            tracing::warn!(route = key.kind, "{}; retry {failures}/{} in {:.1}s", why.0, self.retries, delay.as_secs_f64());
+            tracing::warn!(
+                route = key.kind,
+                "{}; retry {failures}/{} in {:.1}s",
+                why.0,
+                self.retries,
+                delay.as_secs_f64()
+            );
             tokio::time::sleep(delay).await;
         }
     }

@@ -1,0 +1,126 @@
+//! The command language, one clap definition for both one-shot mode (`dstore upload PATH`) and
+//! the REPL (`upload PATH`), so help, usage and behaviour are the same in both.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_channel_id, FlagOverrides, PartSize};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dstore",
+    version,
+    about = "Store files on Discord: streamed, resumable, verified uploads through a bot.",
+    long_about = "Store files on Discord: streamed, resumable, verified uploads through a bot.\n\n\
+        With no command, dstore starts an interactive prompt. `dstore --emulator` runs against a \
+        local Discord emulator, no Discord account needed."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub launch: LaunchFlags,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LaunchFlags {
+    /// Config file (default: $DSTORE_CONFIG, else the platform config dir's dstore/config.toml).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    /// Where manifests, history and logs live (overrides DSTORE_DATA_DIR and `data_dir`).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Discord API origin (overrides DSTORE_API_BASE and `api_base`).
+    #[arg(long, value_name = "URL", global = true)]
+    pub api_base: Option<String>,
+    /// Storage channel ID; repeat for several (overrides DSTORE_CHANNELS and `channels`).
+    #[arg(long = "channel", value_name = "ID", value_parser = parse_channel_id, global = true)]
+    pub channels: Vec<u64>,
+    /// Part size: `auto` (the channel's largest) or a size such as 8MiB.
+    #[arg(long, value_name = "SIZE", value_parser = PartSize::parse, global = true)]
+    pub part_size: Option<PartSize>,
+    /// Parts in flight at once (1-32).
+    #[arg(long, value_name = "N", global = true)]
+    pub concurrency: Option<usize>,
+    /// Run against a Discord emulator started in this process (no Discord account needed).
+    #[arg(long, global = true)]
+    pub emulator: bool,
+    /// More log output (-v: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl LaunchFlags {
+    pub fn overrides(&self) -> FlagOverrides {
+        FlagOverrides {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            api_base: self.api_base.clone(),
+            channels: self.channels.clone(),
+            part_size: self.part_size,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+/// The commands of both modes.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Upload a file; prints its ID, which `resume` takes if the upload is interrupted.
+    Upload {
+        /// The file to upload (quote paths with spaces).
+        path: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue an interrupted upload; nothing Discord already holds is sent again.
+    Resume {
+        /// The file ID printed by `upload` (see `list`).
+        id: String,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every file: ID, name, size, parts, status and age, newest first.
+    List {
+        /// Print the list as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A line typed at the prompt.
+#[derive(Debug, Parser)]
+#[command(
+    multicall = true,
+    disable_help_subcommand = true,
+    disable_help_flag = true
+)]
+pub struct ReplLine {
+    #[command(subcommand)]
+    pub command: ReplCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplCommand {
+    #[command(flatten)]
+    Run(Command),
+    /// Show the commands, or one command's usage.
+    Help { command: Option<String> },
+    /// Leave dstore (also `quit` or Ctrl-D).
+    #[command(alias = "quit")]
+    Exit,
+}
+
+/// Every command name the prompt knows, for completion and suggestions.
+pub fn command_names() -> Vec<String> {
+    use clap::CommandFactory;
+    let mut names: Vec<String> = ReplLine::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    names.push("quit".into());
+    names
+}

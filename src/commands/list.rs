@@ -1,0 +1,57 @@
+//! `list`: every file in the catalogue, newest first.
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+use super::{FileJson, Session};
+use crate::render::{human_bytes, relative_age};
+
+pub fn list(s: &Session, json: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    for entry in s.catalog.all()? {
+        match entry {
+            Ok(m) => rows.push(FileJson::of(&s.catalog, &m)),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("No files yet; `upload <path>` stores one.");
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let name_w = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 40);
+    println!(
+        "{:<10}  {:<name_w$}  {:>10}  {:>11}  {:<10}  {}",
+        "ID", "NAME", "SIZE", "PARTS", "STATUS", "CREATED"
+    );
+    for r in rows {
+        println!(
+            "{:<10}  {:<name_w$}  {:>10}  {:>11}  {:<10}  {}",
+            r.id,
+            truncate(&r.name, name_w),
+            human_bytes(r.size),
+            format!("{}/{}", r.parts_done, r.parts_total),
+            r.status.as_str(),
+            relative_age(r.created_at, now),
+        );
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(width - 1).collect();
+    t.push('…');
+    t
+}

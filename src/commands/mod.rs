@@ -1,0 +1,94 @@
+//! The commands: each parses nothing itself, calls the library, and renders the result for a
+//! person or as JSON.
+
+mod help;
+mod list;
+mod upload;
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, FileManifest, Status};
+use crate::cli::Command;
+use crate::config::Config;
+use crate::progress::ProgressMode;
+use crate::store::BotStore;
+
+pub use help::{help_text, suggest, unknown as unknown_command};
+
+/// What every command runs with.
+pub struct Session {
+    pub config: Config,
+    pub catalog: Catalog,
+    pub progress: ProgressMode,
+    store: std::sync::OnceLock<Arc<BotStore>>,
+}
+
+impl Session {
+    pub fn new(config: Config, progress: ProgressMode) -> Result<Self> {
+        let catalog = Catalog::open(&config.data_dir)?;
+        Ok(Self {
+            config,
+            catalog,
+            progress,
+            store: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The Discord store, built on first use (so `list` works offline and without a token).
+    pub fn store(&self) -> Result<Arc<BotStore>> {
+        if let Some(s) = self.store.get() {
+            return Ok(s.clone());
+        }
+        self.config.require_remote()?;
+        let s = Arc::new(BotStore::new(&self.config)?);
+        Ok(self.store.get_or_init(|| s).clone())
+    }
+
+    /// Runs one command; `cancel` fires on Ctrl-C.
+    pub async fn run(&self, command: Command, cancel: CancellationToken) -> Result<()> {
+        match command {
+            Command::Upload { path, json } => upload::upload(self, &path, json, cancel).await,
+            Command::Resume { id, json } => upload::resume(self, &id, json, cancel).await,
+            Command::List { json } => list::list(self, json),
+        }
+    }
+}
+
+/// The JSON shape of one file (`--json` on upload, resume and list).
+#[derive(Debug, Serialize)]
+pub struct FileJson {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub parts_total: u64,
+    pub parts_done: u64,
+    pub status: Status,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
+impl FileJson {
+    pub fn of(catalog: &Catalog, m: &FileManifest) -> Self {
+        let done = catalog.part_indices(&m.id);
+        let pending = m
+            .planned()
+            .iter()
+            .filter(|s| !done.contains(&s.index))
+            .count();
+        FileJson {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            size: m.size,
+            sha256: m.sha256.clone(),
+            parts_total: (done.len() + pending) as u64,
+            parts_done: done.len() as u64,
+            status: m.status,
+            created_at: m.created_at,
+        }
+    }
+}

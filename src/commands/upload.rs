@@ -1,0 +1,168 @@
+//! `upload <path>` and `resume <id>`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::{FileJson, Session};
+use crate::catalog::{layout, FileManifest, Status, FORMAT_VERSION};
+use crate::config::PartSize;
+use crate::progress::{Progress, ProgressMode};
+use crate::render::human_bytes;
+use crate::store::PartStore;
+use crate::transfer::{adopt_orphans, check_source, run_upload, UploadCtx, UploadError};
+
+/// How far below the channel's limit `auto` parts stay: the exact boundary is not documented
+/// (discord-api.md §1.1).
+const AUTO_MARGIN: u64 = 64 * 1024;
+
+pub async fn upload(s: &Session, path: &Path, json: bool, cancel: CancellationToken) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("there is no file at {}", path.display()),
+        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+    })?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file; `upload` takes one file",
+            path.display()
+        );
+    }
+    let store = s.store()?;
+    let mut limit = u64::MAX;
+    for &channel in &s.config.channels {
+        limit = limit.min(store.part_size_limit(channel).await?);
+    }
+    let part_size = match s.config.part_size {
+        PartSize::Auto => limit - AUTO_MARGIN,
+        PartSize::Fixed(n) => n,
+    };
+    let now = OffsetDateTime::now_utc();
+    let source = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve {}", path.display()))?;
+    let file = FileManifest {
+        format: FORMAT_VERSION,
+        id: s.catalog.fresh_id(),
+        name: path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string()),
+        source_path: source,
+        size: meta.len(),
+        mtime: meta.modified().map(OffsetDateTime::from)?,
+        sha256: None,
+        part_size,
+        layout: layout::initial(meta.len(), part_size),
+        channels: s.config.channels.clone(),
+        status: Status::Incomplete,
+        created_at: now,
+        updated_at: now,
+    };
+    s.catalog.save_file(&file)?;
+    if !json {
+        println!(
+            "Uploading {} ({}) as {} in {} parts of up to {}.",
+            file.name,
+            human_bytes(file.size),
+            file.id,
+            file.planned().len(),
+            human_bytes(part_size)
+        );
+    }
+    transfer(s, file, Vec::new(), json, cancel).await
+}
+
+pub async fn resume(s: &Session, id: &str, json: bool, cancel: CancellationToken) -> Result<()> {
+    let file = s.catalog.load_file(id)?;
+    if file.status == Status::Complete {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&FileJson::of(&s.catalog, &file))?
+            );
+        } else {
+            println!(
+                "{} ({}) is already complete; nothing to resume.",
+                file.id, file.name
+            );
+        }
+        return Ok(());
+    }
+    check_source(&file).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", file.id))?;
+    let store = s.store()?;
+    let mut parts = s.catalog.load_parts(id)?.parts;
+    let adopted = adopt_orphans(store.as_ref(), &s.catalog, &file, &mut parts)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", file.id))?;
+    if !json {
+        let have: u64 = parts.iter().map(|p| p.length).sum();
+        println!(
+            "Resuming {} ({}): {} of {} already on Discord{}.",
+            file.id,
+            file.name,
+            human_bytes(have),
+            human_bytes(file.size),
+            if adopted > 0 {
+                format!(" ({adopted} unrecorded parts found and verified)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    transfer(s, file, parts, json, cancel).await
+}
+
+async fn transfer(
+    s: &Session,
+    file: FileManifest,
+    parts: Vec<crate::catalog::PartRecord>,
+    json: bool,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let ctx = UploadCtx {
+        store: s.store()?,
+        catalog: s.catalog.clone(),
+        concurrency: s.config.concurrency,
+        cancel,
+    };
+    let mode = if json && s.progress == ProgressMode::Bar {
+        ProgressMode::Hidden
+    } else {
+        s.progress
+    };
+    let progress = Progress::new(mode, &format!("upload {}", file.id), file.size);
+    let id = file.id.clone();
+    match run_upload(&ctx, file, parts, &progress).await {
+        Ok(done) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&FileJson::of(&s.catalog, &done))?
+                );
+            } else {
+                println!(
+                    "Stored {} ({}) as {}: {} parts, sha256 {}.",
+                    done.name,
+                    human_bytes(done.size),
+                    done.id,
+                    s.catalog.part_indices(&done.id).len(),
+                    done.sha256.as_deref().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            progress.finish();
+            let file = s.catalog.load_file(&id)?;
+            let j = FileJson::of(&s.catalog, &file);
+            let at = format!("{}/{} parts", j.parts_done, j.parts_total);
+            match e {
+                UploadError::Cancelled => {
+                    bail!("upload of {id} cancelled after {at}; run `resume {id}` to continue")
+                }
+                UploadError::SourceChanged(_) => bail!("upload of {id} stopped after {at}: {e}"),
+                e => bail!("upload of {id} stopped after {at}: {e}; run `resume {id}` to continue"),
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The interactive prompt: rustyline with history and completion on a terminal, plain lines
+//! when stdin is not one; Ctrl-C cancels a transfer, never the prompt; Ctrl-D or `exit` leaves.
+
+mod helper;
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Config as EditorConfig, Editor};
+
+use crate::cli::{ReplCommand, ReplLine};
+use crate::commands::{help_text, Session};
+use crate::execute;
+
+/// What to do after a line.
+enum Flow {
+    Continue(bool),
+    Exit,
+}
+
+/// Runs the prompt until `exit` or end of input; non-zero when a command failed in piped mode.
+pub fn run(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) -> Result<ExitCode> {
+    if std::io::stdin().is_terminal() {
+        interactive(rt, session, banner)
+    } else {
+        piped(rt, session)
+    }
+}
+
+fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) -> Result<ExitCode> {
+    let config = EditorConfig::builder().auto_add_history(true).build();
+    let mut editor: Editor<helper::DstoreHelper, DefaultHistory> = Editor::with_config(config)?;
+    editor.set_helper(Some(helper::DstoreHelper::new(session.catalog.clone())));
+    let history = session.config.data_dir.join("history.txt");
+    let _ = editor.load_history(&history);
+    println!("{banner}");
+    loop {
+        match editor.readline("dstore> ") {
+            Ok(line) => {
+                if let Flow::Exit = handle(rt, session, &line) {
+                    break;
+                }
+            }
+            Err(ReadlineError::Interrupted) => {
+                println!("(Ctrl-C cancels a transfer; type `exit` or press Ctrl-D to leave)")
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Err(e) = editor.save_history(&history) {
+        eprintln!(
+            "warning: could not save the history to {}: {e}",
+            history.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn piped(rt: &tokio::runtime::Runtime, session: &Session) -> Result<ExitCode> {
+    let mut failed = false;
+    for line in std::io::stdin().lock().lines() {
+        match handle(rt, session, &line?) {
+            Flow::Exit => break,
+            Flow::Continue(ok) => failed |= !ok,
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Parses and runs one line; errors are printed and the prompt goes on.
+fn handle(rt: &tokio::runtime::Runtime, session: &Session, line: &str) -> Flow {
+    let Some(words) = shlex::split(line) else {
+        eprintln!("error: unbalanced quotes; close the quote or escape it with a backslash");
+        return Flow::Continue(false);
+    };
+    if words.is_empty() {
+        return Flow::Continue(true);
+    }
+    let parsed = match ReplLine::try_parse_from(&words) {
+        Ok(p) => p,
+        Err(e) => {
+            if crate::cli::command_names().contains(&words[0]) {
+                eprint!("{}", e.render());
+            } else {
+                eprintln!("error: {}", crate::commands::unknown_command(&words[0]));
+            }
+            return Flow::Continue(false);
+        }
+    };
+    match parsed.command {
+        ReplCommand::Exit => Flow::Exit,
+        ReplCommand::Help { command } => match help_text(command.as_deref()) {
+            Ok(t) => {
+                println!("{t}");
+                Flow::Continue(true)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Flow::Continue(false)
+            }
+        },
+        ReplCommand::Run(cmd) => match rt.block_on(execute(session, cmd)) {
+            Ok(()) => Flow::Continue(true),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Flow::Continue(false)
+            }
+        },
+    }
+}

@@ -1,0 +1,77 @@
+//! Adopting parts that reached Discord but were never recorded (the process died between
+//! Discord's reply and the part manifest): found by their unique attachment name, placed by the
+//! file's layout, and kept only when their bytes hash like the source's.
+
+use std::collections::HashSet;
+use std::fs::File;
+
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+use super::reader::read_span;
+use super::UploadError;
+use crate::catalog::{parse_attachment_name, Catalog, FileManifest, PartRecord, FORMAT_VERSION};
+use crate::store::PartStore;
+
+/// Looks for unrecorded parts of `file` on Discord, verifies and records them; returns how
+/// many were adopted.
+pub async fn adopt_orphans<S: PartStore>(
+    store: &S,
+    catalog: &Catalog,
+    file: &FileManifest,
+    stored: &mut Vec<PartRecord>,
+) -> Result<usize, UploadError> {
+    let known: HashSet<u64> = stored.iter().map(|p| p.index).collect();
+    // Allow for clock skew between this machine and Discord.
+    let since = file.created_at - Duration::minutes(10);
+    let prefix = format!("{}.", file.id);
+    let mut channels = file.channels.clone();
+    channels.dedup();
+    let mut adopted = 0;
+    let mut seen = HashSet::new();
+    for channel in channels {
+        for remote in store.find_parts(channel, &prefix, since).await? {
+            let Some(index) = parse_attachment_name(&file.id, &remote.filename) else {
+                continue;
+            };
+            let Some(span) = file.span(index) else {
+                continue;
+            };
+            if known.contains(&index) || remote.size != span.length || !seen.insert(index) {
+                continue;
+            }
+            let path = file.source_path.clone();
+            let local = tokio::task::spawn_blocking(move || {
+                File::open(&path).and_then(|mut f| read_span(&mut f, span))
+            })
+            .await
+            .expect("reader does not panic")
+            .map_err(|e| UploadError::source(&file.source_path, e))?;
+            let sha256 = hex::encode(Sha256::digest(&local));
+            let remote_bytes = store.read_part(&remote).await?;
+            if hex::encode(Sha256::digest(&remote_bytes)) != sha256 {
+                seen.remove(&index);
+                tracing::warn!(
+                    "part {index} found on Discord differs from the source; uploading it again"
+                );
+                continue;
+            }
+            let rec = PartRecord {
+                format: FORMAT_VERSION,
+                index,
+                offset: span.offset,
+                length: span.length,
+                sha256,
+                channel_id: remote.channel_id,
+                message_id: remote.message_id,
+                attachment_id: remote.attachment_id,
+                attachment_name: remote.filename.clone(),
+                uploaded_at: OffsetDateTime::now_utc(),
+            };
+            catalog.save_part(&file.id, &rec)?;
+            stored.push(rec);
+            adopted += 1;
+        }
+    }
+    Ok(adopted)
+}

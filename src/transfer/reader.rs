@@ -1,0 +1,97 @@
+//! Reads the source file in offset order on a blocking thread: hashes each part and the whole
+//! file, checks parts already stored against their recorded SHA-256, and hands the others to
+//! the uploaders through a channel of one, so memory holds about (concurrency + 1) parts.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::UploadError;
+use crate::catalog::layout::PartSpan;
+
+/// A span of the file and what is known of it.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// Stored on Discord already; its bytes must still hash to this.
+    Stored(PartSpan, String),
+    /// To upload.
+    Pending(PartSpan),
+}
+
+impl Item {
+    pub fn span(&self) -> PartSpan {
+        match self {
+            Item::Stored(s, _) | Item::Pending(s) => *s,
+        }
+    }
+}
+
+/// A part read and hashed, ready to post.
+pub struct Job {
+    pub span: PartSpan,
+    pub data: Bytes,
+    pub sha256: String,
+}
+
+/// Starts the reader; it returns the whole file's SHA-256 once every item has been read.
+pub fn spawn(
+    path: PathBuf,
+    items: Vec<Item>,
+    tx: mpsc::Sender<Job>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<Result<Option<String>, UploadError>> {
+    tokio::task::spawn_blocking(move || {
+        let mut file = File::open(&path).map_err(|e| UploadError::source(&path, e))?;
+        let mut whole = Sha256::new();
+        for item in items {
+            if cancel.is_cancelled() {
+                return Ok(None);
+            }
+            let span = item.span();
+            let data = read_span(&mut file, span).map_err(|e| UploadError::source(&path, e))?;
+            whole.update(&data);
+            let sha256 = hex::encode(Sha256::digest(&data));
+            match item {
+                Item::Stored(_, want) if want != sha256 => {
+                    return Err(UploadError::SourceChanged(format!(
+                        "bytes {}..{} no longer match part {} already stored",
+                        span.offset,
+                        span.end(),
+                        span.index
+                    )))
+                }
+                Item::Stored(..) => {}
+                Item::Pending(span) => {
+                    let job = Job {
+                        span,
+                        data: Bytes::from(data),
+                        sha256,
+                    };
+                    if tx.blocking_send(job).is_err() {
+                        return Ok(None); // the uploaders stopped
+                    }
+                }
+            }
+        }
+        Ok(Some(hex::encode(whole.finalize())))
+    })
+}
+
+/// Reads exactly the bytes of `span`.
+pub fn read_span(file: &mut File, span: PartSpan) -> std::io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(span.offset))?;
+    let mut data = Vec::with_capacity(span.length as usize);
+    file.take(span.length).read_to_end(&mut data)?;
+    if data.len() as u64 != span.length {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the file is shorter than when the upload started",
+        ));
+    }
+    Ok(data)
+}
