@@ -66,7 +66,8 @@ pub fn guild(g: &Guild, owner_id: u64) -> Value {
 /// Every guild has an @everyone role whose id is the guild id.
 fn everyone_role(guild_id: u64) -> Value {
     json!({
-        "id": guild_id.to_string(), "name": "@everyone", "color": 0, "hoist": false, "icon": null,
+        "id": guild_id.to_string(), "name": "@everyone", "color": 0,
+        "colors": { "primary_color": 0, "secondary_color": null, "tertiary_color": null }, "hoist": false, "icon": null,
         "unicode_emoji": null, "position": 0, "permissions": "1071698660929", "managed": false,
         "mentionable": false, "flags": 0,
     })

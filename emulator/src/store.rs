@@ -268,7 +268,7 @@ impl Store {
             Page::After(id) => msgs.range(id + 1..).map(|(_, m)| m).take(limit).collect(),
             Page::Around(id) => around(msgs, id, limit),
         };
-        out.sort_by(|a, b| b.id.cmp(&a.id));
+        out.sort_by_key(|m| std::cmp::Reverse(m.id));
         out
     }
 

@@ -1,0 +1,11 @@
+//! Integration tests of the emulator over HTTP, one module per area.
+
+mod common;
+
+mod cdn;
+mod faults;
+mod messages;
+mod rate_limits;
+mod resources;
+mod restart;
+mod serenity_shapes;
