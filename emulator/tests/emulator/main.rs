@@ -2,6 +2,7 @@
 
 mod common;
 
+mod binary;
 mod cdn;
 mod faults;
 mod messages;

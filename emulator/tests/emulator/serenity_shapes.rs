@@ -53,3 +53,54 @@ async fn responses_decode_into_serenity_models() {
         serde_json::from_value(env.get("/users/@me").await.json().await.unwrap()).unwrap();
     assert_eq!(me.id.get(), env.emu.bot_user_id());
 }
+
+/// serenity's own client, pointed at the emulator the way dstore points it (discord-api.md §5.1).
+#[tokio::test]
+async fn serenity_http_client_round_trip() {
+    use serenity::builder::{CreateAttachment, CreateMessage, GetMessages};
+    use serenity::http::HttpBuilder;
+    use serenity::model::channel::Nonce;
+    use serenity::model::id::ChannelId;
+
+    let env = start().await;
+    let http = HttpBuilder::new(env.emu.token())
+        .proxy(env.emu.base_url())
+        .ratelimiter_disabled(true)
+        .build();
+    let channel = ChannelId::new(env.emu.channel_id());
+    let data = vec![9u8; 5000];
+    let send = || {
+        let msg = CreateMessage::new()
+            .content("dstore/1 k3f9x2ab7q 5 52428800 10485760")
+            .nonce(Nonce::String("k3f9x2ab7q.5".into()))
+            .enforce_nonce(true)
+            .add_file(CreateAttachment::bytes(data.clone(), "k3f9x2ab7q.5.part"));
+        channel.send_message(&http, msg)
+    };
+    let sent = send().await.unwrap();
+    assert_eq!(
+        send().await.unwrap().id,
+        sent.id,
+        "nonce dedupe through serenity"
+    );
+    let att = &sent.attachments[0];
+    assert_eq!(
+        (att.size, att.filename.as_str()),
+        (5000, "k3f9x2ab7q.5.part")
+    );
+    assert_eq!(env.emu.attachment_bytes(att.id.get()).unwrap(), data);
+    let fetched = channel.message(&http, sent.id).await.unwrap();
+    assert_eq!(fetched.attachments[0].id, att.id);
+    let page = channel
+        .messages(&http, GetMessages::new().limit(100))
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(
+        http.get_current_user().await.unwrap().id.get(),
+        env.emu.bot_user_id()
+    );
+    channel.delete_message(&http, sent.id).await.unwrap();
+    let err = channel.message(&http, sent.id).await.unwrap_err();
+    assert!(err.to_string().contains("Unknown Message"), "{err}");
+}
