@@ -3,7 +3,7 @@
 
 mod help;
 mod list;
-mod upload;
+pub mod upload;
 
 use std::sync::Arc;
 
@@ -51,8 +51,10 @@ impl Session {
     /// Runs one command; `cancel` fires on Ctrl-C.
     pub async fn run(&self, command: Command, cancel: CancellationToken) -> Result<()> {
         match command {
-            Command::Upload { path, json } => upload::upload(self, &path, json, cancel).await,
-            Command::Resume { id, json } => upload::resume(self, &id, json, cancel).await,
+            Command::Upload { path, json } => {
+                upload::upload(self, &path, json, cancel).await.map(drop)
+            }
+            Command::Resume { id, json } => upload::resume(self, &id, json, cancel).await.map(drop),
             Command::List { json } => list::list(self, json),
         }
     }

@@ -18,7 +18,12 @@ use crate::transfer::{adopt_orphans, check_source, run_upload, UploadCtx, Upload
 /// (discord-api.md §1.1).
 const AUTO_MARGIN: u64 = 64 * 1024;
 
-pub async fn upload(s: &Session, path: &Path, json: bool, cancel: CancellationToken) -> Result<()> {
+pub async fn upload(
+    s: &Session,
+    path: &Path,
+    json: bool,
+    cancel: CancellationToken,
+) -> Result<FileManifest> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!("there is no file at {}", path.display()),
         _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
@@ -72,7 +77,12 @@ pub async fn upload(s: &Session, path: &Path, json: bool, cancel: CancellationTo
     transfer(s, file, Vec::new(), json, cancel).await
 }
 
-pub async fn resume(s: &Session, id: &str, json: bool, cancel: CancellationToken) -> Result<()> {
+pub async fn resume(
+    s: &Session,
+    id: &str,
+    json: bool,
+    cancel: CancellationToken,
+) -> Result<FileManifest> {
     let file = s.catalog.load_file(id)?;
     if file.status == Status::Complete {
         if json {
@@ -86,7 +96,7 @@ pub async fn resume(s: &Session, id: &str, json: bool, cancel: CancellationToken
                 file.id, file.name
             );
         }
-        return Ok(());
+        return Ok(file);
     }
     check_source(&file).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", file.id))?;
     let store = s.store()?;
@@ -118,7 +128,7 @@ async fn transfer(
     parts: Vec<crate::catalog::PartRecord>,
     json: bool,
     cancel: CancellationToken,
-) -> Result<()> {
+) -> Result<FileManifest> {
     let ctx = UploadCtx {
         store: s.store()?,
         catalog: s.catalog.clone(),
@@ -149,7 +159,7 @@ async fn transfer(
                     done.sha256.as_deref().unwrap_or("?")
                 );
             }
-            Ok(())
+            Ok(done)
         }
         Err(e) => {
             progress.finish();

@@ -1,0 +1,251 @@
+//! The real binary: one-shot commands and their exit codes, JSON output, piped stdin, clear
+//! errors without secrets, and a process killed with SIGKILL mid-upload then resumed.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dstore_emulator::{FaultAction, FaultRoute};
+
+use crate::common::{Env, PART};
+
+pub fn dstore(env: &Env) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dstore"));
+    let home = env.dir.path().join("home");
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("DSTORE_TOKEN", env.emu.token())
+        .env("DSTORE_CHANNELS", env.emu.channel_id().to_string())
+        .env("DSTORE_API_BASE", env.emu.base_url())
+        .env("DSTORE_DATA_DIR", env.data_dir())
+        .args(["--part-size", "64KiB"]);
+    c
+}
+
+/// Runs a command to its end off the async runtime (the emulator serves on it meanwhile).
+pub async fn run(mut c: Command, stdin: &str) -> Output {
+    let input = stdin.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_upload_list_resume_with_json() {
+    let env = Env::new().await;
+    let path = env.file("one shot.bin", 3 * PART as usize + 5);
+    let mut c = dstore(&env);
+    c.arg("upload").arg(&path).arg("--json");
+    let out = run(c, "").await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["name"], "one shot.bin");
+    assert_eq!(v["size"], 3 * PART + 5);
+    assert_eq!(v["parts_total"], 4);
+    assert_eq!(v["parts_done"], 4);
+    assert_eq!(v["status"], "complete");
+    assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
+    let id = v["id"].as_str().unwrap().to_string();
+
+    let mut c = dstore(&env);
+    c.args(["list", "--json"]);
+    let out = run(c, "").await;
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+
+    let mut c = dstore(&env);
+    c.args(["resume", &id]);
+    let out = run(c, "").await;
+    assert!(out.status.success());
+    assert!(text(&out).0.contains("already complete"));
+
+    let mut c = dstore(&env);
+    c.args(["resume", "abcdefghjk"]);
+    let out = run(c, "").await;
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("no file with ID"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_token_is_one_sentence_naming_the_emulator() {
+    let env = Env::new().await;
+    let path = env.file("x.bin", 10);
+    let mut c = dstore(&env);
+    c.env_remove("DSTORE_TOKEN").arg("upload").arg(&path);
+    let out = run(c, "").await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("DSTORE_TOKEN") && stderr.contains("--emulator"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_appears_in_output() {
+    let env = Env::new().await;
+    let path = env.file("x.bin", 10);
+    let secret = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.this-is-a-secret-token-value";
+    let mut c = dstore(&env);
+    c.env("DSTORE_TOKEN", secret)
+        .env("RUST_LOG", "trace")
+        .arg("-v")
+        .arg("upload")
+        .arg(&path);
+    let out = run(c, "").await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(
+        !stdout.contains("secret-token") && !stderr.contains("secret-token"),
+        "{stderr}"
+    );
+    let manifests = walk(&env.data_dir());
+    assert!(!manifests.contains("secret-token"));
+}
+
+fn walk(dir: &Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all += &walk(&p);
+        } else {
+            all += &String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_stdin_runs_commands_without_escape_codes() {
+    let env = Env::new().await;
+    let path = env.file("my file.bin", 2 * PART as usize);
+    let script = format!(
+        "help\nuplod x\nupload \"{}\"\nlist\nbogus\n",
+        path.display()
+    );
+    let out = run(dstore(&env), &script).await;
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("Commands:"), "{stdout}");
+    assert!(stderr.contains("did you mean `upload`"), "{stderr}");
+    assert!(stdout.contains("Stored my file.bin"), "{stdout} {stderr}");
+    assert!(stdout.contains("complete"), "{stdout}");
+    assert!(stderr.contains("unknown command `bogus`"), "{stderr}");
+    assert!(
+        !stdout.contains('\x1b') && !stderr.contains('\x1b'),
+        "no escape codes when piped"
+    );
+    assert!(
+        !out.status.success(),
+        "a failed command makes the exit status non-zero"
+    );
+}
+
+/// Waits until the emulator holds at least `n` messages.
+async fn wait_messages(env: &Env, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.emu.messages(env.emu.channel_id()).len() < n {
+        assert!(Instant::now() < deadline, "upload made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_sigkill_then_resumed_is_byte_identical() {
+    let env = Env::new().await;
+    // Part 10 reaches Discord, but its reply is held back: the kill lands between Discord's
+    // commit and the part manifest, the hardest instant.
+    env.fault(
+        FaultRoute::CreateMessage,
+        10,
+        1,
+        FaultAction::StallAfterCommit(Duration::from_secs(60)),
+    );
+    let path = env.file("big.bin", 40 * PART as usize + 77);
+    let mut c = dstore(&env);
+    c.args(["--concurrency", "1", "upload"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_messages(&env, 11).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    env.emu.faults().clear();
+
+    let s = env.session();
+    let id = s.catalog.ids()[0].clone();
+    assert_eq!(s.catalog.load_parts(&id).unwrap().parts.len(), 10);
+    let mut c = dstore(&env);
+    c.args(["resume", &id, "--json"]);
+    let out = run(c, "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
+    assert_eq!(
+        env.attachments_of(&id).len(),
+        41,
+        "part 10 adopted, nothing stored twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_repeatedly_at_any_instant_still_completes() {
+    let env = Env::new().await;
+    let path = env.file("kills.bin", 60 * PART as usize);
+    let mut c = dstore(&env);
+    c.arg("upload")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    for target in [7, 23, 41] {
+        wait_messages(&env, target).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let id = env.session().catalog.ids()[0].clone();
+        let mut c = dstore(&env);
+        c.args(["resume", &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        child = c.spawn().unwrap();
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let s = env.session();
+    let id = s.catalog.ids()[0].clone();
+    assert_eq!(
+        s.catalog.load_file(&id).unwrap().status,
+        dstore::catalog::Status::Complete
+    );
+    assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
+}

@@ -1,0 +1,9 @@
+//! Integration tests: dstore against its Discord emulator on 127.0.0.1:0, through the library
+//! and through the real binary (one-shot, piped stdin, and a pseudo-terminal).
+
+mod cli;
+mod common;
+mod faults;
+mod repl;
+mod resume;
+mod upload;

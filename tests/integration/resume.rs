@@ -1,0 +1,210 @@
+//! Resume: skips confirmed parts, adopts parts Discord holds but no manifest records, refuses a
+//! changed source, survives a damaged part manifest, and knows complete and unknown files.
+
+use std::time::Duration;
+
+use dstore::catalog::Status;
+use dstore_emulator::{FaultAction, FaultRoute};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{resume, upload, Env, PART};
+
+/// Starts an upload that stops (retry budget spent) after `done` parts; returns its ID.
+async fn interrupted(
+    env: &Env,
+    s: &dstore::commands::Session,
+    name: &str,
+    parts: u64,
+    done: u32,
+) -> String {
+    env.fault(
+        FaultRoute::CreateMessage,
+        done,
+        100,
+        FaultAction::Status(500),
+    );
+    let path = env.file(name, (parts * PART) as usize);
+    upload(s, &path).await.unwrap_err();
+    env.emu.faults().clear();
+    s.catalog
+        .all()
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .find(|m| m.name == name)
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn resume_sends_only_missing_parts() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.concurrency = 1;
+        c.retries = 0;
+    });
+    let id = interrupted(&env, &s, "r.bin", 6, 2).await;
+    assert_eq!(env.attachments_of(&id).len(), 2);
+    let before = env.emu.stats().messages_created;
+    let m = resume(&s, &id).await.unwrap();
+    assert_eq!(m.status, Status::Complete);
+    assert_eq!(
+        env.emu.stats().messages_created - before,
+        4,
+        "only the 4 missing parts"
+    );
+    assert_eq!(
+        env.stored_bytes(&s, &id),
+        std::fs::read(env.dir.path().join("r.bin")).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn unrecorded_part_on_discord_is_adopted_not_resent() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| c.concurrency = 1);
+    // The third part is stored by Discord, but its reply never arrives; the user gives up.
+    env.fault(
+        FaultRoute::CreateMessage,
+        2,
+        1,
+        FaultAction::StallAfterCommit(Duration::from_secs(30)),
+    );
+    let path = env.file("a.bin", 5 * PART as usize);
+    let cancel = CancellationToken::new();
+    let stopper = cancel.clone();
+    let watch = async {
+        while env.attachments_of_all() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stopper.cancel();
+    };
+    let (r, ()) = tokio::join!(
+        dstore::commands::upload::upload(&s, &path, true, cancel),
+        watch
+    );
+    assert!(r.unwrap_err().to_string().contains("cancelled"));
+    let id = s.catalog.ids()[0].clone();
+    assert_eq!(s.catalog.load_parts(&id).unwrap().parts.len(), 2);
+    let before = env.emu.stats().messages_created;
+    resume(&s, &id).await.unwrap();
+    assert_eq!(
+        env.emu.stats().messages_created - before,
+        2,
+        "part 2 adopted, parts 3-4 sent"
+    );
+    assert_eq!(env.attachments_of(&id).len(), 5);
+    assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
+}
+
+impl Env {
+    fn attachments_of_all(&self) -> usize {
+        self.emu.messages(self.emu.channel_id()).len()
+    }
+}
+
+#[tokio::test]
+async fn changed_source_is_refused_and_nothing_is_overwritten() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.concurrency = 1;
+        c.retries = 0;
+    });
+    let id = interrupted(&env, &s, "c.bin", 4, 1).await;
+    let manifest = std::fs::read(env.data_dir().join("files").join(&id).join("file.json")).unwrap();
+    let path = env.dir.path().join("c.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 1; // same size, new mtime
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&path, &bytes).unwrap();
+    let err = resume(&s, &id).await.unwrap_err().to_string();
+    assert!(
+        err.contains("changed") && err.contains("nothing was overwritten"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(env.data_dir().join("files").join(&id).join("file.json")).unwrap(),
+        manifest
+    );
+    assert_eq!(env.attachments_of(&id).len(), 1);
+
+    std::fs::remove_file(&path).unwrap();
+    let err = resume(&s, &id).await.unwrap_err().to_string();
+    assert!(err.contains("is gone"), "{err}");
+}
+
+#[tokio::test]
+async fn same_size_and_mtime_but_different_bytes_is_caught_by_part_hashes() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.concurrency = 1;
+        c.retries = 0;
+    });
+    let id = interrupted(&env, &s, "h.bin", 4, 2).await;
+    let path = env.dir.path().join("h.bin");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let err = resume(&s, &id).await.unwrap_err().to_string();
+    assert!(err.contains("no longer match part 0"), "{err}");
+    assert_eq!(env.attachments_of(&id).len(), 2, "nothing more was sent");
+}
+
+#[tokio::test]
+async fn damaged_part_manifest_is_recovered_from_discord() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.concurrency = 1;
+        c.retries = 0;
+    });
+    let id = interrupted(&env, &s, "d.bin", 4, 2).await;
+    let part = env
+        .data_dir()
+        .join("files")
+        .join(&id)
+        .join("parts")
+        .join("1.json");
+    std::fs::write(&part, b"{\"format\": 1, \"index\": 1, \"offs").unwrap();
+    let before = env.emu.stats().messages_created;
+    let m = resume(&s, &id).await.unwrap();
+    assert_eq!(m.status, Status::Complete);
+    assert_eq!(
+        env.emu.stats().messages_created - before,
+        2,
+        "part 1 was adopted, not resent"
+    );
+    assert!(
+        part.with_extension("json.corrupt").exists(),
+        "the damaged file is kept aside"
+    );
+    assert_eq!(
+        env.stored_bytes(&s, &id),
+        std::fs::read(env.dir.path().join("d.bin")).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn complete_and_unknown_ids() {
+    let env = Env::new().await;
+    let s = env.session();
+    let m = crate::common::round_trip(&env, &s, 100).await;
+    let before = env.emu.stats().requests;
+    assert_eq!(resume(&s, &m.id).await.unwrap().status, Status::Complete);
+    assert_eq!(
+        env.emu.stats().requests,
+        before,
+        "a complete file needs no request"
+    );
+    let err = resume(&s, "abcdefghjk").await.unwrap_err().to_string();
+    assert!(
+        err.contains("no file with ID") && err.contains("list"),
+        "{err}"
+    );
+}
