@@ -82,20 +82,20 @@ pub async fn serve(shared: &Shared, req: CdnRequest<'_>, headers: &HeaderMap) ->
     let Some((size, content_type, blob)) = found else {
         return gone();
     };
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => None,
-        Some(spec) => match parse_range(spec, size) {
-            RangeSpec::Whole => None,
-            RangeSpec::Part(a, b) => Some((a, b)),
-            RangeSpec::Unsatisfiable => return unsatisfiable(size),
-        },
+    let range = match headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|r| parse_range(r, size))
+    {
+        None | Some(RangeSpec::Whole) => None,
+        Some(RangeSpec::Part(a, b)) => Some((a, b)),
+        Some(RangeSpec::Unsatisfiable) => return unsatisfiable(size),
     };
     let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));
     let len = if size == 0 { 0 } else { end - start + 1 };
-    let body = if req.method == Method::HEAD {
-        Ok(Body::empty())
-    } else {
-        body(&blob, start, len, req.corrupt).await
+    let body = match req.method {
+        Method::HEAD => Ok(Body::empty()),
+        _ => body(&blob, start, len, req.corrupt).await,
     };
     let Ok(body) = body else { return gone() };
     let mut resp = Response::new(body);
@@ -106,16 +106,17 @@ pub async fn serve(shared: &Shared, req: CdnRequest<'_>, headers: &HeaderMap) ->
     };
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let octets = HeaderValue::from_static("application/octet-stream");
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        HeaderValue::from_str(&content_type).unwrap_or(octets),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if range.is_some() {
+        let value = format!("bytes {start}-{end}/{size}");
         h.insert(
             header::CONTENT_RANGE,
-            HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")).expect("ascii"),
+            HeaderValue::from_str(&value).expect("ascii"),
         );
     }
     resp

@@ -62,6 +62,16 @@ impl Window {
         Ok(())
     }
 
+    /// Starts a new window once the old one has run out.
+    fn roll(&mut self, period: Duration, now: Instant) {
+        if now.duration_since(self.start) >= period {
+            *self = Window {
+                start: now,
+                count: 0,
+            };
+        }
+    }
+
     fn reset_after(&self, period: Duration, now: Instant) -> f64 {
         period
             .saturating_sub(now.duration_since(self.start))
@@ -93,55 +103,48 @@ impl RateLimiter {
     pub fn check(&mut self, kind: BucketKind, major: u64) -> (BucketState, Option<Limited>) {
         let Some(limits) = self.limits else {
             // Unlimited, but the headers stay numerically valid: serenity re-sends on parse errors (§5.2).
-            return (
-                BucketState {
-                    limit: 10_000,
-                    remaining: 9_999,
-                    reset_after: 1.0,
-                    bucket: bucket_hash(kind),
-                },
-                None,
-            );
+            let state = BucketState {
+                limit: 10_000,
+                remaining: 9_999,
+                reset_after: 1.0,
+                bucket: bucket_hash(kind),
+            };
+            return (state, None);
         };
-        let (limit, period) = if kind == BucketKind::CreateMessage {
-            limits.create_message
-        } else {
-            limits.other
+        let (limit, period) = match kind {
+            BucketKind::CreateMessage => limits.create_message,
+            _ => limits.other,
         };
         let now = Instant::now();
-        let start = Window {
+        let mut window = self.buckets.get(&(kind, major)).copied().unwrap_or(Window {
             start: now,
             count: 0,
+        });
+        let global = self
+            .global
+            .hit(limits.global_per_sec, Duration::from_secs(1), now);
+        let limited = match global {
+            Err(wait) => Some(Limited {
+                retry_after: wait.as_secs_f64(),
+                global: true,
+            }),
+            Ok(()) => {
+                let verdict = window.hit(limit, period, now).err();
+                self.buckets.insert((kind, major), window);
+                verdict.map(|wait| Limited {
+                    retry_after: wait.as_secs_f64(),
+                    global: false,
+                })
+            }
         };
-        let mut window = self.buckets.get(&(kind, major)).copied().unwrap_or(start);
-        if now.duration_since(window.start) >= period {
-            window = start;
-        }
-        let state = |w: &Window| BucketState {
+        window.roll(period, now);
+        let state = BucketState {
             limit,
-            remaining: limit.saturating_sub(w.count),
-            reset_after: w.reset_after(period, now),
+            remaining: limit.saturating_sub(window.count),
+            reset_after: window.reset_after(period, now),
             bucket: bucket_hash(kind),
         };
-        if let Err(wait) = self
-            .global
-            .hit(limits.global_per_sec, Duration::from_secs(1), now)
-        {
-            return (
-                state(&window),
-                Some(Limited {
-                    retry_after: wait.as_secs_f64(),
-                    global: true,
-                }),
-            );
-        }
-        let verdict = window.hit(limit, period, now).err();
-        self.buckets.insert((kind, major), window);
-        let limited = verdict.map(|wait| Limited {
-            retry_after: wait.as_secs_f64(),
-            global: false,
-        });
-        (state(&window), limited)
+        (state, limited)
     }
 }
 

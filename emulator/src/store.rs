@@ -61,22 +61,7 @@ impl Store {
 
     fn apply(&mut self, ev: Event) {
         match ev {
-            Event::Create { message } => {
-                self.ids.observe(message.id);
-                for a in &message.attachments {
-                    self.ids.observe(a.id);
-                    self.attachments
-                        .insert(a.id, (message.channel_id, message.id));
-                }
-                if let Some(nonce) = &message.nonce {
-                    self.nonces
-                        .insert((message.channel_id, nonce_key(nonce)), message.id);
-                }
-                self.messages
-                    .entry(message.channel_id)
-                    .or_default()
-                    .insert(message.id, message);
-            }
+            Event::Create { message } => self.apply_create(message),
             Event::Delete {
                 channel_id,
                 message_id,
@@ -107,6 +92,23 @@ impl Store {
                 }
             }
         }
+    }
+
+    fn apply_create(&mut self, message: StoredMessage) {
+        self.ids.observe(message.id);
+        for a in &message.attachments {
+            self.ids.observe(a.id);
+            self.attachments
+                .insert(a.id, (message.channel_id, message.id));
+        }
+        if let Some(nonce) = &message.nonce {
+            self.nonces
+                .insert((message.channel_id, nonce_key(nonce)), message.id);
+        }
+        self.messages
+            .entry(message.channel_id)
+            .or_default()
+            .insert(message.id, message);
     }
 
     fn record(&mut self, ev: Event) -> anyhow::Result<()> {

@@ -16,7 +16,7 @@ use crate::model::StoredMessage;
 use crate::query::Query;
 use crate::shared::Shared;
 use crate::snowflake::now_ms;
-use crate::store::Page;
+use crate::store::{Page, Store};
 
 /// Content limit in characters (discord-api.md §1.3).
 const MAX_CONTENT: usize = 2000;
@@ -49,39 +49,24 @@ pub async fn create(
     let Upload { payload, files } = upload::read(headers, body, &limits).await?;
     let draft = Draft::parse(&payload, &files)?;
     let since = now_ms().saturating_sub(shared.config.nonce_window.as_millis() as u64);
-    let resp = shared.with_store(|s| -> Result<Response, ApiError> {
+    shared.with_store(|s| {
         if let Some(nonce) = draft.nonce.as_ref().filter(|_| draft.enforce_nonce) {
             if let Some(existing) = s.find_nonce(channel_id, nonce, since) {
                 return Ok(render(shared, existing));
             }
         }
-        let message_id = s.next_id();
-        let mut blobs = Vec::new();
-        let mut attachments = Vec::new();
-        for f in &files {
-            let id = s.next_id();
-            blobs.push((id, f.path.clone()));
-            attachments.push(StoredAttachment {
-                id,
-                filename: draft.filename_for(f),
-                size: f.size,
-                content_type: content_type(f),
-            });
-        }
-        let message = StoredMessage {
-            id: message_id,
-            channel_id,
-            content: draft.content.clone(),
-            nonce: draft.nonce.clone(),
-            timestamp_ms: now_ms(),
-            attachments,
-        };
+        let message = draft.into_message(s, channel_id, &files);
+        let blobs = message
+            .attachments
+            .iter()
+            .zip(&files)
+            .map(|(a, f)| (a.id, f.path.clone()))
+            .collect();
         let resp = render(shared, &message);
         s.commit(message, blobs)?;
         shared.stats.message_created();
         Ok(resp)
-    })?;
-    Ok(resp)
+    })
 }
 
 fn content_type(f: &TempFile) -> String {
@@ -108,32 +93,17 @@ impl Draft {
             .unwrap_or("")
             .to_string();
         if content.chars().count() > MAX_CONTENT {
+            let msg = "Must be 2000 or fewer in length.";
             return Err(ApiError::invalid_field(
                 "content",
                 "BASE_TYPE_MAX_LENGTH",
-                "Must be 2000 or fewer in length.",
+                msg,
             ));
         }
-        let nonce = match p.get("nonce") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.chars().count() > MAX_NONCE => {
-                return Err(ApiError::invalid_field(
-                    "nonce",
-                    "BASE_TYPE_MAX_LENGTH",
-                    "Must be 25 or fewer in length.",
-                ))
-            }
-            Some(v @ (Value::String(_) | Value::Number(_))) => Some(v.clone()),
-            Some(_) => {
-                return Err(ApiError::invalid_field(
-                    "nonce",
-                    "NONCE_TYPE_INVALID",
-                    "Nonce must be a string or integer.",
-                ))
-            }
-        };
-        let enforce_nonce = matches!(p.get("enforce_nonce"), Some(Value::Bool(true)))
-            || p.get("enforce_nonce").and_then(Value::as_str) == Some("true");
+        let nonce = parse_nonce(p.get("nonce"))?;
+        let enforce = p.get("enforce_nonce");
+        let enforce_nonce = matches!(enforce, Some(Value::Bool(true)))
+            || enforce.and_then(Value::as_str) == Some("true");
         let names = p
             .get("attachments")
             .and_then(Value::as_array)
@@ -146,12 +116,7 @@ impl Draft {
                 ))
             })
             .collect();
-        let has_extras = ["embeds", "sticker_ids", "components"].iter().any(|k| {
-            p.get(*k)
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-        }) || p.get("poll").is_some_and(|v| !v.is_null());
-        if content.trim().is_empty() && files.is_empty() && !has_extras {
+        if content.trim().is_empty() && files.is_empty() && !has_extras(p) {
             return Err(ApiError::EMPTY_MESSAGE);
         }
         Ok(Draft {
@@ -162,6 +127,29 @@ impl Draft {
         })
     }
 
+    /// Allocates ids (message first, then attachments in part order) and builds the record.
+    fn into_message(self, s: &mut Store, channel_id: u64, files: &[TempFile]) -> StoredMessage {
+        let id = s.next_id();
+        let attachments = files
+            .iter()
+            .map(|f| StoredAttachment {
+                id: s.next_id(),
+                filename: self.filename_for(f),
+                size: f.size,
+                content_type: content_type(f),
+            })
+            .collect();
+        let Draft { content, nonce, .. } = self;
+        StoredMessage {
+            id,
+            channel_id,
+            content,
+            nonce,
+            timestamp_ms: now_ms(),
+            attachments,
+        }
+    }
+
     fn filename_for(&self, f: &TempFile) -> String {
         let requested = self
             .names
@@ -170,6 +158,39 @@ impl Draft {
             .map(|(_, n)| n.as_str());
         upload::sanitize_filename(requested.or(f.filename.as_deref()).unwrap_or("unknown"))
     }
+}
+
+/// A nonce is a string of at most 25 characters or an integer.
+fn parse_nonce(v: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() > MAX_NONCE => {
+            let msg = "Must be 25 or fewer in length.";
+            Err(ApiError::invalid_field(
+                "nonce",
+                "BASE_TYPE_MAX_LENGTH",
+                msg,
+            ))
+        }
+        Some(v @ (Value::String(_) | Value::Number(_))) => Ok(Some(v.clone())),
+        Some(_) => {
+            let msg = "Nonce must be a string or integer.";
+            Err(ApiError::invalid_field("nonce", "NONCE_TYPE_INVALID", msg))
+        }
+    }
+}
+
+/// Things other than content and files that make a message non-empty (discord-api.md §1.4).
+fn has_extras(p: &Map<String, Value>) -> bool {
+    let non_empty = |k: &str| {
+        p.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
+    ["embeds", "sticker_ids", "components"]
+        .into_iter()
+        .any(non_empty)
+        || p.get("poll").is_some_and(|v| !v.is_null())
 }
 
 /// A snowflake or placeholder given as a JSON string or number.
@@ -249,28 +270,7 @@ pub async fn bulk_delete(
     body: Body,
 ) -> Result<Response, ApiError> {
     channel_guard(shared, channel_id, Need::Manage)?;
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|_| ApiError::TOO_LARGE)?;
-    let parsed: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::INVALID_JSON)?;
-    let Some(raw) = parsed.get("messages").and_then(Value::as_array) else {
-        return Err(ApiError::invalid_field(
-            "messages",
-            "BASE_TYPE_REQUIRED",
-            "This field is required",
-        ));
-    };
-    let ids: Vec<u64> = raw
-        .iter()
-        .filter_map(|v| id_string(v)?.parse().ok())
-        .collect();
-    if ids.len() != raw.len() {
-        return Err(ApiError::invalid_field(
-            "messages",
-            "NUMBER_TYPE_COERCE",
-            "Value is not snowflake.",
-        ));
-    }
+    let ids = bulk_ids(body).await?;
     // Missing ids count toward the 2-100 bounds (discord-api.md §4).
     if !(2..=100).contains(&ids.len()) {
         return Err(ApiError::BULK_COUNT);
@@ -293,4 +293,33 @@ pub async fn bulk_delete(
         Ok(())
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The `messages` array of a bulk-delete body, as snowflakes.
+async fn bulk_ids(body: Body) -> Result<Vec<u64>, ApiError> {
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|_| ApiError::TOO_LARGE)?;
+    let parsed: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::INVALID_JSON)?;
+    let Some(raw) = parsed.get("messages").and_then(Value::as_array) else {
+        let msg = "This field is required";
+        return Err(ApiError::invalid_field(
+            "messages",
+            "BASE_TYPE_REQUIRED",
+            msg,
+        ));
+    };
+    let ids: Vec<u64> = raw
+        .iter()
+        .filter_map(|v| id_string(v)?.parse().ok())
+        .collect();
+    if ids.len() != raw.len() {
+        let msg = "Value is not snowflake.";
+        return Err(ApiError::invalid_field(
+            "messages",
+            "NUMBER_TYPE_COERCE",
+            msg,
+        ));
+    }
+    Ok(ids)
 }

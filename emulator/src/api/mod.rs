@@ -49,21 +49,7 @@ enum Route {
 fn classify(method: &Method, path: &str) -> Route {
     let get = method == Method::GET;
     if let Some(rest) = path.strip_prefix("/attachments/") {
-        let seg: Vec<&str> = rest.split('/').collect();
-        if let [cid, aid, name] = seg[..] {
-            if let (Ok(channel_id), Ok(attachment_id)) = (cid.parse(), aid.parse()) {
-                return if get || method == Method::HEAD {
-                    Route::Cdn {
-                        channel_id,
-                        attachment_id,
-                        filename: name.to_string(),
-                    }
-                } else {
-                    Route::MethodNotAllowed
-                };
-            }
-        }
-        return Route::NotFound;
+        return classify_cdn(method, rest);
     }
     let Some(rest) = path
         .strip_prefix("/api/v10/")
@@ -98,6 +84,25 @@ fn classify(method: &Method, path: &str) -> Route {
         (Some(_), false) => Route::MethodNotAllowed,
         (Some(r), true) => r,
         (None, _) => Route::NotFound,
+    }
+}
+
+/// `/attachments/{cid}/{aid}/{filename}`, GET or HEAD.
+fn classify_cdn(method: &Method, rest: &str) -> Route {
+    let seg: Vec<&str> = rest.split('/').collect();
+    let [cid, aid, name] = seg[..] else {
+        return Route::NotFound;
+    };
+    let (Ok(channel_id), Ok(attachment_id)) = (cid.parse(), aid.parse()) else {
+        return Route::NotFound;
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return Route::MethodNotAllowed;
+    }
+    Route::Cdn {
+        channel_id,
+        attachment_id,
+        filename: name.to_string(),
     }
 }
 

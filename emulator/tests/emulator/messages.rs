@@ -85,6 +85,10 @@ async fn upload_limit_is_per_file_and_inclusive() {
     );
     assert_eq!(env.emu.messages(ch).len(), 1);
     env.emu.set_upload_limit(guild, None);
+    let resp = env
+        .post_files(ch, json!({}), &[("a", vec![0; 10_485_761])])
+        .await;
+    assert_eq!(resp.status(), 413, "tier 0 default is 10 MiB");
     env.emu.set_premium_tier(guild, 2);
     let resp = env
         .post_files(ch, json!({}), &[("a", vec![0; 10_485_761])])
