@@ -139,11 +139,7 @@ impl Progress {
         p.last = Some(now);
         let bytes = self.bytes.load(Ordering::Relaxed);
         let secs = now.duration_since(p.started).as_secs_f64().max(0.001);
-        let pct = if self.total_bytes == 0 {
-            100
-        } else {
-            bytes * 100 / self.total_bytes
-        };
+        let pct = (bytes * 100).checked_div(self.total_bytes).unwrap_or(100);
         let _ = writeln!(
             std::io::stderr(),
             "{}: {} / {} ({pct}%), parts {done}/{total}, {}/s",

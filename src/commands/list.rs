@@ -30,8 +30,8 @@ pub fn list(s: &Session, json: bool) -> Result<()> {
         .unwrap_or(4)
         .clamp(4, 40);
     println!(
-        "{:<10}  {:<name_w$}  {:>10}  {:>11}  {:<10}  {}",
-        "ID", "NAME", "SIZE", "PARTS", "STATUS", "CREATED"
+        "{:<10}  {:<name_w$}  {:>10}  {:>11}  {:<10}  CREATED",
+        "ID", "NAME", "SIZE", "PARTS", "STATUS"
     );
     for r in rows {
         println!(

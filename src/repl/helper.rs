@@ -51,8 +51,8 @@ fn matching(prefix: &str, options: Vec<String>) -> Vec<Pair> {
         .into_iter()
         .filter(|o| o.starts_with(prefix))
         .map(|o| Pair {
-            display: o.clone(),
-            replacement: o,
+            replacement: format!("{o} "),
+            display: o,
         })
         .collect();
     out.sort_by(|a, b| a.display.cmp(&b.display));

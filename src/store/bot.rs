@@ -108,7 +108,7 @@ impl BotStore {
     ) -> Result<serde_json::Value, StoreError> {
         let reply = self
             .t
-            .send(key, || Request::new(route.clone(), LightMethod::Get))
+            .send(key, || Request::new(route, LightMethod::Get))
             .await?;
         decode(&expect_ok(reply, key.major, 0, 0)?)
     }
@@ -209,7 +209,7 @@ impl PartStore for BotStore {
             before = Some(last.id.get());
             let mut older = false;
             for msg in &page {
-                if timestamp(&msg) < since {
+                if timestamp(msg) < since {
                     older = true;
                     continue;
                 }

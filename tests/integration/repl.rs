@@ -52,7 +52,7 @@ async fn ctrl_c_cancels_the_transfer_and_the_prompt_goes_on() {
     env.fault(
         FaultRoute::CreateMessage,
         1,
-        1,
+        3,
         FaultAction::Stall(Duration::from_secs(60)),
     );
     let path = env.file("stuck.bin", 4 * PART as usize);
