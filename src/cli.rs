@@ -85,7 +85,64 @@ pub enum Command {
     },
     /// Show every file: ID, name, size, parts, status and age, newest first.
     List {
+        /// Also show files hidden by `delete --keep-remote`.
+        #[arg(long)]
+        all: bool,
         /// Print the list as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Get a file back, verified byte for byte; run it again to resume an interrupted download.
+    Download {
+        /// The file ID (see `list`).
+        id: String,
+        /// A directory (the original name is used) or a file path; default: the current directory.
+        dest: Option<PathBuf>,
+        /// Replace an existing file at the destination.
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that every part is still on Discord with its recorded size (--full: and its hash).
+    Verify {
+        /// The file ID (see `list`).
+        id: String,
+        /// Also download and hash every part (writes nothing).
+        #[arg(long)]
+        full: bool,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a file's details, its parts and the command to use next.
+    Info {
+        /// The file ID (see `list`).
+        id: String,
+        /// Print the details as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a file from Discord and from the catalogue.
+    Delete {
+        /// The file ID (see `list`).
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        /// Only hide the file from `list`; keep its parts on Discord (`undelete` brings it back).
+        #[arg(long)]
+        keep_remote: bool,
+    },
+    /// Bring back a file hidden by `delete --keep-remote`.
+    Undelete {
+        /// The file ID (see `list --all`).
+        id: String,
+    },
+    /// Rebuild the local catalogue from the manifests posted to Discord.
+    Recover {
+        /// Print the recovered files as JSON on stdout.
         #[arg(long)]
         json: bool,
     },

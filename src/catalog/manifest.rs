@@ -51,6 +51,21 @@ pub struct FileManifest {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Hidden from `list` by `delete --keep-remote`; its parts stay on Discord.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+    /// The message holding this file's manifest on Discord (see `recover`), once posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_manifest: Option<MessageRef>,
+}
+
+/// Where a message is on Discord.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    #[serde(with = "snowflake")]
+    pub channel_id: u64,
+    #[serde(with = "snowflake")]
+    pub message_id: u64,
 }
 
 impl FileManifest {

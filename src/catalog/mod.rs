@@ -15,7 +15,8 @@ use thiserror::Error;
 pub use atomic::write_atomic;
 pub use id::{is_valid_id, new_file_id};
 pub use manifest::{
-    attachment_name, parse_attachment_name, FileManifest, PartRecord, Status, FORMAT_VERSION,
+    attachment_name, parse_attachment_name, FileManifest, MessageRef, PartRecord, Status,
+    FORMAT_VERSION,
 };
 
 #[derive(Debug, Error)]
@@ -225,6 +226,8 @@ mod tests {
             status: Status::Incomplete,
             created_at: now,
             updated_at: now,
+            hidden: false,
+            remote_manifest: None,
         }
     }
 

@@ -6,10 +6,11 @@ use time::OffsetDateTime;
 use super::{FileJson, Session};
 use crate::render::{human_bytes, relative_age};
 
-pub fn list(s: &Session, json: bool) -> Result<()> {
+pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
     let mut rows = Vec::new();
     for entry in s.catalog.all()? {
         match entry {
+            Ok(m) if m.hidden && !all => {}
             Ok(m) => rows.push(FileJson::of(&s.catalog, &m)),
             Err(e) => eprintln!("warning: {e}"),
         }

@@ -1,9 +1,14 @@
 //! The commands: each parses nothing itself, calls the library, and renders the result for a
 //! person or as JSON.
 
+mod delete;
+pub mod download;
 mod help;
+mod info;
 mod list;
+pub mod recover;
 pub mod upload;
+mod verify;
 
 use std::sync::Arc;
 
@@ -55,7 +60,26 @@ impl Session {
                 upload::upload(self, &path, json, cancel).await.map(drop)
             }
             Command::Resume { id, json } => upload::resume(self, &id, json, cancel).await.map(drop),
-            Command::List { json } => list::list(self, json),
+            Command::List { all, json } => list::list(self, all, json),
+            Command::Download {
+                id,
+                dest,
+                force,
+                json,
+            } => download::download(self, &id, dest.as_deref(), force, json, cancel)
+                .await
+                .map(drop),
+            Command::Verify { id, full, json } => {
+                verify::verify(self, &id, full, json, cancel).await
+            }
+            Command::Info { id, json } => info::info(self, &id, json),
+            Command::Delete {
+                id,
+                yes,
+                keep_remote,
+            } => delete::delete(self, &id, yes, keep_remote).await,
+            Command::Undelete { id } => delete::undelete(self, &id).await,
+            Command::Recover { json } => recover::recover(self, json, cancel).await.map(drop),
         }
     }
 }

@@ -62,6 +62,8 @@ pub async fn upload(
         status: Status::Incomplete,
         created_at: now,
         updated_at: now,
+        hidden: false,
+        remote_manifest: None,
     };
     s.catalog.save_file(&file)?;
     if !json {

@@ -39,7 +39,9 @@ impl Completer for DstoreHelper {
         let word = &before[word_start..];
         match command {
             "upload" => self.files.complete(line, pos, ctx),
-            "resume" => Ok((word_start, matching(word, self.catalog.ids()))),
+            "resume" | "download" | "verify" | "info" | "delete" | "undelete" => {
+                Ok((word_start, matching(word, self.catalog.ids())))
+            }
             "help" => Ok((word_start, matching(word, command_names()))),
             _ => Ok((pos, Vec::new())),
         }

@@ -149,6 +149,53 @@ impl BotStore {
     }
 }
 
+impl BotStore {
+    /// Deletes one message; one already gone counts as deleted.
+    pub async fn delete_message(&self, channel: u64, message: u64) -> Result<(), StoreError> {
+        let key = RouteKey {
+            kind: "delete-message",
+            major: channel,
+        };
+        let route = || Route::ChannelMessage {
+            channel_id: cid(channel),
+            message_id: message.into(),
+        };
+        let reply = self
+            .t
+            .send(key, || Request::new(route(), LightMethod::Delete))
+            .await?;
+        match expect_ok(reply, channel, message, 0) {
+            Ok(_) | Err(StoreError::UnknownMessage { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes 2 to 100 messages younger than 14 days in one request (discord-api.md §4).
+    pub async fn bulk_delete(&self, channel: u64, messages: &[u64]) -> Result<(), StoreError> {
+        let key = RouteKey {
+            kind: "bulk-delete",
+            major: channel,
+        };
+        let body = serde_json::to_vec(&serde_json::json!({
+            "messages": messages.iter().map(|m| m.to_string()).collect::<Vec<_>>()
+        }))
+        .expect("ids serialise");
+        let reply = self
+            .t
+            .send(key, || {
+                Request::new(
+                    Route::ChannelMessagesBulkDelete {
+                        channel_id: cid(channel),
+                    },
+                    LightMethod::Post,
+                )
+                .body(Some(body.clone()))
+            })
+            .await?;
+        expect_ok(reply, channel, 0, 0).map(|_| ())
+    }
+}
+
 impl PartStore for BotStore {
     async fn put_part(&self, part: PutPart) -> Result<RemotePart, StoreError> {
         let key = RouteKey {
