@@ -5,6 +5,7 @@ mod atomic;
 mod id;
 pub mod layout;
 mod manifest;
+pub mod remote;
 
 use std::fs;
 use std::io;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use atomic::write_atomic;
+pub use atomic::{sync_dir, write_atomic};
 pub use id::{is_valid_id, new_file_id};
 pub use manifest::{
     attachment_name, parse_attachment_name, FileManifest, MessageRef, PartRecord, Status,
@@ -168,6 +169,35 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Forgets one part manifest once its message is gone from Discord; a missing one is fine.
+    pub fn remove_part(&self, id: &str, index: u64) -> Result<(), CatalogError> {
+        let path = self.dir(id).join("parts").join(format!("{index}.json"));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a file's folder. The folder is first renamed to `.deleting-<id>`, which no
+    /// listing reads, so a kill half-way never leaves a file with some of its manifests; the
+    /// next removal of that ID clears such a leftover.
+    pub fn remove_file(&self, id: &str) -> Result<(), CatalogError> {
+        if !is_valid_id(id) {
+            return Err(CatalogError::UnknownId(id.to_string()));
+        }
+        let dir = self.dir(id);
+        let aside = self.files.join(format!(".deleting-{id}"));
+        remove_tree(&aside)?;
+        match fs::rename(&dir, &aside) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(CatalogError::UnknownId(id.to_string()))
+            }
+            r => r.map_err(io_err(&dir))?,
+        }
+        atomic::sync_dir(&self.files).map_err(io_err(&self.files))?;
+        remove_tree(&aside)
+    }
+
     /// IDs of every file, for completion.
     pub fn ids(&self) -> Vec<String> {
         fs::read_dir(&self.files)
@@ -178,6 +208,14 @@ impl Catalog {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Removes a folder and all it holds; one already gone is fine.
+fn remove_tree(dir: &Path) -> Result<(), CatalogError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(dir)(e)),
+        _ => Ok(()),
     }
 }
 
@@ -290,6 +328,31 @@ mod tests {
             std::fs::read(&loaded.quarantined[0]).unwrap(),
             b"{\"format\":1,\"ind"
         );
+    }
+
+    #[test]
+    fn removing_parts_and_files_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let id = c.fresh_id();
+        c.save_file(&sample(&id)).unwrap();
+        c.save_part(&id, &part(0)).unwrap();
+        c.save_part(&id, &part(1)).unwrap();
+        c.remove_part(&id, 0).unwrap();
+        c.remove_part(&id, 0).unwrap();
+        assert_eq!(c.part_indices(&id).into_iter().collect::<Vec<_>>(), [1]);
+        // A leftover of a removal killed half-way does not stop the next one.
+        std::fs::create_dir_all(dir.path().join("files").join(format!(".deleting-{id}"))).unwrap();
+        c.remove_file(&id).unwrap();
+        assert!(!c.contains(&id));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("files")).unwrap().count(),
+            0
+        );
+        assert!(matches!(
+            c.remove_file(&id),
+            Err(CatalogError::UnknownId(_))
+        ));
     }
 
     #[test]

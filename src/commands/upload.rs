@@ -7,11 +7,12 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{FileJson, Session};
-use crate::catalog::{layout, FileManifest, Status, FORMAT_VERSION};
+use crate::catalog::remote::{manifest_name, RemoteManifest};
+use crate::catalog::{layout, FileManifest, MessageRef, Status, FORMAT_VERSION};
 use crate::config::PartSize;
 use crate::progress::{Progress, ProgressMode};
 use crate::render::human_bytes;
-use crate::store::PartStore;
+use crate::store::{PartStore, PutPart};
 use crate::transfer::{adopt_orphans, check_source, run_upload, UploadCtx, UploadError};
 
 /// How far below the channel's limit `auto` parts stay: the exact boundary is not documented
@@ -85,8 +86,11 @@ pub async fn resume(
     json: bool,
     cancel: CancellationToken,
 ) -> Result<FileManifest> {
-    let file = s.catalog.load_file(id)?;
+    let mut file = s.catalog.load_file(id)?;
     if file.status == Status::Complete {
+        if file.remote_manifest.is_none() {
+            publish_manifest(s, &mut file).await?;
+        }
         if json {
             println!(
                 "{}",
@@ -145,7 +149,10 @@ async fn transfer(
     let progress = Progress::new(mode, &format!("upload {}", file.id), file.size);
     let id = file.id.clone();
     match run_upload(&ctx, file, parts, &progress).await {
-        Ok(done) => {
+        Ok(mut done) => {
+            if let Err(e) = publish_manifest(s, &mut done).await {
+                eprintln!("warning: {e:#}");
+            }
             if json {
                 println!(
                     "{}",
@@ -177,4 +184,32 @@ async fn transfer(
             }
         }
     }
+}
+
+/// Posts the file's manifest to Discord so `recover` can find it from another machine.
+async fn publish_manifest(s: &Session, file: &mut FileManifest) -> Result<()> {
+    let parts = s.catalog.load_parts(&file.id)?.parts;
+    let body = serde_json::to_vec(&RemoteManifest::of(file, &parts))?;
+    let channel_id = file.channels[0];
+    let posted = s
+        .store()?
+        .put_part(PutPart {
+            channel_id,
+            filename: manifest_name(&file.id),
+            nonce: format!("{}.manifest", file.id),
+            data: body.into(),
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "{} is stored, but its manifest could not be posted to Discord for `recover`; run `resume {}` to post it",
+                file.id, file.id
+            )
+        })?;
+    file.remote_manifest = Some(MessageRef {
+        channel_id: posted.channel_id,
+        message_id: posted.message_id,
+    });
+    s.catalog.save_file(file)?;
+    Ok(())
 }

@@ -275,17 +275,29 @@ impl PartStore for BotStore {
         Ok(found)
     }
 
+    async fn locate_part(
+        &self,
+        channel_id: u64,
+        message_id: u64,
+        attachment_id: u64,
+    ) -> Result<RemotePart, StoreError> {
+        let msg = self.get_message(channel_id, message_id).await?;
+        let a = msg
+            .attachments
+            .iter()
+            .find(|a| a.id.get() == attachment_id)
+            .ok_or(StoreError::ContentGone)?;
+        Ok(remote(&msg, a))
+    }
+
     async fn read_part(&self, part: &RemotePart) -> Result<Bytes, StoreError> {
         match self.download(&part.url).await {
             // The URL may have expired between listing and reading: fetch the message again.
             Err(StoreError::ContentGone) => {
-                let msg = self.get_message(part.channel_id, part.message_id).await?;
-                let a = msg
-                    .attachments
-                    .iter()
-                    .find(|a| a.id.get() == part.attachment_id)
-                    .ok_or(StoreError::ContentGone)?;
-                self.download(&a.url).await
+                let fresh = self
+                    .locate_part(part.channel_id, part.message_id, part.attachment_id)
+                    .await?;
+                self.download(&fresh.url).await
             }
             r => r,
         }

@@ -55,6 +55,14 @@ pub trait PartStore: Send + Sync + 'static {
         since: OffsetDateTime,
     ) -> impl Future<Output = Result<Vec<RemotePart>, StoreError>> + Send;
 
+    /// The part in message `message_id`, with a freshly signed URL (never a stored one).
+    fn locate_part(
+        &self,
+        channel_id: u64,
+        message_id: u64,
+        attachment_id: u64,
+    ) -> impl Future<Output = Result<RemotePart, StoreError>> + Send;
+
     /// Downloads the bytes of a part found moments ago (its URL is fresh).
     fn read_part(
         &self,

@@ -1,6 +1,7 @@
 //! Moving files: splitting into parts, hashing, and the upload pipeline with resume.
 
 mod adopt;
+pub mod download;
 mod reader;
 mod upload;
 

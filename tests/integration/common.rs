@@ -85,14 +85,14 @@ impl Env {
         out
     }
 
-    /// How many attachments on the emulator's channel belong to file `id`.
+    /// The part attachments on the emulator's channel that belong to file `id`.
     pub fn attachments_of(&self, id: &str) -> Vec<String> {
         self.emu
             .messages(self.emu.channel_id())
             .into_iter()
             .flat_map(|m| m.attachments)
             .map(|a| a.filename)
-            .filter(|n| n.starts_with(&format!("{id}.")))
+            .filter(|n| n.starts_with(&format!("{id}.")) && n.ends_with(".part"))
             .collect()
     }
 

@@ -3,7 +3,9 @@
 
 mod cli;
 mod common;
+mod download;
 mod faults;
+mod recover;
 mod repl;
 mod resume;
 mod upload;

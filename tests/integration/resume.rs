@@ -50,8 +50,8 @@ async fn resume_sends_only_missing_parts() {
     assert_eq!(m.status, Status::Complete);
     assert_eq!(
         env.emu.stats().messages_created - before,
-        4,
-        "only the 4 missing parts"
+        4 + 1,
+        "only the 4 missing parts, then the manifest"
     );
     assert_eq!(
         env.stored_bytes(&s, &id),
@@ -90,8 +90,8 @@ async fn unrecorded_part_on_discord_is_adopted_not_resent() {
     resume(&s, &id).await.unwrap();
     assert_eq!(
         env.emu.stats().messages_created - before,
-        2,
-        "part 2 adopted, parts 3-4 sent"
+        2 + 1,
+        "part 2 adopted, parts 3-4 sent, then the manifest"
     );
     assert_eq!(env.attachments_of(&id).len(), 5);
     assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
@@ -177,8 +177,8 @@ async fn damaged_part_manifest_is_recovered_from_discord() {
     assert_eq!(m.status, Status::Complete);
     assert_eq!(
         env.emu.stats().messages_created - before,
-        2,
-        "part 1 was adopted, not resent"
+        2 + 1,
+        "part 1 was adopted, not resent; then the manifest"
     );
     assert!(
         part.with_extension("json.corrupt").exists(),
