@@ -294,19 +294,18 @@ fn read_file(path: &Path) -> Result<FileConfig> {
 
 /// Warns when a file holding the token can be read by other users.
 fn warn_if_shared(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    "{} holds the bot token and can be read by other users; run `chmod 600 {}`",
-                    path.display(),
-                    path.display()
-                );
-            }
-        }
+    if readable_by_others(path) {
+        tracing::warn!(
+            "{} holds the bot token and can be read by other users; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
     }
+}
+
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
 }
 
 pub fn default_config_path() -> Option<PathBuf> {
@@ -382,6 +381,18 @@ mod tests {
     fn unknown_keys_and_bad_channels_are_reported() {
         assert!(toml::from_str::<FileConfig>("tokn = 'x'").is_err());
         assert!(toml::from_str::<FileConfig>("channels = ['general']").is_err());
+    }
+
+    #[test]
+    fn config_readable_by_others_is_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "token = 'x'").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(readable_by_others(&p));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!readable_by_others(&p));
     }
 
     #[test]

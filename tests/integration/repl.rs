@@ -36,6 +36,11 @@ async fn prompt_help_completion_and_exit() {
         p.send_line("list").unwrap();
         p.expect("complete").unwrap();
         p.expect("dstore> ").unwrap();
+        // Tab completes the only file ID after `resume`.
+        p.send("resume \t").unwrap();
+        p.send_line("").unwrap();
+        p.expect("already complete").unwrap();
+        p.expect("dstore> ").unwrap();
         // Ctrl-C at the prompt does not leave; Ctrl-D does.
         p.send(ControlCode::EndOfText).unwrap();
         p.expect("Ctrl-D to leave").unwrap();
