@@ -1,13 +1,349 @@
-//! `delete` and `undelete`.
+//! `delete`: removes a file's messages from Discord (in bulk where Discord allows it), forgetting
+//! each part manifest as its message is confirmed gone, then the file's folder; a delete that
+//! stops half-way, run again, deals only with what is left. `--keep-remote` and `undelete` only
+//! hide and show a file.
 
-use anyhow::{bail, Result};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+use time::OffsetDateTime;
 
 use super::Session;
+use crate::catalog::remote::manifest_name;
+use crate::catalog::{parse_attachment_name, Catalog, FileManifest, Status};
+use crate::progress::Progress;
+use crate::render::human_bytes;
+use crate::store::{BotStore, PartStore, StoreError};
 
-pub async fn delete(_s: &Session, _id: &str, _yes: bool, _keep_remote: bool) -> Result<()> {
-    bail!("delete is not built yet")
+/// Discord's epoch in Unix ms: a snowflake's top 42 bits count from it (discord-api.md §4).
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+/// Bulk delete refuses messages older than two weeks (discord-api.md §4); an hour less leaves
+/// room for clock skew and for the time a long delete takes.
+const BULK_MAX_AGE_MS: u64 = (14 * 24 - 1) * 60 * 60 * 1000;
+/// Ids per bulk delete: 2 to 100 (discord-api.md §4).
+const BULK_MAX: usize = 100;
+/// How far before `created_at` unrecorded parts are looked for, as `resume` does.
+const SCAN_MARGIN: time::Duration = time::Duration::minutes(10);
+
+pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Result<()> {
+    let file = s.catalog.load_file(id)?;
+    if keep_remote {
+        return hide(s, file);
+    }
+    if !yes && !std::io::stdin().is_terminal() {
+        bail!("stdin is not a terminal, so dstore cannot ask before deleting {id}; add `--yes` to delete it");
+    }
+    let store = s.store()?;
+    if !yes && !confirm(&file, s.catalog.part_indices(id).len()).await? {
+        println!("Nothing was deleted.");
+        return Ok(());
+    }
+    let targets = targets(s, &store, &file).await?;
+    let total = targets.len();
+    let bytes = targets.iter().map(|t| t.bytes).sum();
+    let mut run = Run {
+        store: &store,
+        catalog: &s.catalog,
+        id,
+        removed: 0,
+        progress: Progress::new(s.progress, &format!("delete {id}"), bytes),
+    };
+    run.progress.set_parts(0, total as u64);
+    let result = run.all(targets).await;
+    run.progress.finish();
+    if let Err(e) = result {
+        bail!(
+            "delete of {id} stopped after {}/{total} messages: {e}; run `delete {id}` again to finish",
+            run.removed
+        );
+    }
+    s.catalog.remove_file(id)?;
+    println!(
+        "Deleted {} ({id}): {total} messages removed from Discord.",
+        file.name
+    );
+    Ok(())
 }
 
-pub async fn undelete(_s: &Session, _id: &str) -> Result<()> {
-    bail!("undelete is not built yet")
+pub async fn undelete(s: &Session, id: &str) -> Result<()> {
+    let mut file = s.catalog.load_file(id)?;
+    if !file.hidden {
+        println!(
+            "{} ({id}) is not hidden; `list` already shows it.",
+            file.name
+        );
+        return Ok(());
+    }
+    file.hidden = false;
+    file.updated_at = OffsetDateTime::now_utc();
+    s.catalog.save_file(&file)?;
+    println!("Restored {} ({id}); `list` shows it again.", file.name);
+    Ok(())
+}
+
+/// `delete --keep-remote`: hides the file from `list`; Discord is not touched.
+fn hide(s: &Session, mut file: FileManifest) -> Result<()> {
+    let id = file.id.clone();
+    if !file.hidden {
+        file.hidden = true;
+        file.updated_at = OffsetDateTime::now_utc();
+        s.catalog.save_file(&file)?;
+    }
+    println!(
+        "Hid {} ({id}) from `list`; its parts stay on Discord. `undelete {id}` brings it back and `list --all` shows it.",
+        file.name
+    );
+    Ok(())
+}
+
+/// Asks on the terminal; true only for `y` or `yes`.
+async fn confirm(file: &FileManifest, parts: usize) -> Result<bool> {
+    print!(
+        "Delete {} ({}, {parts} parts) from Discord? [y/N] ",
+        file.name,
+        human_bytes(file.size)
+    );
+    std::io::stdout().flush()?;
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// One message to remove; `part` is the index of the part manifest recording it, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Target {
+    channel: u64,
+    message: u64,
+    part: Option<u64>,
+    bytes: u64,
+}
+
+/// Every message of the file: the remote manifest first (so no manifest on Discord outlives
+/// the parts it names), then the recorded parts, then, for an upload that never finished, a
+/// damaged part manifest or a manifest post never recorded, the file's messages Discord holds
+/// that no manifest records.
+async fn targets(s: &Session, store: &BotStore, file: &FileManifest) -> Result<Vec<Target>> {
+    let mut out: Vec<Target> = file
+        .remote_manifest
+        .iter()
+        .map(|r| Target {
+            channel: r.channel_id,
+            message: r.message_id,
+            part: None,
+            bytes: 0,
+        })
+        .collect();
+    let loaded = s.catalog.load_parts(&file.id)?;
+    out.extend(loaded.parts.iter().map(|p| Target {
+        channel: p.channel_id,
+        message: p.message_id,
+        part: Some(p.index),
+        bytes: p.length,
+    }));
+    if file.status == Status::Complete
+        && file.remote_manifest.is_some()
+        && loaded.quarantined.is_empty()
+    {
+        return Ok(out);
+    }
+    let mut channels: Vec<u64> = file.channels.clone();
+    channels.extend(out.iter().map(|t| t.channel));
+    channels.sort_unstable();
+    channels.dedup();
+    let mut seen: HashSet<u64> = out.iter().map(|t| t.message).collect();
+    let prefix = format!("{}.", file.id);
+    for channel in channels {
+        let found = store
+            .find_parts(channel, &prefix, file.created_at - SCAN_MARGIN)
+            .await
+            .map_err(|e| anyhow!("cannot look for the parts of {} on Discord: {e}", file.id))?;
+        for p in found {
+            let ours = parse_attachment_name(&file.id, &p.filename).is_some()
+                || p.filename == manifest_name(&file.id);
+            if ours && seen.insert(p.message_id) {
+                out.push(Target {
+                    channel: p.channel_id,
+                    message: p.message_id,
+                    part: None,
+                    bytes: p.size,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How one channel's messages go.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// 2 to 100 messages younger than two weeks, in one request.
+    Bulk(Vec<Target>),
+    /// One message: old, or alone.
+    Single(Target),
+}
+
+/// When a snowflake was made, in Unix ms.
+fn snowflake_ms(id: u64) -> u64 {
+    (id >> 22) + DISCORD_EPOCH_MS
+}
+
+/// Splits one channel's messages into bulk batches (young ones) and single deletes (old ones
+/// and a lone young one), in the order that deletes the first target first.
+fn plan(targets: Vec<Target>, now_ms: u64) -> Vec<Step> {
+    let young_first = targets
+        .first()
+        .is_some_and(|t| now_ms.saturating_sub(snowflake_ms(t.message)) < BULK_MAX_AGE_MS);
+    let (young, old): (Vec<Target>, Vec<Target>) = targets
+        .into_iter()
+        .partition(|t| now_ms.saturating_sub(snowflake_ms(t.message)) < BULK_MAX_AGE_MS);
+    let bulk = young.chunks(BULK_MAX).map(|c| match c {
+        [one] => Step::Single(*one),
+        many => Step::Bulk(many.to_vec()),
+    });
+    let single = old.into_iter().map(Step::Single);
+    if young_first {
+        bulk.chain(single).collect()
+    } else {
+        single.chain(bulk).collect()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A delete under way.
+struct Run<'a> {
+    store: &'a BotStore,
+    catalog: &'a Catalog,
+    id: &'a str,
+    removed: usize,
+    progress: Progress,
+}
+
+impl Run<'_> {
+    async fn all(&mut self, targets: Vec<Target>) -> Result<()> {
+        let mut by_channel: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
+        for t in targets {
+            by_channel.entry(t.channel).or_default().push(t);
+        }
+        for (channel, targets) in by_channel {
+            self.channel(channel, plan(targets, now_ms())).await?;
+        }
+        Ok(())
+    }
+
+    async fn channel(&mut self, channel: u64, steps: Vec<Step>) -> Result<()> {
+        let mut bulk_allowed = true;
+        for step in steps {
+            let batch = match step {
+                Step::Single(t) => vec![t],
+                Step::Bulk(batch) if bulk_allowed => {
+                    let ids: Vec<u64> = batch.iter().map(|t| t.message).collect();
+                    match self.store.bulk_delete(channel, &ids).await {
+                        Ok(()) => {
+                            for t in &batch {
+                                self.gone(t)?;
+                            }
+                            continue;
+                        }
+                        // Too old after all (a clock off by more than the margin) or refused
+                        // for its count: one by one works for any message.
+                        Err(StoreError::Rejected { status: 400, .. }) => batch,
+                        // Bulk delete needs Manage Messages, which the README does not ask
+                        // for; deleting its own messages one by one needs no permission.
+                        Err(StoreError::MissingPermissions { .. }) => {
+                            tracing::warn!("the bot lacks Manage Messages in channel {channel}, so its messages are deleted one by one");
+                            bulk_allowed = false;
+                            batch
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Step::Bulk(batch) => batch,
+            };
+            for t in &batch {
+                self.store.delete_message(t.channel, t.message).await?;
+                self.gone(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that a message is gone from Discord.
+    fn gone(&mut self, t: &Target) -> Result<()> {
+        if let Some(index) = t.part {
+            self.catalog.remove_part(self.id, index)?;
+        }
+        self.removed += 1;
+        self.progress.part_done(t.bytes);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+    fn at(ms: u64, n: u64) -> Target {
+        Target {
+            channel: 1,
+            message: ((ms - DISCORD_EPOCH_MS) << 22) | n,
+            part: Some(n),
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn snowflake_time_follows_discords_epoch() {
+        // The example in Discord's reference: 175928847299117063 is 2016-04-30T11:18:25.796Z.
+        assert_eq!(snowflake_ms(175_928_847_299_117_063), 1_462_015_105_796);
+    }
+
+    #[test]
+    fn young_messages_go_in_batches_of_100_old_ones_alone() {
+        let now = 1_700_000_000_000;
+        let mut targets: Vec<Target> = (0..201).map(|n| at(now - DAY_MS, n)).collect();
+        targets.push(at(now - 15 * DAY_MS, 500));
+        targets.push(at(now - 14 * DAY_MS + 60_000, 501)); // inside the margin: too old
+        let steps = plan(targets, now);
+        let shape: Vec<usize> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Bulk(b) => b.len(),
+                Step::Single(_) => 1,
+            })
+            .collect();
+        assert_eq!(shape, [100, 100, 1, 1, 1]);
+        assert!(matches!(steps[2], Step::Single(t) if t.part == Some(200)));
+        assert!(matches!(steps[3], Step::Single(t) if t.part == Some(500)));
+    }
+
+    #[test]
+    fn an_old_first_target_is_deleted_first() {
+        let now = 1_700_000_000_000;
+        let steps = plan(
+            vec![
+                at(now - 20 * DAY_MS, 0),
+                at(now - DAY_MS, 1),
+                at(now - DAY_MS, 2),
+            ],
+            now,
+        );
+        assert!(matches!(steps[0], Step::Single(t) if t.part == Some(0)));
+        assert!(matches!(&steps[1], Step::Bulk(b) if b.len() == 2));
+        assert!(plan(Vec::new(), now).is_empty());
+    }
 }

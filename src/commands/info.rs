@@ -1,9 +1,191 @@
-//! `info <id>`.
+//! `info <id>`: everything the catalogue knows of one file, its parts, and the command to run
+//! next; `--json` for scripts.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use serde::Serialize;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
 
-use super::Session;
+use super::{FileJson, Session};
+use crate::catalog::{FileManifest, MessageRef, PartRecord, Status};
+use crate::render::{human_bytes, relative_age};
 
-pub fn info(_s: &Session, _id: &str, _json: bool) -> Result<()> {
-    bail!("info is not built yet")
+/// Parts shown in the text table; `--json` lists them all.
+const TABLE_ROWS: usize = 20;
+
+#[derive(Serialize)]
+struct InfoJson {
+    #[serde(flatten)]
+    file: FileJson,
+    part_size: u64,
+    source_path: String,
+    channels: Vec<String>,
+    hidden: bool,
+    /// The message holding the file's manifest for `recover`, once posted.
+    remote_manifest: Option<MessageRef>,
+    parts: Vec<PartJson>,
+    next: String,
+}
+
+/// Snowflakes as strings, as everywhere in dstore's JSON (they exceed 2^53).
+#[derive(Serialize)]
+struct PartJson {
+    index: u64,
+    offset: u64,
+    length: u64,
+    sha256: String,
+    channel_id: String,
+    message_id: String,
+    attachment_id: String,
+}
+
+pub fn info(s: &Session, id: &str, json: bool) -> Result<()> {
+    let file = s.catalog.load_file(id)?;
+    let loaded = s.catalog.load_parts(id)?;
+    for path in &loaded.quarantined {
+        eprintln!(
+            "warning: a damaged part manifest was moved to {}; `resume {id}` finds that part on Discord again",
+            path.display()
+        );
+    }
+    let parts = loaded.parts;
+    let next = next_command(&file);
+    let summary = FileJson::of(&s.catalog, &file);
+    if json {
+        let out = InfoJson {
+            file: summary,
+            part_size: file.part_size,
+            source_path: file.source_path.display().to_string(),
+            channels: file.channels.iter().map(u64::to_string).collect(),
+            hidden: file.hidden,
+            remote_manifest: file.remote_manifest,
+            parts: parts.iter().map(part_json).collect(),
+            next,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    print_details(&file, &summary);
+    print_parts(&parts);
+    println!();
+    println!("Next: `{next}`");
+    Ok(())
+}
+
+/// What to run next: `resume` for an unfinished upload, else `download`, or `undelete` first
+/// for a hidden file.
+fn next_command(file: &FileManifest) -> String {
+    match (file.status, file.hidden) {
+        (Status::Incomplete, _) => format!("resume {}", file.id),
+        (Status::Complete, true) => format!("undelete {}", file.id),
+        (Status::Complete, false) => format!("download {}", file.id),
+    }
+}
+
+fn part_json(p: &PartRecord) -> PartJson {
+    PartJson {
+        index: p.index,
+        offset: p.offset,
+        length: p.length,
+        sha256: p.sha256.clone(),
+        channel_id: p.channel_id.to_string(),
+        message_id: p.message_id.to_string(),
+        attachment_id: p.attachment_id.to_string(),
+    }
+}
+
+fn print_details(file: &FileManifest, summary: &FileJson) {
+    let now = OffsetDateTime::now_utc();
+    let created = file
+        .created_at
+        .to_offset(UtcOffset::UTC)
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+        ))
+        .unwrap_or_else(|_| file.created_at.to_string());
+    let hidden = if file.hidden {
+        ", hidden by `delete --keep-remote`"
+    } else {
+        ""
+    };
+    let channels: Vec<String> = file.channels.iter().map(u64::to_string).collect();
+    let rows = [
+        ("Name", file.name.clone()),
+        ("ID", file.id.clone()),
+        (
+            "Size",
+            format!("{} ({} bytes)", human_bytes(file.size), file.size),
+        ),
+        (
+            "SHA-256",
+            file.sha256
+                .clone()
+                .unwrap_or_else(|| "not known until the upload has read the whole file".into()),
+        ),
+        (
+            "Status",
+            format!(
+                "{}, {}/{} parts{hidden}",
+                file.status.as_str(),
+                summary.parts_done,
+                summary.parts_total
+            ),
+        ),
+        (
+            "Created",
+            format!("{created} ({})", relative_age(file.created_at, now)),
+        ),
+        (
+            "Part size",
+            format!("{} ({} bytes)", human_bytes(file.part_size), file.part_size),
+        ),
+        ("Source", file.source_path.display().to_string()),
+        ("Channels", channels.join(", ")),
+        (
+            "Manifest",
+            file.remote_manifest.map_or_else(
+                || "not on Discord yet (posted when the upload completes)".into(),
+                |r| {
+                    format!(
+                        "message {} in channel {} (for `recover`)",
+                        r.message_id, r.channel_id
+                    )
+                },
+            ),
+        ),
+    ];
+    for (key, value) in rows {
+        println!("{:<10} {value}", format!("{key}:"));
+    }
+}
+
+fn print_parts(parts: &[PartRecord]) {
+    println!();
+    if parts.is_empty() {
+        println!("No parts on Discord yet.");
+        return;
+    }
+    let (iw, ow, lw) = parts.iter().fold((5, 6, 6), |(i, o, l), p| {
+        (
+            i.max(p.index.to_string().len()),
+            o.max(p.offset.to_string().len()),
+            l.max(p.length.to_string().len()),
+        )
+    });
+    println!(
+        "{:>iw$}  {:>ow$}  {:>lw$}  {:<20}  MESSAGE",
+        "INDEX", "OFFSET", "LENGTH", "CHANNEL"
+    );
+    for p in parts.iter().take(TABLE_ROWS) {
+        println!(
+            "{:>iw$}  {:>ow$}  {:>lw$}  {:<20}  {}",
+            p.index, p.offset, p.length, p.channel_id, p.message_id
+        );
+    }
+    if parts.len() > TABLE_ROWS {
+        println!(
+            "... {} more (info --json lists all)",
+            parts.len() - TABLE_ROWS
+        );
+    }
 }

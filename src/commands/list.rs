@@ -8,10 +8,16 @@ use crate::render::{human_bytes, relative_age};
 
 pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
     let mut rows = Vec::new();
+    let mut hidden = std::collections::HashSet::new();
     for entry in s.catalog.all()? {
         match entry {
             Ok(m) if m.hidden && !all => {}
-            Ok(m) => rows.push(FileJson::of(&s.catalog, &m)),
+            Ok(m) => {
+                if m.hidden {
+                    hidden.insert(m.id.clone());
+                }
+                rows.push(FileJson::of(&s.catalog, &m));
+            }
             Err(e) => eprintln!("warning: {e}"),
         }
     }
@@ -30,18 +36,25 @@ pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
         .max()
         .unwrap_or(4)
         .clamp(4, 40);
+    // `--all` marks the files `delete --keep-remote` hid.
+    let status_w = if hidden.is_empty() { 10 } else { 19 };
     println!(
-        "{:<10}  {:<name_w$}  {:>10}  {:>11}  {:<10}  CREATED",
+        "{:<10}  {:<name_w$}  {:>10}  {:>11}  {:<status_w$}  CREATED",
         "ID", "NAME", "SIZE", "PARTS", "STATUS"
     );
     for r in rows {
+        let mark = if hidden.contains(&r.id) {
+            " (hidden)"
+        } else {
+            ""
+        };
         println!(
-            "{:<10}  {:<name_w$}  {:>10}  {:>11}  {:<10}  {}",
+            "{:<10}  {:<name_w$}  {:>10}  {:>11}  {:<status_w$}  {}",
             r.id,
             truncate(&r.name, name_w),
             human_bytes(r.size),
             format!("{}/{}", r.parts_done, r.parts_total),
-            r.status.as_str(),
+            format!("{}{mark}", r.status.as_str()),
             relative_age(r.created_at, now),
         );
     }

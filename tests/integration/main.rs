@@ -3,8 +3,10 @@
 
 mod cli;
 mod common;
+mod delete;
 mod download;
 mod faults;
+mod info;
 mod recover;
 mod repl;
 mod resume;
