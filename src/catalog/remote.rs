@@ -19,6 +19,9 @@ pub struct RemoteManifest {
     pub part_size: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Hidden by `delete --keep-remote`; a recovered file stays hidden.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
     pub parts: Vec<PartRecord>,
 }
 
@@ -53,6 +56,7 @@ impl RemoteManifest {
             sha256: file.sha256.clone().unwrap_or_default(),
             part_size: file.part_size,
             created_at: file.created_at,
+            hidden: file.hidden,
             parts: parts.to_vec(),
         }
     }
@@ -111,7 +115,7 @@ impl RemoteManifest {
             status: Status::Complete,
             created_at: self.created_at,
             updated_at: OffsetDateTime::now_utc(),
-            hidden: false,
+            hidden: self.hidden,
             remote_manifest: Some(found),
         };
         (file, self.parts)

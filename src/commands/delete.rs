@@ -30,7 +30,7 @@ const SCAN_MARGIN: time::Duration = time::Duration::minutes(10);
 pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Result<()> {
     let file = s.catalog.load_file(id)?;
     if keep_remote {
-        return hide(s, file);
+        return hide(s, file).await;
     }
     if !yes && !std::io::stdin().is_terminal() {
         bail!("stdin is not a terminal, so dstore cannot ask before deleting {id}; add `--yes` to delete it");
@@ -79,18 +79,34 @@ pub async fn undelete(s: &Session, id: &str) -> Result<()> {
     file.hidden = false;
     file.updated_at = OffsetDateTime::now_utc();
     s.catalog.save_file(&file)?;
+    mirror_hidden(s, &mut file, "undelete").await?;
     println!("Restored {} ({id}); `list` shows it again.", file.name);
     Ok(())
 }
 
-/// `delete --keep-remote`: hides the file from `list`; Discord is not touched.
-fn hide(s: &Session, mut file: FileManifest) -> Result<()> {
+/// Tells the manifest on Discord whether the file is hidden, so `recover` keeps it that way.
+async fn mirror_hidden(s: &Session, file: &mut FileManifest, command: &str) -> Result<()> {
+    if file.status != crate::catalog::Status::Complete {
+        return Ok(());
+    }
+    let id = file.id.clone();
+    super::upload::publish_manifest(s, file).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{id} is changed here, but its manifest on Discord could not be updated ({e:#}); run `{command} {id}` again"
+        )
+    })
+}
+
+/// `delete --keep-remote`: hides the file from `list`; its parts stay on Discord, and its
+/// manifest there is updated so `recover` keeps it hidden.
+async fn hide(s: &Session, mut file: FileManifest) -> Result<()> {
     let id = file.id.clone();
     if !file.hidden {
         file.hidden = true;
         file.updated_at = OffsetDateTime::now_utc();
         s.catalog.save_file(&file)?;
     }
+    mirror_hidden(s, &mut file, "delete --keep-remote").await?;
     println!(
         "Hid {} ({id}) from `list`; its parts stay on Discord. `undelete {id}` brings it back and `list --all` shows it.",
         file.name

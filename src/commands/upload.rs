@@ -186,8 +186,9 @@ async fn transfer(
     }
 }
 
-/// Posts the file's manifest to Discord so `recover` can find it from another machine.
-async fn publish_manifest(s: &Session, file: &mut FileManifest) -> Result<()> {
+/// Posts the file's manifest to Discord so `recover` can find it from another machine, then
+/// deletes the one it replaces (in that order, so Discord always holds one).
+pub async fn publish_manifest(s: &Session, file: &mut FileManifest) -> Result<()> {
     let parts = s.catalog.load_parts(&file.id)?.parts;
     let body = serde_json::to_vec(&RemoteManifest::of(file, &parts))?;
     let channel_id = file.channels[0];
@@ -196,7 +197,9 @@ async fn publish_manifest(s: &Session, file: &mut FileManifest) -> Result<()> {
         .put_part(PutPart {
             channel_id,
             filename: manifest_name(&file.id),
-            nonce: format!("{}.manifest", file.id),
+            // A new nonce per version (the same one would return the old message); retries of
+            // this post share it.
+            nonce: format!("{}.m{}", file.id, crate::catalog::new_file_id()),
             data: body.into(),
         })
         .await
@@ -206,10 +209,15 @@ async fn publish_manifest(s: &Session, file: &mut FileManifest) -> Result<()> {
                 file.id, file.id
             )
         })?;
-    file.remote_manifest = Some(MessageRef {
+    let old = file.remote_manifest.replace(MessageRef {
         channel_id: posted.channel_id,
         message_id: posted.message_id,
     });
     s.catalog.save_file(file)?;
+    if let Some(old) = old {
+        s.store()?
+            .delete_message(old.channel_id, old.message_id)
+            .await?;
+    }
     Ok(())
 }

@@ -232,15 +232,30 @@ async fn keep_remote_hides_from_list_and_undelete_restores() {
     let env = Env::new().await;
     let s = env.session();
     let m = round_trip(&env, &s, 3 * PART as usize).await;
-    let before = env.emu.stats().requests;
+    let parts_before = env.attachments_of(&m.id);
     hide(&s, &m.id).await.unwrap();
-    assert_eq!(env.emu.stats().requests, before, "Discord is not touched");
-    assert!(s.catalog.load_file(&m.id).unwrap().hidden);
+    let hidden = s.catalog.load_file(&m.id).unwrap();
+    assert!(hidden.hidden);
+    assert_eq!(
+        env.attachments_of(&m.id),
+        parts_before,
+        "parts stay on Discord"
+    );
     assert_eq!(
         env.emu.messages(env.emu.channel_id()).len(),
         4,
-        "parts and manifest stay"
+        "parts and one manifest, now saying hidden"
     );
+    assert_ne!(
+        hidden.remote_manifest, m.remote_manifest,
+        "the manifest was replaced"
+    );
+    // A catalogue recovered from Discord keeps the file hidden.
+    let other = env.session_with(|c| c.data_dir = env.dir.path().join("elsewhere"));
+    dstore::commands::recover::recover(&other, true, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(other.catalog.load_file(&m.id).unwrap().hidden);
     assert_eq!(s.catalog.part_indices(&m.id).len(), 3);
 
     let listed = |all: bool| {
