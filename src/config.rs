@@ -81,18 +81,24 @@ pub const MAX_PART_SIZE: u64 = 104_857_600;
 
 impl<'de> Deserialize<'de> for PartSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => PartSize::parse(&n.to_string()),
-            Raw::S(s) => PartSize::parse(&s),
-        }
-        .map_err(serde::de::Error::custom)
+        PartSize::parse(&number_or_string(d)?).map_err(serde::de::Error::custom)
     }
+}
+
+/// A TOML value written as a number or a string, as text.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::N(n) => n.to_string(),
+        Raw::S(s) => s,
+    })
 }
 
 /// The file as written by a person; every key optional.
@@ -115,18 +121,9 @@ pub struct Snowflake(pub u64);
 
 impl<'de> Deserialize<'de> for Snowflake {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Snowflake(n)),
-            Raw::S(s) => parse_channel_id(&s)
-                .map(Snowflake)
-                .map_err(serde::de::Error::custom),
-        }
+        parse_channel_id(&number_or_string(d)?)
+            .map(Snowflake)
+            .map_err(serde::de::Error::custom)
     }
 }
 

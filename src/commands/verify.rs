@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::Session;
 use crate::catalog::PartRecord;
 use crate::store::PartStore;
-use crate::transfer::download::{fetch_verified, FetchError};
+use crate::transfer::download::{fetch_verified, locate_checked, FetchError};
 
 #[derive(Debug, Serialize)]
 struct Problem {
@@ -93,17 +93,8 @@ pub async fn verify(
 
 async fn check<S: PartStore>(store: &S, p: &PartRecord, full: bool) -> Result<(), FetchError> {
     if full {
-        return fetch_verified(store, p).await.map(drop);
+        fetch_verified(store, p).await.map(drop)
+    } else {
+        locate_checked(store, p).await.map(drop)
     }
-    let remote = store
-        .locate_part(p.channel_id, p.message_id, p.attachment_id)
-        .await
-        .map_err(FetchError::from_store)?;
-    if remote.size != p.length {
-        return Err(FetchError::Lost(format!(
-            "Discord holds {} bytes, {} were stored",
-            remote.size, p.length
-        )));
-    }
-    Ok(())
 }

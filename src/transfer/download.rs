@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{FileManifest, PartRecord};
 use crate::progress::Progress;
-use crate::store::{PartStore, StoreError};
+use crate::store::{PartStore, RemotePart, StoreError};
 
 /// How often a part whose bytes do not match its hash is fetched again.
 const REFETCHES: u32 = 3;
@@ -69,16 +69,7 @@ pub async fn fetch_verified<S: PartStore>(
 ) -> Result<bytes::Bytes, FetchError> {
     let mut last = String::new();
     for _ in 0..REFETCHES {
-        let remote = store
-            .locate_part(p.channel_id, p.message_id, p.attachment_id)
-            .await
-            .map_err(FetchError::from_store)?;
-        if remote.size != p.length {
-            return Err(FetchError::Lost(format!(
-                "Discord holds {} bytes, {} were stored",
-                remote.size, p.length
-            )));
-        }
+        let remote = locate_checked(store, p).await?;
         let bytes = store
             .read_part(&remote)
             .await
@@ -91,6 +82,24 @@ pub async fn fetch_verified<S: PartStore>(
         tracing::warn!("part {} arrived damaged; fetching it again", p.index);
     }
     Err(FetchError::Lost(format!("damaged on every try ({last})")))
+}
+
+/// The part's message with a fresh URL, checked to hold the recorded number of bytes.
+pub async fn locate_checked<S: PartStore>(
+    store: &S,
+    p: &PartRecord,
+) -> Result<RemotePart, FetchError> {
+    let remote = store
+        .locate_part(p.channel_id, p.message_id, p.attachment_id)
+        .await
+        .map_err(FetchError::from_store)?;
+    if remote.size != p.length {
+        return Err(FetchError::Lost(format!(
+            "Discord holds {} bytes, {} were stored",
+            remote.size, p.length
+        )));
+    }
+    Ok(remote)
 }
 
 /// Why a part fetch failed: the part is lost (others may still come), or everything must stop.
