@@ -291,9 +291,10 @@ fn read_file(path: &Path) -> Result<FileConfig> {
 
 /// Warns when a file holding the token can be read by other users.
 fn warn_if_shared(path: &Path) {
+    // Printed directly: logging starts only once the configuration names the data dir.
     if readable_by_others(path) {
-        tracing::warn!(
-            "{} holds the bot token and can be read by other users; run `chmod 600 {}`",
+        eprintln!(
+            "warning: {} holds the bot token and can be read by other users; run `chmod 600 {}`",
             path.display(),
             path.display()
         );

@@ -25,7 +25,12 @@ pub async fn execute(session: &commands::Session, command: cli::Command) -> anyh
             on_ctrl_c.cancel();
         }
     });
+    let what = format!("{command:?}");
     let result = session.run(command, cancel).await;
     watcher.abort();
+    if let Err(e) = &result {
+        // For the log file; stderr shows the error once, from the caller.
+        tracing::info!("{what} failed: {e:#}");
+    }
     result
 }

@@ -13,7 +13,6 @@ use dstore::{emulated, execute, logging, repl};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.launch.verbose);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -34,7 +33,14 @@ fn main() -> ExitCode {
 }
 
 fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<ExitCode> {
-    let mut config = Config::load(&cli.launch.overrides(), &|k| std::env::var(k).ok())?;
+    let loaded = Config::load(&cli.launch.overrides(), &|k| std::env::var(k).ok());
+    let mut config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            logging::init(cli.launch.verbose, None);
+            return Err(e);
+        }
+    };
     let mut banner = format!(
         "dstore {}: type `help` for the commands, `exit` or Ctrl-D to leave.",
         env!("CARGO_PKG_VERSION")
@@ -55,6 +61,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<ExitCode> {
     } else {
         None
     };
+    logging::init(cli.launch.verbose, Some(&config.data_dir));
     let session = Session::new(config, ProgressMode::detect())?;
     match cli.command {
         Some(cmd) => rt

@@ -60,6 +60,7 @@ pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Resu
         );
     }
     s.catalog.remove_file(id)?;
+    tracing::info!(id = %id, messages = total, "deleted");
     println!(
         "Deleted {} ({id}): {total} messages removed from Discord.",
         file.name

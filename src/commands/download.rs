@@ -59,6 +59,9 @@ pub async fn download(
     )
     .await;
     progress.finish();
+    if let Err(e) = &result {
+        tracing::warn!(id = %id, "download stopped: {e}");
+    }
     match result {
         Ok(()) => {}
         Err(DownloadError::Cancelled) => {
@@ -71,6 +74,7 @@ pub async fn download(
         Err(e) => bail!("download of {id} failed: {e}; run the same command again to retry"),
     }
     place(&partial, &target, &file)?;
+    tracing::info!(id = %file.id, path = %target.display(), "download complete and verified");
     if json {
         let v = serde_json::json!({
             "id": file.id, "name": file.name, "size": file.size,

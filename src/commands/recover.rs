@@ -60,6 +60,7 @@ pub async fn recover(s: &Session, json: bool, cancel: CancellationToken) -> Resu
                 s.catalog.save_part(&file.id, p)?;
             }
             s.catalog.save_file(&file)?;
+            tracing::info!(id = %file.id, "recovered from Discord");
             if !json {
                 println!(
                     "Recovered {} ({}) as {}.",

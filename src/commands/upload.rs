@@ -67,6 +67,7 @@ pub async fn upload(
         remote_manifest: None,
     };
     s.catalog.save_file(&file)?;
+    tracing::info!(id = %file.id, size = file.size, part_size, "upload started");
     if !json {
         println!(
             "Uploading {} ({}) as {} in {} parts of up to {}.",
@@ -150,6 +151,7 @@ async fn transfer(
     let id = file.id.clone();
     match run_upload(&ctx, file, parts, &progress).await {
         Ok(mut done) => {
+            tracing::info!(id = %done.id, sha256 = ?done.sha256, "upload complete");
             if let Err(e) = publish_manifest(s, &mut done).await {
                 eprintln!("warning: {e:#}");
             }
@@ -172,6 +174,7 @@ async fn transfer(
         }
         Err(e) => {
             progress.finish();
+            tracing::warn!(id = %id, "upload stopped: {e}");
             let file = s.catalog.load_file(&id)?;
             let j = FileJson::of(&s.catalog, &file);
             let at = format!("{}/{} parts", j.parts_done, j.parts_total);

@@ -72,6 +72,11 @@ async fn one_shot_upload_list_resume_with_json() {
     assert_eq!(v["status"], "complete");
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
     let id = v["id"].as_str().unwrap().to_string();
+    let log = std::fs::read_to_string(env.data_dir().join("dstore.log")).unwrap();
+    assert!(
+        log.contains("upload complete") && log.contains(&id),
+        "{log}"
+    );
 
     let mut c = dstore(&env);
     c.args(["list", "--json"]);
@@ -127,8 +132,15 @@ async fn the_token_never_appears_in_output() {
         !stdout.contains("secret-token") && !stderr.contains("secret-token"),
         "{stderr}"
     );
-    let manifests = walk(&env.data_dir());
-    assert!(!manifests.contains("secret-token"));
+    let everything = walk(&env.data_dir());
+    assert!(
+        everything.contains("failed: Discord rejected the bot token"),
+        "the log records the failure"
+    );
+    assert!(
+        !everything.contains("secret-token"),
+        "not in manifests, history or the log"
+    );
 }
 
 fn walk(dir: &Path) -> String {
