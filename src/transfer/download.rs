@@ -132,10 +132,16 @@ pub async fn download_into<S: PartStore>(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<(), DownloadError> {
+    let resuming = partial.exists();
     let out = Arc::new(open_partial(partial, file.size).map_err(io(partial))?);
-    let todo = already_there(&out, parts, progress)
-        .await
-        .map_err(io(partial))?;
+    let todo = if resuming {
+        already_there(&out, parts, progress)
+            .await
+            .map_err(io(partial))?
+    } else {
+        progress.set_parts(0, parts.len() as u64);
+        parts.to_vec()
+    };
     let mut lost = Vec::new();
     let mut results = stream::iter(todo)
         .map(|p| {
