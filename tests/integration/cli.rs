@@ -90,6 +90,18 @@ async fn one_shot_upload_list_resume_with_json() {
     assert!(out.status.success());
     assert!(text(&out).0.contains("already complete"));
 
+    // `download` with no destination writes to the current directory.
+    let here = env.dir.path().join("cwd");
+    std::fs::create_dir_all(&here).unwrap();
+    let mut c = dstore(&env);
+    c.current_dir(&here).args(["download", &id]);
+    let out = run(c, "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(
+        std::fs::read(here.join("one shot.bin")).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
+
     let mut c = dstore(&env);
     c.args(["resume", "abcdefghjk"]);
     let out = run(c, "").await;

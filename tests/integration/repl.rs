@@ -49,6 +49,11 @@ async fn prompt_help_completion_and_exit() {
     })
     .await
     .unwrap();
+    let history = std::fs::read_to_string(env.data_dir().join("history.txt")).unwrap();
+    assert!(
+        history.contains("lsit") && history.contains("resume "),
+        "{history}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
