@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod emulated;
+pub mod hash;
 pub mod logging;
 pub mod progress;
 pub mod render;

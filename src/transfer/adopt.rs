@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 use std::fs::File;
 
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use super::reader::read_span;
 use super::UploadError;
 use crate::catalog::{parse_attachment_name, Catalog, FileManifest, PartRecord, FORMAT_VERSION};
+use crate::hash::sha256_hex;
 use crate::store::PartStore;
 
 /// Looks for unrecorded parts of `file` on Discord, verifies and records them; returns how
@@ -47,9 +47,9 @@ pub async fn adopt_orphans<S: PartStore>(
             .await
             .expect("reader does not panic")
             .map_err(|e| UploadError::source(&file.source_path, e))?;
-            let sha256 = hex::encode(Sha256::digest(&local));
+            let sha256 = sha256_hex(&local);
             let remote_bytes = store.read_part(&remote).await?;
-            if hex::encode(Sha256::digest(&remote_bytes)) != sha256 {
+            if sha256_hex(&remote_bytes) != sha256 {
                 seen.remove(&index);
                 tracing::warn!(
                     "part {index} found on Discord differs from the source; uploading it again"

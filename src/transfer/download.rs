@@ -1,18 +1,20 @@
 //! The download pipeline: every part fetched through its message (a fresh signed URL each
 //! time), in parallel with bounded concurrency, hashed, and written at its offset into a partial
 //! file beside the destination. Parts already right in the partial file are kept, so running the
-//! same download again resumes it. Only a fully verified file is renamed into place.
+//! same download again resumes it. The whole file's SHA-256 is computed on its own thread as the
+//! written prefix grows, not in a second pass. Only a fully verified file is renamed into place.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{FileManifest, PartRecord};
+use crate::hash::{sha256_hex, Sha256};
 use crate::progress::Progress;
 use crate::store::{PartStore, RemotePart, StoreError};
 
@@ -74,7 +76,10 @@ pub async fn fetch_verified<S: PartStore>(
             .read_part(&remote)
             .await
             .map_err(FetchError::from_store)?;
-        let got = hex::encode(Sha256::digest(&bytes));
+        let hashed = bytes.clone();
+        let got = tokio::task::spawn_blocking(move || sha256_hex(&hashed))
+            .await
+            .expect("hasher does not panic");
         if got == p.sha256 {
             return Ok(bytes);
         }
@@ -142,6 +147,13 @@ pub async fn download_into<S: PartStore>(
         progress.set_parts(0, parts.len() as u64);
         parts.to_vec()
     };
+    let (to_hasher, hasher) = prefix_hasher(partial.to_path_buf());
+    let mut written = Written::default();
+    let pending: std::collections::HashSet<u64> = todo.iter().map(|p| p.index).collect();
+    for p in parts.iter().filter(|p| !pending.contains(&p.index)) {
+        written.add(p.offset, p.length);
+    }
+    let _ = to_hasher.send(written.prefix);
     let mut lost = Vec::new();
     let mut results = stream::iter(todo)
         .map(|p| {
@@ -167,6 +179,7 @@ pub async fn download_into<S: PartStore>(
                     .expect("writer does not panic")
                     .map_err(io(partial))?;
                 progress.part_done(p.length);
+                let _ = to_hasher.send(written.add(p.offset, p.length));
             }
             Err(FetchError::Lost(why)) => lost.push(LostPart {
                 index: p.index,
@@ -182,13 +195,14 @@ pub async fn download_into<S: PartStore>(
         lost.sort_by_key(|l| l.offset);
         return Err(DownloadError::Lost(lost));
     }
+    drop(to_hasher);
+    let (got, hashed) =
+        tokio::task::spawn_blocking(move || hasher.join().expect("hasher does not panic"))
+            .await
+            .expect("hasher does not panic")
+            .map_err(io(partial))?;
     let want = file.sha256.clone().unwrap_or_default();
-    let path = partial.to_path_buf();
-    let got = tokio::task::spawn_blocking(move || hash_file(&path))
-        .await
-        .expect("hasher does not panic")
-        .map_err(io(partial))?;
-    if got != want {
+    if hashed != file.size || got != want {
         return Err(DownloadError::WholeHash { got, want });
     }
     Ok(())
@@ -221,7 +235,7 @@ async fn already_there(
         for p in parts {
             buf.resize(p.length as usize, 0);
             out.read_exact_at(&mut buf, p.offset)?;
-            if hex::encode(Sha256::digest(&buf)) == p.sha256 {
+            if sha256_hex(&buf) == p.sha256 {
                 kept = (kept.0 + 1, kept.1 + p.length);
             } else {
                 todo.push(p);
@@ -236,9 +250,60 @@ async fn already_there(
     Ok(todo)
 }
 
-pub fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
+/// Hashes the partial file from its start up to each contiguous end it is sent, so the whole
+/// file's SHA-256 is ready when the last part lands. Returns the digest and how far it got.
+fn prefix_hasher(
+    path: PathBuf,
+) -> (
+    std::sync::mpsc::Sender<u64>,
+    std::thread::JoinHandle<std::io::Result<(String, u64)>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let handle = std::thread::spawn(move || {
+        let f = File::open(&path)?;
+        let mut whole = Sha256::default();
+        let mut at = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        for target in rx {
+            while at < target {
+                let n = ((target - at) as usize).min(buf.len());
+                f.read_exact_at(&mut buf[..n], at)?;
+                whole.update(&buf[..n]);
+                at += n as u64;
+            }
+        }
+        Ok((whole.finish_hex(), at))
+    });
+    (tx, handle)
+}
+
+/// Byte ranges written so far, and the end of the contiguous run from byte 0.
+#[derive(Default)]
+struct Written {
+    pending: BTreeMap<u64, u64>,
+    prefix: u64,
+}
+
+impl Written {
+    fn add(&mut self, offset: u64, length: u64) -> u64 {
+        self.pending.insert(offset, offset + length);
+        while let Some(end) = self.pending.remove(&self.prefix) {
+            self.prefix = end;
+        }
+        self.prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_advances_only_over_contiguous_parts() {
+        let mut w = Written::default();
+        assert_eq!(w.add(10, 10), 0);
+        assert_eq!(w.add(30, 5), 0);
+        assert_eq!(w.add(0, 10), 20);
+        assert_eq!(w.add(20, 10), 35);
+    }
 }

@@ -1,18 +1,19 @@
-//! Reads the source file in offset order on a blocking thread: hashes each part and the whole
-//! file, checks parts already stored against their recorded SHA-256, and hands the others to
-//! the uploaders through a channel of one, so memory holds about (concurrency + 1) parts.
+//! Reads the source file in offset order on a blocking thread: hashes each part, checks parts
+//! already stored against their recorded SHA-256, and hands the others to the uploaders through
+//! a channel of one, so memory holds about (concurrency + 1) parts. The whole file's SHA-256 is
+//! computed on a second thread, so the two digests run side by side.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::UploadError;
 use crate::catalog::layout::PartSpan;
+use crate::hash::{sha256_hex, Sha256};
 
 /// A span of the file and what is known of it.
 #[derive(Clone, Debug)]
@@ -47,15 +48,18 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<Result<Option<String>, UploadError>> {
     tokio::task::spawn_blocking(move || {
         let mut file = File::open(&path).map_err(|e| UploadError::source(&path, e))?;
-        let mut whole = Sha256::new();
+        let (to_whole, whole) = whole_file_hasher();
         for item in items {
             if cancel.is_cancelled() {
                 return Ok(None);
             }
             let span = item.span();
-            let data = read_span(&mut file, span).map_err(|e| UploadError::source(&path, e))?;
-            whole.update(&data);
-            let sha256 = hex::encode(Sha256::digest(&data));
+            let data =
+                Bytes::from(read_span(&mut file, span).map_err(|e| UploadError::source(&path, e))?);
+            if to_whole.send(data.clone()).is_err() {
+                return Ok(None);
+            }
+            let sha256 = sha256_hex(&data);
             match item {
                 Item::Stored(_, want) if want != sha256 => {
                     return Err(UploadError::SourceChanged(format!(
@@ -67,19 +71,32 @@ pub fn spawn(
                 }
                 Item::Stored(..) => {}
                 Item::Pending(span) => {
-                    let job = Job {
-                        span,
-                        data: Bytes::from(data),
-                        sha256,
-                    };
+                    let job = Job { span, data, sha256 };
                     if tx.blocking_send(job).is_err() {
                         return Ok(None); // the uploaders stopped
                     }
                 }
             }
         }
-        Ok(Some(hex::encode(whole.finalize())))
+        drop(to_whole);
+        Ok(Some(whole.join().expect("hasher does not panic")))
     })
+}
+
+/// A thread that hashes the parts it is sent, in order, into the whole file's SHA-256.
+fn whole_file_hasher() -> (
+    std::sync::mpsc::SyncSender<Bytes>,
+    std::thread::JoinHandle<String>,
+) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(1);
+    let handle = std::thread::spawn(move || {
+        let mut whole = Sha256::default();
+        for data in rx {
+            whole.update(&data);
+        }
+        whole.finish_hex()
+    });
+    (tx, handle)
 }
 
 /// Reads exactly the bytes of `span`.
