@@ -10,9 +10,14 @@ pub fn help_text(command: Option<&str>) -> Result<String, String> {
     match command {
         None => {
             let mut out = String::from("Commands:\n");
+            let width = root
+                .get_subcommands()
+                .map(|c| c.get_name().len())
+                .max()
+                .unwrap_or(0);
             for c in root.get_subcommands() {
                 let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
-                out.push_str(&format!("  {:<8} {about}\n", c.get_name()));
+                out.push_str(&format!("  {:<width$}  {about}\n", c.get_name()));
             }
             out.push_str("\nType `help <command>` for its options. Quote paths with spaces.");
             Ok(out)
