@@ -41,6 +41,17 @@ async fn prompt_help_completion_and_exit() {
         p.send_line("").unwrap();
         p.expect("already complete").unwrap();
         p.expect("dstore> ").unwrap();
+        // Tab completes a local path after `upload`, escaping the space.
+        let dir = std::path::Path::new(&path_text)
+            .parent()
+            .unwrap()
+            .display()
+            .to_string();
+        p.send(format!("upload {dir}/with\t")).unwrap();
+        p.send_line("").unwrap();
+        p.expect("Stored with space.bin").unwrap();
+        p.expect("dstore> ").unwrap();
+        p.expect("dstore> ").unwrap();
         // Ctrl-C at the prompt does not leave; Ctrl-D does.
         p.send(ControlCode::EndOfText).unwrap();
         p.expect("Ctrl-D to leave").unwrap();
