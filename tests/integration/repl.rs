@@ -51,7 +51,6 @@ async fn prompt_help_completion_and_exit() {
         p.send_line("").unwrap();
         p.expect("Stored with space.bin").unwrap();
         p.expect("dstore> ").unwrap();
-        p.expect("dstore> ").unwrap();
         // Ctrl-C at the prompt does not leave; Ctrl-D does.
         p.send(ControlCode::EndOfText).unwrap();
         p.expect("Ctrl-D to leave").unwrap();
