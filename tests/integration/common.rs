@@ -96,6 +96,35 @@ impl Env {
             .collect()
     }
 
+    /// A session that sends one part at a time and never retries, so a fault lands exactly
+    /// where a test puts it.
+    pub fn strict_session(&self) -> Session {
+        self.session_with(|c| {
+            c.concurrency = 1;
+            c.retries = 0;
+        })
+    }
+
+    /// Starts an upload of `parts` parts that stops (retry budget spent) after `done` of them;
+    /// returns its ID. Use a [`Env::strict_session`].
+    pub async fn interrupted(&self, s: &Session, name: &str, parts: u64, done: u32) -> String {
+        self.fault(
+            FaultRoute::CreateMessage,
+            done,
+            100,
+            FaultAction::Status(500),
+        );
+        let path = self.file(name, (parts * PART) as usize);
+        upload(s, &path).await.unwrap_err();
+        self.emu.faults().clear();
+        let files = s.catalog.all().unwrap().into_iter().flatten();
+        files
+            .filter(|m| m.name == name)
+            .map(|m| m.id)
+            .next()
+            .unwrap()
+    }
+
     pub fn fault(&self, route: FaultRoute, skip: u32, times: u32, action: FaultAction) {
         self.emu.faults().push(Fault {
             route,

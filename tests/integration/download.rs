@@ -10,7 +10,7 @@ use dstore::commands::{download, Session};
 use dstore_emulator::{FaultAction, FaultRoute};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{round_trip, upload, Env, PART};
+use crate::common::{round_trip, Env, PART};
 
 pub async fn get(s: &Session, id: &str, dest: &Path, force: bool) -> anyhow::Result<PathBuf> {
     download::download(s, id, Some(dest), force, true, CancellationToken::new()).await
@@ -161,15 +161,8 @@ async fn a_hostile_name_cannot_escape_the_destination() {
 #[tokio::test]
 async fn an_incomplete_upload_is_refused_with_resume() {
     let env = Env::new().await;
-    let s = env.session_with(|c| {
-        c.retries = 0;
-        c.concurrency = 1;
-    });
-    env.fault(FaultRoute::CreateMessage, 1, 10, FaultAction::Status(500));
-    upload(&s, &env.file("inc.bin", 3 * PART as usize))
-        .await
-        .unwrap_err();
-    let id = s.catalog.ids()[0].clone();
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "inc.bin", 3, 1).await;
     let err = get(&s, &id, &out_dir(&env), false)
         .await
         .unwrap_err()

@@ -1,10 +1,8 @@
 //! `info`: the details and parts of one file as text (at most 20 part rows) and as JSON, with
 //! the command to run next for complete, unfinished and hidden files.
 
-use dstore_emulator::{FaultAction, FaultRoute};
-
 use crate::cli::{dstore, run};
-use crate::common::{round_trip, upload, Env, PART};
+use crate::common::{round_trip, Env, PART};
 
 async fn info(env: &Env, id: &str, json: bool) -> (bool, String, String) {
     let mut c = dstore(env);
@@ -93,16 +91,8 @@ async fn json_lists_every_part_with_string_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_file_says_resume_and_hidden_file_says_undelete() {
     let env = Env::new().await;
-    let s = env.session_with(|c| {
-        c.concurrency = 1;
-        c.retries = 0;
-    });
-    env.fault(FaultRoute::CreateMessage, 2, 100, FaultAction::Status(500));
-    upload(&s, &env.file("half.bin", 5 * PART as usize))
-        .await
-        .unwrap_err();
-    env.emu.faults().clear();
-    let id = s.catalog.ids()[0].clone();
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "half.bin", 5, 2).await;
     let (ok, out, err) = info(&env, &id, true).await;
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -7,43 +7,13 @@ use dstore::catalog::Status;
 use dstore_emulator::{FaultAction, FaultRoute};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{resume, upload, Env, PART};
-
-/// Starts an upload that stops (retry budget spent) after `done` parts; returns its ID.
-async fn interrupted(
-    env: &Env,
-    s: &dstore::commands::Session,
-    name: &str,
-    parts: u64,
-    done: u32,
-) -> String {
-    env.fault(
-        FaultRoute::CreateMessage,
-        done,
-        100,
-        FaultAction::Status(500),
-    );
-    let path = env.file(name, (parts * PART) as usize);
-    upload(s, &path).await.unwrap_err();
-    env.emu.faults().clear();
-    s.catalog
-        .all()
-        .unwrap()
-        .into_iter()
-        .flatten()
-        .find(|m| m.name == name)
-        .unwrap()
-        .id
-}
+use crate::common::{resume, Env, PART};
 
 #[tokio::test]
 async fn resume_sends_only_missing_parts() {
     let env = Env::new().await;
-    let s = env.session_with(|c| {
-        c.concurrency = 1;
-        c.retries = 0;
-    });
-    let id = interrupted(&env, &s, "r.bin", 6, 2).await;
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "r.bin", 6, 2).await;
     assert_eq!(env.attachments_of(&id).len(), 2);
     let before = env.emu.stats().messages_created;
     let m = resume(&s, &id).await.unwrap();
@@ -106,11 +76,8 @@ impl Env {
 #[tokio::test]
 async fn changed_source_is_refused_and_nothing_is_overwritten() {
     let env = Env::new().await;
-    let s = env.session_with(|c| {
-        c.concurrency = 1;
-        c.retries = 0;
-    });
-    let id = interrupted(&env, &s, "c.bin", 4, 1).await;
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "c.bin", 4, 1).await;
     let manifest = std::fs::read(env.data_dir().join("files").join(&id).join("file.json")).unwrap();
     let path = env.dir.path().join("c.bin");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -136,11 +103,8 @@ async fn changed_source_is_refused_and_nothing_is_overwritten() {
 #[tokio::test]
 async fn same_size_and_mtime_but_different_bytes_is_caught_by_part_hashes() {
     let env = Env::new().await;
-    let s = env.session_with(|c| {
-        c.concurrency = 1;
-        c.retries = 0;
-    });
-    let id = interrupted(&env, &s, "h.bin", 4, 2).await;
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "h.bin", 4, 2).await;
     let path = env.dir.path().join("h.bin");
     let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
@@ -160,11 +124,8 @@ async fn same_size_and_mtime_but_different_bytes_is_caught_by_part_hashes() {
 #[tokio::test]
 async fn damaged_part_manifest_is_recovered_from_discord() {
     let env = Env::new().await;
-    let s = env.session_with(|c| {
-        c.concurrency = 1;
-        c.retries = 0;
-    });
-    let id = interrupted(&env, &s, "d.bin", 4, 2).await;
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "d.bin", 4, 2).await;
     let part = env
         .data_dir()
         .join("files")
