@@ -204,6 +204,7 @@ pub async fn publish_manifest(s: &Session, file: &mut FileManifest) -> Result<()
             // this post share it.
             nonce: format!("{}.m{}", file.id, crate::catalog::new_file_id()),
             data: body.into(),
+            reload: None,
         })
         .await
         .with_context(|| {

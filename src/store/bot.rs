@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::error::classify;
 use super::ratelimit::RouteKey;
 use super::transport::{Reply, Transport};
-use super::{PartStore, PutPart, RemotePart, StoreError};
+use super::{PartStore, PutPart, Reload, RemotePart, StoreError};
 use crate::config::Config;
 
 /// Per-file upload limits by boost tier (discord-api.md §1.1).
@@ -209,12 +209,12 @@ impl PartStore for BotStore {
         })
         .to_string();
         let size = part.data.len() as u64;
+        let mut bodies = Bodies::new(part.data, part.reload);
         let reply = self
             .t
-            .send(key, || {
-                // A fresh copy per attempt: the multipart body is consumed by each send.
-                let file = CreateAttachment::bytes(part.data.to_vec(), part.filename.clone());
-                Request::new(
+            .send_with(key, || {
+                let file = CreateAttachment::bytes(bodies.next()?, part.filename.clone());
+                Ok(Request::new(
                     Route::ChannelMessages {
                         channel_id: cid(part.channel_id),
                     },
@@ -224,7 +224,7 @@ impl PartStore for BotStore {
                     upload: MultipartUpload::Attachments(vec![file]),
                     fields: Vec::<(Cow<'static, str>, Cow<'static, str>)>::new(),
                     payload_json: Some(payload.clone()),
-                }))
+                })))
             })
             .await?;
         let msg: Message = decode(&expect_ok(reply, part.channel_id, 0, size)?)?;
@@ -339,6 +339,37 @@ impl PartStore for BotStore {
             2 => TIER2_LIMIT,
             _ => DEFAULT_LIMIT,
         })
+    }
+}
+
+/// The attachment bytes for each attempt to post a part (each send consumes its body).
+struct Bodies {
+    first: Option<Bytes>,
+    spare: Option<Bytes>,
+    reload: Option<Reload>,
+}
+
+impl Bodies {
+    fn new(data: Bytes, reload: Option<Reload>) -> Self {
+        // Without a way to read the part again, keep a handle for retries (and copy each time).
+        let spare = reload.is_none().then(|| data.clone());
+        Self {
+            first: Some(data),
+            spare,
+            reload,
+        }
+    }
+
+    fn next(&mut self) -> Result<Vec<u8>, StoreError> {
+        if let Some(first) = self.first.take() {
+            // No copy when this is the only handle on the bytes.
+            return Ok(Vec::from(first));
+        }
+        match (&self.spare, &self.reload) {
+            (Some(spare), _) => Ok(spare.to_vec()),
+            (None, Some(reload)) => reload.read(),
+            (None, None) => unreachable!("a part has spare bytes or a way to reload them"),
+        }
     }
 }
 

@@ -34,6 +34,8 @@ pub enum StoreError {
     Protocol(String),
     #[error("the attachment's link has expired or the content is gone")]
     ContentGone,
+    #[error("the source file changed during the upload ({0}); nothing was overwritten: restore it, or start a new `upload`")]
+    SourceChanged(String),
 }
 
 impl StoreError {
@@ -45,6 +47,7 @@ impl StoreError {
                 | StoreError::MissingAccess { .. }
                 | StoreError::MissingPermissions { .. }
                 | StoreError::UnknownChannel { .. }
+                | StoreError::SourceChanged(_)
         )
     }
 }

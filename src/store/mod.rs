@@ -8,6 +8,7 @@ mod ratelimit;
 mod transport;
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use time::OffsetDateTime;
@@ -37,6 +38,38 @@ pub struct PutPart {
     /// instead of creating a second (discord-api.md §1.4 / create message).
     pub nonce: String,
     pub data: Bytes,
+    /// Where the bytes can be read again. With it, the first attempt hands `data` itself to the
+    /// request (serenity's attachments are `Vec<u8>`) and a retry re-reads the source, so no
+    /// second copy of the part is kept in memory; without it, each attempt copies `data`.
+    pub reload: Option<Reload>,
+}
+
+/// A part's place in its source file, and the SHA-256 its bytes must still have.
+#[derive(Clone, Debug)]
+pub struct Reload {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub length: u64,
+    pub sha256: String,
+}
+
+impl Reload {
+    /// The part's bytes, read again; a source that changed since is an error, never sent.
+    pub fn read(&self) -> Result<Vec<u8>, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; self.length as usize];
+        std::fs::File::open(&self.path)
+            .and_then(|f| f.read_exact_at(&mut buf, self.offset))
+            .map_err(|e| StoreError::SourceChanged(format!("cannot read it again: {e}")))?;
+        if crate::hash::sha256_hex(&buf) != self.sha256 {
+            return Err(StoreError::SourceChanged(format!(
+                "bytes {}..{} differ from when they were read",
+                self.offset,
+                self.offset + self.length
+            )));
+        }
+        Ok(buf)
+    }
 }
 
 pub trait PartStore: Send + Sync + 'static {
@@ -74,4 +107,27 @@ pub trait PartStore: Send + Sync + 'static {
         &self,
         channel_id: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_reads_the_part_again_and_refuses_changed_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("src.bin");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let reload = Reload {
+            path: path.clone(),
+            offset: 3,
+            length: 4,
+            sha256: crate::hash::sha256_hex(b"3456"),
+        };
+        assert_eq!(reload.read().unwrap(), b"3456");
+        std::fs::write(&path, b"012xxx6789").unwrap();
+        assert!(matches!(reload.read(), Err(StoreError::SourceChanged(_))));
+        std::fs::write(&path, b"012").unwrap();
+        assert!(matches!(reload.read(), Err(StoreError::SourceChanged(_))));
+    }
 }

@@ -79,11 +79,20 @@ impl Transport {
         key: RouteKey,
         mut build: impl FnMut() -> Request<'a>,
     ) -> Result<Reply, StoreError> {
+        self.send_with(key, || Ok(build())).await
+    }
+
+    /// [`Transport::send`] with a request maker that may fail (re-reading a part's bytes).
+    pub async fn send_with<'a>(
+        &self,
+        key: RouteKey,
+        mut build: impl FnMut() -> Result<Request<'a>, StoreError>,
+    ) -> Result<Reply, StoreError> {
         let mut failures = 0u32;
         let mut limited = 0u32;
         loop {
             self.limiter.acquire(&key).await;
-            let builder = build()
+            let builder = build()?
                 .build(&self.client, self.auth.expose(), self.proxy.as_deref())
                 .map_err(|e| StoreError::Protocol(e.to_string()))?;
             let why = match self.attempt(builder).await {

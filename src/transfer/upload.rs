@@ -16,7 +16,7 @@ use crate::catalog::{
     attachment_name, layout, Catalog, FileManifest, PartRecord, Status, FORMAT_VERSION,
 };
 use crate::progress::Progress;
-use crate::store::{PartStore, PutPart, StoreError};
+use crate::store::{PartStore, PutPart, Reload, StoreError};
 
 /// Per-file limits by boost tier, largest first (discord-api.md §1.1): after a 413, the next
 /// smaller one is tried before halving.
@@ -219,6 +219,12 @@ fn post_part<S: PartStore>(
 ) -> impl std::future::Future<Output = Result<PartRecord, StoreError>> + Send + 'static {
     let id = file.id.clone();
     let channel_id = file.channel_for(job.span.index);
+    let reload = Reload {
+        path: file.source_path.clone(),
+        offset: job.span.offset,
+        length: job.span.length,
+        sha256: job.sha256.clone(),
+    };
     async move {
         let name = attachment_name(&id, job.span.index);
         let remote = store
@@ -227,6 +233,7 @@ fn post_part<S: PartStore>(
                 filename: name.clone(),
                 nonce: format!("{id}.{}", job.span.index),
                 data: job.data,
+                reload: Some(reload),
             })
             .await?;
         let rec = PartRecord {

@@ -74,6 +74,7 @@ async fn a_newer_manifest_is_reported_not_guessed() {
             filename: "abcdefghjk.manifest.json".into(),
             nonce: "x1".into(),
             data: br#"{"format": 99, "id": "abcdefghjk"}"#.to_vec().into(),
+            reload: None,
         })
         .await
         .unwrap();
