@@ -48,7 +48,7 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<Result<Option<String>, UploadError>> {
     tokio::task::spawn_blocking(move || {
         let mut file = File::open(&path).map_err(|e| UploadError::source(&path, e))?;
-        let (to_whole, whole) = whole_file_hasher();
+        let (to_whole, hashed, whole) = whole_file_hasher();
         for item in items {
             if cancel.is_cancelled() {
                 return Ok(None);
@@ -60,6 +60,11 @@ pub fn spawn(
                 return Ok(None);
             }
             let sha256 = sha256_hex(&data);
+            // Wait for the whole-file digest to let go of this part, so the uploader holds the
+            // only handle and its first attempt needs no copy.
+            if hashed.recv().is_err() {
+                return Ok(None);
+            }
             match item {
                 Item::Stored(_, want) if want != sha256 => {
                     return Err(UploadError::SourceChanged(format!(
@@ -83,20 +88,27 @@ pub fn spawn(
     })
 }
 
-/// A thread that hashes the parts it is sent, in order, into the whole file's SHA-256.
+/// A thread that hashes the parts it is sent, in order, into the whole file's SHA-256, and says
+/// when it has dropped each one.
 fn whole_file_hasher() -> (
     std::sync::mpsc::SyncSender<Bytes>,
+    std::sync::mpsc::Receiver<()>,
     std::thread::JoinHandle<String>,
 ) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(1);
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let handle = std::thread::spawn(move || {
         let mut whole = Sha256::default();
         for data in rx {
             whole.update(&data);
+            drop(data);
+            if done_tx.send(()).is_err() {
+                break;
+            }
         }
         whole.finish_hex()
     });
-    (tx, handle)
+    (tx, done_rx, handle)
 }
 
 /// Reads exactly the bytes of `span`.
