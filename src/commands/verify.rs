@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::Session;
 use crate::catalog::PartRecord;
 use crate::store::PartStore;
-use crate::transfer::download::{fetch_verified, locate_checked, FetchError};
+use crate::transfer::download::{fetch_part, locate_checked, FetchError};
 
 #[derive(Debug, Serialize)]
 struct Problem {
@@ -93,7 +93,7 @@ pub async fn verify(
 
 async fn check<S: PartStore>(store: &S, p: &PartRecord, full: bool) -> Result<(), FetchError> {
     if full {
-        fetch_verified(store, p).await.map(drop)
+        fetch_part(store, p, None).await
     } else {
         locate_checked(store, p).await.map(drop)
     }

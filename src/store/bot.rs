@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use serenity::builder::CreateAttachment;
 use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
 use serenity::model::channel::{Attachment, Message};
@@ -13,7 +14,7 @@ use time::OffsetDateTime;
 use super::error::classify;
 use super::ratelimit::RouteKey;
 use super::transport::{Reply, Transport};
-use super::{PartStore, PutPart, Reload, RemotePart, StoreError};
+use super::{PartStore, PartStream, PutPart, Reload, RemotePart, StoreError};
 use crate::config::Config;
 
 /// Per-file upload limits by boost tier (discord-api.md §1.1).
@@ -116,14 +117,26 @@ impl BotStore {
     /// Downloads `url` (a CDN URL) and checks the answer, which serenity's own download does not
     /// (discord-api.md §5.1): a 404 is content gone, not data.
     pub async fn download(&self, url: &str) -> Result<Bytes, StoreError> {
+        let mut stream = self.open(url).await?;
+        let mut all = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(all.freeze())
+    }
+
+    /// Starts downloading `url`, retrying what deserves it until the CDN answers.
+    async fn open(&self, url: &str) -> Result<PartStream, StoreError> {
         let (backoff, retries) = self.t.backoff();
         let mut failures = 0;
         loop {
             let why = match self.t.client().get(url).send().await {
-                Ok(resp) if resp.status().is_success() => match resp.bytes().await {
-                    Ok(b) => return Ok(b),
-                    Err(e) => format!("download dropped: {}", e.without_url()),
-                },
+                Ok(resp) if resp.status().is_success() => {
+                    return Ok(resp
+                        .bytes_stream()
+                        .map_err(|e| StoreError::CutOff(e.without_url().to_string()))
+                        .boxed())
+                }
                 Ok(resp) if resp.status() == 404 => return Err(StoreError::ContentGone),
                 Ok(resp) if resp.status().is_server_error() || resp.status() == 429 => {
                     format!("the CDN answered {}", resp.status())
@@ -288,6 +301,19 @@ impl PartStore for BotStore {
             .find(|a| a.id.get() == attachment_id)
             .ok_or(StoreError::ContentGone)?;
         Ok(remote(&msg, a))
+    }
+
+    async fn stream_part(&self, part: &RemotePart) -> Result<PartStream, StoreError> {
+        match self.open(&part.url).await {
+            // The URL may have expired since it was fetched: fetch the message again.
+            Err(StoreError::ContentGone) => {
+                let fresh = self
+                    .locate_part(part.channel_id, part.message_id, part.attachment_id)
+                    .await?;
+                self.open(&fresh.url).await
+            }
+            r => r,
+        }
     }
 
     async fn read_part(&self, part: &RemotePart) -> Result<Bytes, StoreError> {

@@ -34,6 +34,8 @@ pub enum StoreError {
     Protocol(String),
     #[error("the attachment's link has expired or the content is gone")]
     ContentGone,
+    #[error("the download was cut off: {0}")]
+    CutOff(String),
     #[error("the source file changed during the upload ({0}); nothing was overwritten: restore it, or start a new `upload`")]
     SourceChanged(String),
 }

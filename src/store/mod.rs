@@ -17,6 +17,9 @@ pub use backoff::Backoff;
 pub use bot::BotStore;
 pub use error::{StoreError, PERMISSIONS};
 
+/// A part's bytes as they arrive.
+pub type PartStream = futures::stream::BoxStream<'static, Result<Bytes, StoreError>>;
+
 /// A part as Discord holds it: where it is, and a URL valid for a while (never to be stored).
 #[derive(Clone, Debug)]
 pub struct RemotePart {
@@ -95,6 +98,12 @@ pub trait PartStore: Send + Sync + 'static {
         message_id: u64,
         attachment_id: u64,
     ) -> impl Future<Output = Result<RemotePart, StoreError>> + Send;
+
+    /// Starts downloading a part found moments ago, as a stream of chunks.
+    fn stream_part(
+        &self,
+        part: &RemotePart,
+    ) -> impl Future<Output = Result<PartStream, StoreError>> + Send;
 
     /// Downloads the bytes of a part found moments ago (its URL is fresh).
     fn read_part(

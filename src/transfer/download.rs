@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{FileManifest, PartRecord};
 use crate::hash::{sha256_hex, Sha256};
 use crate::progress::Progress;
-use crate::store::{PartStore, RemotePart, StoreError};
+use crate::store::{PartStore, PartStream, RemotePart, StoreError};
 
 /// How often a part whose bytes do not match its hash is fetched again.
 const REFETCHES: u32 = 3;
@@ -64,29 +64,85 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     }
 }
 
-/// Fetches a part until its bytes hash as recorded, or says why it cannot.
-pub async fn fetch_verified<S: PartStore>(
+/// Fetches a part until its bytes hash as recorded, or says why it cannot. The bytes stream
+/// through in batches, hashed and (with `sink`) written at the part's offset, so memory holds a
+/// batch, never the whole part.
+pub async fn fetch_part<S: PartStore>(
     store: &S,
     p: &PartRecord,
-) -> Result<bytes::Bytes, FetchError> {
+    sink: Option<&Arc<File>>,
+) -> Result<(), FetchError> {
     let mut last = String::new();
     for _ in 0..REFETCHES {
         let remote = locate_checked(store, p).await?;
-        let bytes = store
-            .read_part(&remote)
+        let stream = store
+            .stream_part(&remote)
             .await
             .map_err(FetchError::from_store)?;
-        let hashed = bytes.clone();
-        let got = tokio::task::spawn_blocking(move || sha256_hex(&hashed))
-            .await
-            .expect("hasher does not panic");
-        if got == p.sha256 {
-            return Ok(bytes);
+        match drain(stream, p, sink).await? {
+            Ok(got) if got == p.sha256 => return Ok(()),
+            Ok(got) => last = format!("its bytes hash to {got}, not {}", p.sha256),
+            Err(why) => last = why,
         }
-        last = format!("its bytes hash to {got}, not {}", p.sha256);
-        tracing::warn!("part {} arrived damaged; fetching it again", p.index);
+        tracing::warn!(
+            "part {} arrived damaged ({last}); fetching it again",
+            p.index
+        );
     }
     Err(FetchError::Lost(format!("damaged on every try ({last})")))
+}
+
+/// Bytes hashed and written per blocking call.
+const BATCH: usize = 1 << 20;
+
+/// Hashes (and writes) one download of a part: its SHA-256, or why it fell short.
+async fn drain(
+    mut stream: PartStream,
+    p: &PartRecord,
+    sink: Option<&Arc<File>>,
+) -> Result<Result<String, String>, FetchError> {
+    let mut hasher = Sha256::default();
+    let mut pos = 0u64;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let chunk = match stream.next().await {
+            Some(Ok(chunk)) => Some(chunk),
+            Some(Err(e)) => return Ok(Err(e.to_string())),
+            None => None,
+        };
+        if let Some(c) = &chunk {
+            if pos + (batch.len() + c.len()) as u64 > p.length {
+                return Ok(Err("more bytes than the part holds".into()));
+            }
+            batch.extend_from_slice(c);
+        }
+        if batch.len() >= BATCH || (chunk.is_none() && !batch.is_empty()) {
+            let out = sink.cloned();
+            let offset = p.offset + pos;
+            let len = batch.len() as u64;
+            let (h, b, written) = tokio::task::spawn_blocking(move || {
+                hasher.update(&batch);
+                let written = out.map_or(Ok(()), |f| f.write_all_at(&batch, offset));
+                batch.clear();
+                (hasher, batch, written)
+            })
+            .await
+            .expect("writer does not panic");
+            written.map_err(|e| {
+                FetchError::Fatal(StoreError::Protocol(format!(
+                    "cannot write the download: {e}"
+                )))
+            })?;
+            (hasher, batch, pos) = (h, b, pos + len);
+        }
+        if chunk.is_none() {
+            break;
+        }
+    }
+    if pos != p.length {
+        return Ok(Err(format!("{pos} of {} bytes arrived", p.length)));
+    }
+    Ok(Ok(hasher.finish_hex()))
 }
 
 /// The part's message with a fresh URL, checked to hold the recorded number of bytes.
@@ -159,8 +215,8 @@ pub async fn download_into<S: PartStore>(
         .map(|p| {
             let (store, out) = (store.clone(), out.clone());
             async move {
-                let r = fetch_verified(store.as_ref(), &p).await;
-                (p, r.map(|b| (b, out)))
+                let r = fetch_part(store.as_ref(), &p, Some(&out)).await;
+                (p, r)
             }
         })
         .buffer_unordered(concurrency);
@@ -172,12 +228,7 @@ pub async fn download_into<S: PartStore>(
         };
         let Some((p, r)) = next else { break };
         match r {
-            Ok((bytes, out)) => {
-                let offset = p.offset;
-                tokio::task::spawn_blocking(move || out.write_all_at(&bytes, offset))
-                    .await
-                    .expect("writer does not panic")
-                    .map_err(io(partial))?;
+            Ok(()) => {
                 progress.part_done(p.length);
                 let _ = to_hasher.send(written.add(p.offset, p.length));
             }
