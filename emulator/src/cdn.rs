@@ -66,7 +66,17 @@ pub struct CdnRequest<'a> {
     pub path: &'a str,
     pub query: Query,
     pub method: Method,
-    pub corrupt: bool,
+    pub tamper: Tamper,
+}
+
+/// What a fault does to the bytes served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    None,
+    /// Some bytes flipped, same length.
+    Corrupt,
+    /// Half the bytes, then the connection drops (the full length is still announced).
+    CutOff,
 }
 
 /// Serves an attachment, or the "no longer available" 404 for anything stale, forged or deleted.
@@ -95,7 +105,7 @@ pub async fn serve(shared: &Shared, req: CdnRequest<'_>, headers: &HeaderMap) ->
     let len = if size == 0 { 0 } else { end - start + 1 };
     let body = match req.method {
         Method::HEAD => Ok(Body::empty()),
-        _ => body(&blob, start, len, req.corrupt).await,
+        _ => body(&blob, start, len, req.tamper).await,
     };
     let Ok(body) = body else { return gone() };
     let mut resp = Response::new(body);
@@ -123,25 +133,38 @@ pub async fn serve(shared: &Shared, req: CdnRequest<'_>, headers: &HeaderMap) ->
 }
 
 /// Streams `len` bytes from `start`, so large attachments are never held in memory.
-/// A corrupt read (fault injection, test-sized) is buffered to flip bytes.
+/// A tampered read (fault injection, test-sized) is buffered first.
 async fn body(
     blob: &std::path::Path,
     start: u64,
     len: u64,
-    corrupt: bool,
+    tamper: Tamper,
 ) -> std::io::Result<Body> {
     let mut file = tokio::fs::File::open(blob).await?;
     file.seek(SeekFrom::Start(start)).await?;
-    let reader = file.take(len);
-    if !corrupt {
+    let mut reader = file.take(len);
+    if tamper == Tamper::None {
         return Ok(Body::from_stream(ReaderStream::with_capacity(
             reader,
             256 * 1024,
         )));
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    let mut reader = reader;
     reader.read_to_end(&mut bytes).await?;
+    if tamper == Tamper::CutOff {
+        bytes.truncate(bytes.len() / 2);
+        use futures_util::StreamExt;
+        let half = futures_util::stream::iter([Ok(bytes::Bytes::from(bytes))]);
+        // A pause first, so the headers and the first half reach the client before the cut.
+        let cut = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "cut off by a fault",
+            ))
+        });
+        return Ok(Body::from_stream(half.chain(cut)));
+    }
     for i in [0, bytes.len() / 2, bytes.len().saturating_sub(1)] {
         if let Some(b) = bytes.get_mut(i) {
             *b ^= 0xA5;

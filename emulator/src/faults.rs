@@ -40,6 +40,8 @@ pub enum FaultAction {
     StallAfterCommit(Duration),
     /// CDN only: serve the bytes with some of them flipped (same length).
     CorruptBytes,
+    /// CDN only: announce the full length, send the first half, then drop the connection.
+    CutOff,
 }
 
 /// The fault queue. A request is matched against the first unfinished fault whose route fits,

@@ -242,3 +242,18 @@ async fn verify_healthy_missing_and_damaged() {
     let err = verify(&s, &m.id, false).await.unwrap_err().to_string();
     assert!(err.contains("1 of 3 parts"), "{err}");
 }
+
+#[tokio::test]
+async fn a_download_cut_off_midway_is_fetched_again() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| c.concurrency = 1);
+    let m = round_trip(&env, &s, 3 * PART as usize).await;
+    env.fault(FaultRoute::Cdn, 1, 2, FaultAction::CutOff);
+    let got = get(&s, &m.id, &out_dir(&env), false).await.unwrap();
+    assert_eq!(
+        std::fs::read(got).unwrap(),
+        std::fs::read(env.dir.path().join("f196608.bin")).unwrap()
+    );
+    assert_eq!(env.emu.faults().pending(), 0, "both cut-offs happened");
+    verify(&s, &m.id, true).await.unwrap();
+}

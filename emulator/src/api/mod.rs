@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use error::ApiError;
 
-use crate::cdn::{self, CdnRequest};
+use crate::cdn::{self, CdnRequest, Tamper};
 use crate::faults::{FaultAction, FaultRoute};
 use crate::model::{Access, Guild};
 use crate::query::Query;
@@ -185,8 +185,12 @@ async fn with_fault(
         Some(FaultAction::Stall(d)) => tokio::time::sleep(d).await,
         _ => {}
     }
-    let corrupt = fault == Some(FaultAction::CorruptBytes);
-    let resp = dispatch(shared, route, req, corrupt).await;
+    let tamper = match fault {
+        Some(FaultAction::CorruptBytes) => Tamper::Corrupt,
+        Some(FaultAction::CutOff) => Tamper::CutOff,
+        _ => Tamper::None,
+    };
+    let resp = dispatch(shared, route, req, tamper).await;
     match fault {
         Some(FaultAction::ResetAfterCommit) => Outcome::Drop,
         Some(FaultAction::StallAfterCommit(d)) => {
@@ -197,7 +201,7 @@ async fn with_fault(
     }
 }
 
-async fn dispatch(shared: &Shared, route: Route, req: Request<Body>, corrupt: bool) -> Response {
+async fn dispatch(shared: &Shared, route: Route, req: Request<Body>, tamper: Tamper) -> Response {
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query().unwrap_or(""));
     if let Route::Cdn {
@@ -213,7 +217,7 @@ async fn dispatch(shared: &Shared, route: Route, req: Request<Body>, corrupt: bo
             path: parts.uri.path(),
             query,
             method: parts.method.clone(),
-            corrupt,
+            tamper,
         };
         return cdn::serve(shared, cdn_req, &parts.headers).await;
     }

@@ -226,3 +226,29 @@ async fn any_route_and_clear() {
     env.emu.faults().clear();
     assert_eq!(env.emu.faults().pending(), 0);
 }
+
+#[tokio::test]
+async fn cut_off_sends_half_then_drops_the_connection() {
+    let env = start().await;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let msg = env
+        .upload(env.emu.channel_id(), "a.part", data.clone())
+        .await;
+    let url = msg["attachments"][0]["url"].as_str().unwrap();
+    env.emu
+        .faults()
+        .push(fault(FaultRoute::Cdn, FaultAction::CutOff));
+    let resp = env.http.get(url).send().await.unwrap();
+    assert_eq!(resp.content_length(), Some(data.len() as u64));
+    assert!(resp.bytes().await.is_err(), "the body is cut off");
+    let whole = env
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(whole.to_vec(), data);
+}
