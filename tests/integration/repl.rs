@@ -4,10 +4,22 @@
 use std::time::Duration;
 
 use dstore_emulator::{FaultAction, FaultRoute};
-use expectrl::{ControlCode, Session};
+use expectrl::{ControlCode, Regex, Session};
 
 use crate::cli::dstore;
 use crate::common::{Env, PART};
+
+/// Waits for `needle`; on a timeout, fails showing what the terminal printed instead.
+fn expect(p: &mut Session, needle: &str) {
+    if let Err(e) = p.expect(needle) {
+        let mut buf = vec![0u8; 16 * 1024];
+        let n = p.try_read(&mut buf).unwrap_or(0);
+        panic!(
+            "waiting for {needle:?}: {e}; the terminal shows {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+}
 
 fn spawn(env: &Env) -> Session {
     let mut p = Session::spawn(dstore(env)).unwrap();
@@ -22,25 +34,32 @@ async fn prompt_help_completion_and_exit() {
     let mut p = spawn(&env);
     let path_text = path.display().to_string();
     tokio::task::spawn_blocking(move || {
-        p.expect("dstore> ").unwrap();
+        expect(&mut p, "dstore> ");
         p.send_line("help").unwrap();
-        p.expect("resume").unwrap();
-        p.expect("dstore> ").unwrap();
+        expect(&mut p, "resume");
+        expect(&mut p, "dstore> ");
         p.send_line("lsit").unwrap();
-        p.expect("did you mean `list`").unwrap();
+        expect(&mut p, "did you mean `list`");
         // Tab completes the command name.
         p.send("upl\t").unwrap();
+        expect(&mut p, "upload ");
         p.send_line(format!("\"{path_text}\"")).unwrap();
-        p.expect("Stored with space.bin").unwrap();
-        p.expect("dstore> ").unwrap();
+        let stored = p
+            .expect(Regex(
+                r"Stored with space\.bin \([^)]*\) as ([a-z2-9]{10}):",
+            ))
+            .unwrap();
+        let id = String::from_utf8_lossy(stored.get(1).unwrap()).to_string();
+        expect(&mut p, "dstore> ");
         p.send_line("list").unwrap();
-        p.expect("complete").unwrap();
-        p.expect("dstore> ").unwrap();
+        expect(&mut p, "complete");
+        expect(&mut p, "dstore> ");
         // Tab completes the only file ID after `resume`.
         p.send("resume \t").unwrap();
+        expect(&mut p, &id);
         p.send_line("").unwrap();
-        p.expect("already complete").unwrap();
-        p.expect("dstore> ").unwrap();
+        expect(&mut p, "already complete");
+        expect(&mut p, "dstore> ");
         // Tab completes a local path after `upload`, escaping the space.
         let dir = std::path::Path::new(&path_text)
             .parent()
@@ -48,12 +67,13 @@ async fn prompt_help_completion_and_exit() {
             .display()
             .to_string();
         p.send(format!("upload {dir}/with\t")).unwrap();
+        expect(&mut p, "space.bin");
         p.send_line("").unwrap();
-        p.expect("Stored with space.bin").unwrap();
-        p.expect("dstore> ").unwrap();
+        expect(&mut p, "Stored with space.bin");
+        expect(&mut p, "dstore> ");
         // Ctrl-C at the prompt does not leave; Ctrl-D does.
         p.send(ControlCode::EndOfText).unwrap();
-        p.expect("Ctrl-D to leave").unwrap();
+        expect(&mut p, "Ctrl-D to leave");
         p.send(ControlCode::EndOfTransmission).unwrap();
         p.expect(expectrl::Eof).unwrap();
     })
@@ -79,13 +99,13 @@ async fn ctrl_c_cancels_the_transfer_and_the_prompt_goes_on() {
     let mut p = spawn(&env);
     let path_text = path.display().to_string();
     let out = tokio::task::spawn_blocking(move || {
-        p.expect("dstore> ").unwrap();
+        expect(&mut p, "dstore> ");
         p.send_line(format!("upload {path_text}")).unwrap();
-        p.expect("Uploading").unwrap();
+        expect(&mut p, "Uploading");
         std::thread::sleep(Duration::from_millis(500));
         p.send(ControlCode::EndOfText).unwrap();
-        p.expect("cancelled after 1/4 parts").unwrap();
-        p.expect("dstore> ").unwrap();
+        expect(&mut p, "cancelled after 1/4 parts");
+        expect(&mut p, "dstore> ");
         p.send_line("list").unwrap();
         let found = p.expect("incomplete").unwrap();
         let before = String::from_utf8_lossy(found.before()).to_string();
