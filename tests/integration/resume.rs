@@ -7,7 +7,7 @@ use dstore::catalog::Status;
 use dstore_emulator::{FaultAction, FaultRoute};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{resume, Env, PART};
+use crate::common::{resume, upload, Env, PART};
 
 #[tokio::test]
 async fn resume_sends_only_missing_parts() {
@@ -167,5 +167,35 @@ async fn complete_and_unknown_ids() {
     assert!(
         err.contains("no file with ID") && err.contains("list"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_source_changed_between_attempts_is_caught_not_sent() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.concurrency = 1;
+        c.retry_base = Duration::from_millis(400);
+    });
+    // Part 1's first attempt fails; the file changes before the retry re-reads the part.
+    env.fault(FaultRoute::CreateMessage, 1, 1, FaultAction::Status(500));
+    let path = env.file("moving.bin", 3 * PART as usize);
+    let change = async {
+        while env.emu.stats().status(500) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[PART as usize + 1] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+    };
+    let (r, ()) = tokio::join!(upload(&s, &path), change);
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("changed during the upload"), "{err}");
+    assert!(!err.contains("run `resume"), "resuming cannot help: {err}");
+    let id = s.catalog.ids()[0].clone();
+    assert_eq!(
+        env.attachments_of(&id).len(),
+        1,
+        "the changed part was not sent"
     );
 }
