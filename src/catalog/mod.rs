@@ -30,7 +30,16 @@ pub enum CatalogError {
     NewerFormat { path: PathBuf, found: u32 },
     #[error("cannot access {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{0} is in use by another dstore process; wait for it to finish or stop it, then try again"
+    )]
+    Busy(String),
 }
+
+/// Held while a command changes a file; the OS releases it when the process ends, however it
+/// ends (a kill included), so it can never be left stale.
+#[derive(Debug)]
+pub struct FileLock(#[allow(dead_code)] fs::File);
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CatalogError + '_ {
     move |source| CatalogError::Io {
@@ -196,6 +205,25 @@ impl Catalog {
         }
         atomic::sync_dir(&self.files).map_err(io_err(&self.files))?;
         remove_tree(&aside)
+    }
+
+    /// Takes the file's lock, or says another process holds it.
+    pub fn lock(&self, id: &str) -> Result<FileLock, CatalogError> {
+        if !self.contains(id) {
+            return Err(CatalogError::UnknownId(id.to_string()));
+        }
+        let path = self.dir(id).join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(FileLock(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(CatalogError::Busy(id.to_string())),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        }
     }
 
     /// IDs of every file, for completion.

@@ -28,6 +28,7 @@ const BULK_MAX: usize = 100;
 const SCAN_MARGIN: time::Duration = time::Duration::minutes(10);
 
 pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Result<()> {
+    let _lock = s.catalog.lock(id)?;
     let file = s.catalog.load_file(id)?;
     if keep_remote {
         return hide(s, file).await;
@@ -69,6 +70,7 @@ pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Resu
 }
 
 pub async fn undelete(s: &Session, id: &str) -> Result<()> {
+    let _lock = s.catalog.lock(id)?;
     let mut file = s.catalog.load_file(id)?;
     if !file.hidden {
         println!(

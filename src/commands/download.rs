@@ -20,6 +20,7 @@ pub async fn download(
     json: bool,
     cancel: CancellationToken,
 ) -> Result<PathBuf> {
+    let _lock = s.catalog.lock(id)?;
     let file = s.catalog.load_file(id)?;
     if file.status != Status::Complete {
         bail!("{id} is an incomplete upload; run `resume {id}` to finish it, then download it");

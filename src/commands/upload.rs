@@ -67,6 +67,7 @@ pub async fn upload(
         remote_manifest: None,
     };
     s.catalog.save_file(&file)?;
+    let _lock = s.catalog.lock(&file.id)?;
     tracing::info!(id = %file.id, size = file.size, part_size, "upload started");
     if !json {
         println!(
@@ -87,6 +88,7 @@ pub async fn resume(
     json: bool,
     cancel: CancellationToken,
 ) -> Result<FileManifest> {
+    let _lock = s.catalog.lock(id)?;
     let mut file = s.catalog.load_file(id)?;
     if file.status == Status::Complete {
         if file.remote_manifest.is_none() {

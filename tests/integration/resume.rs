@@ -199,3 +199,29 @@ async fn a_source_changed_between_attempts_is_caught_not_sent() {
         "the changed part was not sent"
     );
 }
+
+#[tokio::test]
+async fn a_file_in_use_by_another_process_is_left_alone() {
+    let env = Env::new().await;
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "busy.bin", 3, 1).await;
+    // Another dstore (here: a second handle on the same data dir) is working on the file.
+    let held = env.session().catalog.lock(&id).unwrap();
+    let before = env.emu.stats().requests;
+    let err = resume(&s, &id).await.unwrap_err().to_string();
+    assert!(err.contains("in use by another dstore process"), "{err}");
+    let cmd = dstore::cli::Command::Delete {
+        id: id.clone(),
+        yes: true,
+        keep_remote: false,
+    };
+    let err = s
+        .run(cmd, CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in use"), "{err}");
+    assert_eq!(env.emu.stats().requests, before, "nothing was sent");
+    drop(held);
+    assert_eq!(resume(&s, &id).await.unwrap().status, Status::Complete);
+}
