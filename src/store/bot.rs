@@ -265,8 +265,14 @@ impl PartStore for BotStore {
         let mut before = None;
         loop {
             let page = self.messages_before(channel_id, before).await?;
-            let Some(last) = page.last() else { break };
-            before = Some(last.id.get());
+            // Pages run newest to oldest; the next one starts below this page's oldest message.
+            let Some(oldest) = page.iter().map(|m| m.id.get()).min() else {
+                break;
+            };
+            if before.is_some_and(|b| oldest >= b) {
+                break; // no progress: never page forever
+            }
+            before = Some(oldest);
             let mut older = false;
             for msg in &page {
                 if timestamp(msg) < since {
