@@ -90,3 +90,20 @@ async fn a_newer_manifest_is_reported_not_guessed() {
     );
     assert!(!fresh.catalog.contains("abcdefghjk"));
 }
+
+#[tokio::test]
+async fn recover_pages_back_through_long_channel_history() {
+    let env = Env::new().await;
+    let s = env.session();
+    let buried = round_trip(&env, &s, 10).await;
+    // 150 newer messages push the first manifest past the first page of 100.
+    let small = env.session_with(|c| c.part_size = dstore::config::PartSize::Fixed(1024));
+    let recent = round_trip(&env, &small, 150 * 1024).await;
+    assert!(env.emu.messages(env.emu.channel_id()).len() > 150);
+    let fresh = env.session_with(|c| c.data_dir = env.dir.path().join("new-machine"));
+    let n = recover::recover(&fresh, true, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert!(fresh.catalog.contains(&buried.id) && fresh.catalog.contains(&recent.id));
+}
