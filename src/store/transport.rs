@@ -91,13 +91,13 @@ impl Transport {
         let mut failures = 0u32;
         let mut limited = 0u32;
         loop {
-            self.limiter.acquire(&key).await;
+            let ticket = self.limiter.acquire(&key).await;
             let builder = build()?
                 .build(&self.client, self.auth.expose(), self.proxy.as_deref())
                 .map_err(|e| StoreError::Protocol(e.to_string()))?;
             let why = match self.attempt(builder).await {
                 Ok(reply) => {
-                    self.limiter.observe(&key, &reply.headers);
+                    self.limiter.observe(&key, ticket, &reply.headers);
                     match reply.status.as_u16() {
                         429 => {
                             limited += 1;
