@@ -3,7 +3,7 @@
 //! discord-api.md §5.4).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -49,6 +49,7 @@ pub fn init(verbose: u8, data_dir: Option<&Path>) {
     };
     let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
     let stderr = fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(verbose > 0)
         .without_time()
         .with_writer(AboveBars::default)

@@ -176,6 +176,8 @@ async fn piped_stdin_runs_commands_without_escape_codes() {
         "help\nuplod x\nupload \"{}\"\nlist\nbogus\n",
         path.display()
     );
+    // A retry on the way makes a warning: it must come without colour codes too.
+    env.fault(FaultRoute::CreateMessage, 0, 1, FaultAction::Status(502));
     let out = run(dstore(&env), &script).await;
     let (stdout, stderr) = text(&out);
     assert!(stdout.contains("Commands:"), "{stdout}");
