@@ -139,7 +139,14 @@ fn print_details(file: &FileManifest, summary: &FileJson) {
             "Part size",
             format!("{} ({} bytes)", human_bytes(file.part_size), file.part_size),
         ),
-        ("Source", file.source_path.display().to_string()),
+        (
+            "Source",
+            if file.source_path.as_os_str().is_empty() {
+                "unknown (recovered from Discord)".to_string()
+            } else {
+                file.source_path.display().to_string()
+            },
+        ),
         ("Channels", channels.join(", ")),
         (
             "Manifest",
