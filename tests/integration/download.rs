@@ -257,3 +257,44 @@ async fn a_download_cut_off_midway_is_fetched_again() {
     assert_eq!(env.emu.faults().pending(), 0, "both cut-offs happened");
     verify(&s, &m.id, true).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cancelled_download_finishes_when_run_again() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| c.concurrency = 1);
+    let m = round_trip(&env, &s, 4 * PART as usize).await;
+    // Two parts arrive, then the CDN hangs and the user presses Ctrl-C.
+    env.fault(
+        FaultRoute::Cdn,
+        2,
+        1,
+        FaultAction::Stall(Duration::from_secs(30)),
+    );
+    let dir = out_dir(&env);
+    let cancel = CancellationToken::new();
+    let ctrl_c = cancel.clone();
+    let press = async {
+        while env.emu.faults().pending() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ctrl_c.cancel();
+    };
+    let (r, ()) = tokio::join!(
+        download::download(&s, &m.id, Some(&dir), false, true, cancel),
+        press
+    );
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("cancelled") && err.contains("run the same command again"),
+        "{err}"
+    );
+    assert!(!dir.join("f262144.bin").exists(), "nothing at DEST yet");
+    let before = env.emu.stats().requests;
+    let got = get(&s, &m.id, &dir, false).await.unwrap();
+    assert_eq!(
+        std::fs::read(got).unwrap(),
+        std::fs::read(env.dir.path().join("f262144.bin")).unwrap()
+    );
+    // The two parts already in the partial file were kept: 2 parts x (message + CDN).
+    assert_eq!(env.emu.stats().requests - before, 2 * 2);
+}
