@@ -33,6 +33,14 @@ fn cid(id: u64) -> ChannelId {
     ChannelId::new(id)
 }
 
+/// `/channels/{channel}/messages/{message}`, for getting and deleting one message.
+fn message_route(channel: u64, message: u64) -> Route<'static> {
+    Route::ChannelMessage {
+        channel_id: cid(channel),
+        message_id: message.into(),
+    }
+}
+
 impl BotStore {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
@@ -40,35 +48,16 @@ impl BotStore {
         })
     }
 
-    pub fn transport(&self) -> &Transport {
-        &self.t
-    }
-
-    /// Checks the token with `GET /users/@me`.
-    pub async fn check_token(&self) -> Result<(), StoreError> {
-        let key = RouteKey {
-            kind: "me",
-            major: 0,
-        };
-        let reply = self
-            .t
-            .send(key, || Request::new(Route::UserMe, LightMethod::Get))
-            .await?;
-        expect_ok(reply, 0, 0, 0).map(|_| ())
-    }
-
     pub async fn get_message(&self, channel: u64, message: u64) -> Result<Message, StoreError> {
         let key = RouteKey {
             kind: "get-message",
             major: channel,
         };
-        let route = || Route::ChannelMessage {
-            channel_id: cid(channel),
-            message_id: message.into(),
-        };
         let reply = self
             .t
-            .send(key, || Request::new(route(), LightMethod::Get))
+            .send(key, || {
+                Request::new(message_route(channel, message), LightMethod::Get)
+            })
             .await?;
         decode(&expect_ok(reply, channel, message, 0)?)
     }
@@ -116,15 +105,6 @@ impl BotStore {
 
     /// Downloads `url` (a CDN URL) and checks the answer, which serenity's own download does not
     /// (discord-api.md §5.1): a 404 is content gone, not data.
-    pub async fn download(&self, url: &str) -> Result<Bytes, StoreError> {
-        let mut stream = self.open(url).await?;
-        let mut all = bytes::BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            all.extend_from_slice(&chunk?);
-        }
-        Ok(all.freeze())
-    }
-
     /// Starts downloading `url`, retrying what deserves it until the CDN answers.
     async fn open(&self, url: &str) -> Result<PartStream, StoreError> {
         let (backoff, retries) = self.t.backoff();
@@ -169,13 +149,11 @@ impl BotStore {
             kind: "delete-message",
             major: channel,
         };
-        let route = || Route::ChannelMessage {
-            channel_id: cid(channel),
-            message_id: message.into(),
-        };
         let reply = self
             .t
-            .send(key, || Request::new(route(), LightMethod::Delete))
+            .send(key, || {
+                Request::new(message_route(channel, message), LightMethod::Delete)
+            })
             .await?;
         match expect_ok(reply, channel, message, 0) {
             Ok(_) | Err(StoreError::UnknownMessage { .. }) => Ok(()),
@@ -323,16 +301,12 @@ impl PartStore for BotStore {
     }
 
     async fn read_part(&self, part: &RemotePart) -> Result<Bytes, StoreError> {
-        match self.download(&part.url).await {
-            // The URL may have expired between listing and reading: fetch the message again.
-            Err(StoreError::ContentGone) => {
-                let fresh = self
-                    .locate_part(part.channel_id, part.message_id, part.attachment_id)
-                    .await?;
-                self.download(&fresh.url).await
-            }
-            r => r,
+        let mut stream = self.stream_part(part).await?;
+        let mut all = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            all.extend_from_slice(&chunk?);
         }
+        Ok(all.freeze())
     }
 
     async fn part_size_limit(&self, channel_id: u64) -> Result<u64, StoreError> {

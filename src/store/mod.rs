@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use time::OffsetDateTime;
 
-pub use backoff::Backoff;
 pub use bot::BotStore;
 pub use error::{StoreError, PERMISSIONS};
 
