@@ -178,16 +178,15 @@ async fn targets(s: &Session, store: &BotStore, file: &FileManifest) -> Result<V
     channels.sort_unstable();
     channels.dedup();
     let mut seen: HashSet<u64> = out.iter().map(|t| t.message).collect();
-    let prefix = format!("{}.", file.id);
+    let manifest = manifest_name(&file.id);
+    let ours = |name: &str| parse_attachment_name(&file.id, name).is_some() || name == manifest;
     for channel in channels {
         let found = store
-            .find_parts(channel, &prefix, file.created_at - SCAN_MARGIN)
+            .find_parts(channel, &ours, file.created_at - SCAN_MARGIN)
             .await
             .map_err(|e| anyhow!("cannot look for the parts of {} on Discord: {e}", file.id))?;
         for p in found {
-            let ours = parse_attachment_name(&file.id, &p.filename).is_some()
-                || p.filename == manifest_name(&file.id);
-            if ours && seen.insert(p.message_id) {
+            if seen.insert(p.message_id) {
                 out.push(Target {
                     channel: p.channel_id,
                     message: p.message_id,

@@ -15,10 +15,11 @@ pub async fn recover(s: &Session, json: bool, cancel: CancellationToken) -> Resu
     let store = s.store()?;
     let mut recovered = Vec::new();
     let mut problems = 0;
+    let is_manifest = |name: &str| parse_manifest_name(name).is_some();
     for &channel in &s.config.channels {
         let found = tokio::select! {
             _ = cancel.cancelled() => bail!("recover cancelled; run it again to continue"),
-            f = store.find_parts(channel, "", OffsetDateTime::UNIX_EPOCH) => f?,
+            f = store.find_parts(channel, &is_manifest, OffsetDateTime::UNIX_EPOCH) => f?,
         };
         for remote in found {
             let Some(id) = parse_manifest_name(&remote.filename) else {

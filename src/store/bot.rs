@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::error::classify;
 use super::ratelimit::RouteKey;
 use super::transport::{Reply, Transport};
-use super::{PartStore, PartStream, PutPart, Reload, RemotePart, StoreError};
+use super::{NameFilter, PartStore, PartStream, PutPart, Reload, RemotePart, StoreError};
 use crate::config::Config;
 
 /// Per-file upload limits by boost tier (discord-api.md §1.1).
@@ -236,7 +236,7 @@ impl PartStore for BotStore {
     async fn find_parts(
         &self,
         channel_id: u64,
-        prefix: &str,
+        wanted: &NameFilter<'_>,
         since: OffsetDateTime,
     ) -> Result<Vec<RemotePart>, StoreError> {
         let mut found = Vec::new();
@@ -257,11 +257,7 @@ impl PartStore for BotStore {
                     older = true;
                     continue;
                 }
-                for a in msg
-                    .attachments
-                    .iter()
-                    .filter(|a| a.filename.starts_with(prefix))
-                {
+                for a in msg.attachments.iter().filter(|a| wanted(&a.filename)) {
                     found.push(remote(msg, a));
                 }
             }

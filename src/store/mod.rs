@@ -16,6 +16,9 @@ use time::OffsetDateTime;
 pub use bot::BotStore;
 pub use error::{StoreError, PERMISSIONS};
 
+/// Which attachment names a search keeps.
+pub type NameFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
+
 /// A part's bytes as they arrive.
 pub type PartStream = futures::stream::BoxStream<'static, Result<Bytes, StoreError>>;
 
@@ -82,11 +85,12 @@ pub trait PartStore: Send + Sync + 'static {
         part: PutPart,
     ) -> impl Future<Output = Result<RemotePart, StoreError>> + Send;
 
-    /// Every attachment in `channel` posted at or after `since` whose name starts with `prefix`.
+    /// Every attachment in `channel` posted at or after `since` whose name is `wanted`; the
+    /// others are passed over as the history is paged, never kept.
     fn find_parts(
         &self,
         channel_id: u64,
-        prefix: &str,
+        wanted: &NameFilter<'_>,
         since: OffsetDateTime,
     ) -> impl Future<Output = Result<Vec<RemotePart>, StoreError>> + Send;
 

@@ -24,13 +24,14 @@ pub async fn adopt_orphans<S: PartStore>(
     let known: HashSet<u64> = stored.iter().map(|p| p.index).collect();
     // Allow for clock skew between this machine and Discord.
     let since = file.created_at - Duration::minutes(10);
-    let prefix = format!("{}.", file.id);
     let mut channels = file.channels.clone();
+    channels.sort_unstable();
     channels.dedup();
+    let is_part = |name: &str| parse_attachment_name(&file.id, name).is_some();
     let mut adopted = 0;
     let mut seen = HashSet::new();
     for channel in channels {
-        for remote in store.find_parts(channel, &prefix, since).await? {
+        for remote in store.find_parts(channel, &is_part, since).await? {
             let Some(index) = parse_attachment_name(&file.id, &remote.filename) else {
                 continue;
             };
