@@ -28,7 +28,7 @@ pub enum CatalogError {
     Corrupt { path: PathBuf, reason: String },
     #[error("the manifest {path} has format {found}, newer than this dstore understands ({FORMAT_VERSION}); upgrade dstore")]
     NewerFormat { path: PathBuf, found: u32 },
-    #[error("cannot access {path}: {source}")]
+    #[error("cannot access {path}: {source}; check that the data dir exists and is writable (--data-dir or DSTORE_DATA_DIR moves it)")]
     Io { path: PathBuf, source: io::Error },
     #[error(
         "{0} is in use by another dstore process; wait for it to finish or stop it, then try again"

@@ -29,7 +29,7 @@ pub enum UploadError {
     Catalog(#[from] CatalogError),
     #[error("Discord refuses parts of even {0} bytes; check the server's upload limit")]
     CannotShrink(u64),
-    #[error("the manifests of this file disagree about its parts ({0})")]
+    #[error("the manifests of this file disagree about its parts ({0}); `info` shows them, and `upload` stores the file afresh under a new ID")]
     Inconsistent(String),
 }
 
