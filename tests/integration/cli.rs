@@ -275,3 +275,44 @@ async fn killed_repeatedly_at_any_instant_still_completes() {
     );
     assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_mode_needs_no_discord_and_keeps_its_state_between_runs() {
+    let env = Env::new().await;
+    let demo = env.dir.path().join("demo");
+    let path = env.file("demo.bin", 3 * PART as usize);
+    // No token, no channel, no API base: `--emulator` brings its own.
+    let cmd = |args: &[&str]| {
+        let mut c = dstore(&env);
+        c.env_remove("DSTORE_TOKEN")
+            .env_remove("DSTORE_CHANNELS")
+            .env_remove("DSTORE_API_BASE")
+            .env("DSTORE_DATA_DIR", &demo)
+            .arg("--emulator")
+            .args(args);
+        c
+    };
+    let out = run(cmd(&["list"]), "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("No files yet"), "{}", text(&out).0);
+
+    let out = run(cmd(&["upload", path.to_str().unwrap(), "--json"]), "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert!(
+        demo.join("emulator").is_dir(),
+        "the emulator's state is in the data dir"
+    );
+
+    // A new process, a new emulator on a new port: the file is still there and comes back.
+    let dest = env.dir.path().join("back.bin");
+    let out = run(cmd(&["download", &id, dest.to_str().unwrap()]), "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&path).unwrap());
+    assert_eq!(
+        env.emu.stats().messages_created,
+        0,
+        "the test's own emulator was not used"
+    );
+}
