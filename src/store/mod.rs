@@ -6,6 +6,7 @@ mod bot;
 mod error;
 mod ratelimit;
 mod transport;
+mod wait;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 
 pub use bot::BotStore;
 pub use error::{StoreError, PERMISSIONS};
+pub use wait::rate_limit_wait;
 
 /// Which attachment names a search keeps.
 pub type NameFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;

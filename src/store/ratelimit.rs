@@ -114,7 +114,12 @@ impl RateLimiter {
             let taken = self.state.lock().unwrap().try_take(key, Instant::now());
             match taken {
                 Ok(ticket) => return ticket,
-                Err(d) => tokio::time::sleep(d.max(Duration::from_millis(1))).await,
+                Err(d) => {
+                    if d > Duration::from_secs(1) {
+                        super::wait::note_wait(Instant::now() + d);
+                    }
+                    tokio::time::sleep(d.max(Duration::from_millis(1))).await
+                }
             }
         }
     }
