@@ -57,6 +57,57 @@ pub struct FileManifest {
     /// The message holding this file's manifest on Discord (see `recover`), once posted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_manifest: Option<MessageRef>,
+    /// The source's permission bits (Unix mode & 0o7777) at upload, given back on download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// What identifies the source beyond size and mtime, to notice it was edited or replaced
+    /// while it uploads; `None` for recovered files and on platforms without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_stamp: Option<SourceStamp>,
+}
+
+/// The source file's change time, device and inode when the upload began (Unix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStamp {
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl SourceStamp {
+    /// The stamp of a file as `metadata` describes it.
+    pub fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some(Self {
+                ctime_sec: meta.ctime(),
+                ctime_nsec: meta.ctime_nsec(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            None
+        }
+    }
+}
+
+/// A file's permission bits, for recording at upload.
+pub fn mode_of(meta: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(meta.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// Where a message is on Discord.

@@ -16,8 +16,8 @@ use thiserror::Error;
 pub use atomic::{sync_dir, write_atomic};
 pub use id::{is_valid_id, new_file_id};
 pub use manifest::{
-    attachment_name, parse_attachment_name, FileManifest, MessageRef, PartRecord, Status,
-    FORMAT_VERSION,
+    attachment_name, mode_of, parse_attachment_name, FileManifest, MessageRef, PartRecord,
+    SourceStamp, Status, FORMAT_VERSION,
 };
 
 #[derive(Debug, Error)]
@@ -294,6 +294,8 @@ mod tests {
             updated_at: now,
             hidden: false,
             remote_manifest: None,
+            mode: None,
+            source_stamp: None,
         }
     }
 

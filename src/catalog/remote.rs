@@ -22,6 +22,9 @@ pub struct RemoteManifest {
     /// Hidden by `delete --keep-remote`; a recovered file stays hidden.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hidden: bool,
+    /// The source's permission bits, given back on download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
     pub parts: Vec<PartRecord>,
 }
 
@@ -57,6 +60,7 @@ impl RemoteManifest {
             part_size: file.part_size,
             created_at: file.created_at,
             hidden: file.hidden,
+            mode: file.mode,
             parts: parts.to_vec(),
         }
     }
@@ -117,6 +121,8 @@ impl RemoteManifest {
             updated_at: OffsetDateTime::now_utc(),
             hidden: self.hidden,
             remote_manifest: Some(found),
+            mode: self.mode,
+            source_stamp: None,
         };
         (file, self.parts)
     }

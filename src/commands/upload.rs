@@ -65,6 +65,8 @@ pub async fn upload(
         updated_at: now,
         hidden: false,
         remote_manifest: None,
+        mode: crate::catalog::mode_of(&meta),
+        source_stamp: crate::catalog::SourceStamp::of(&meta),
     };
     s.catalog.save_file(&file)?;
     let _lock = s.catalog.lock(&file.id)?;
