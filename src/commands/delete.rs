@@ -93,7 +93,7 @@ async fn mirror_hidden(s: &Session, file: &mut FileManifest, command: &str) -> R
         return Ok(());
     }
     let id = file.id.clone();
-    super::upload::publish_manifest(s, file).await.map_err(|e| {
+    super::publish::publish_manifest(s, file).await.map_err(|e| {
         anyhow::anyhow!(
             "{id} is changed here, but its manifest on Discord could not be updated ({e:#}); run `{command} {id}` again"
         )

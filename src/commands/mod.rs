@@ -6,6 +6,7 @@ pub mod download;
 mod help;
 mod info;
 mod list;
+mod publish;
 pub mod recover;
 pub mod upload;
 mod verify;

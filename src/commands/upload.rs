@@ -7,12 +7,11 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{FileJson, Session};
-use crate::catalog::remote::{manifest_name, RemoteManifest};
-use crate::catalog::{layout, FileManifest, MessageRef, Status, FORMAT_VERSION};
+use crate::catalog::{layout, FileManifest, Status, FORMAT_VERSION};
 use crate::config::PartSize;
 use crate::progress::{Progress, ProgressMode};
 use crate::render::human_bytes;
-use crate::store::{PartStore, PutPart};
+use crate::store::PartStore;
 use crate::transfer::{adopt_orphans, check_source, run_upload, UploadCtx, UploadError};
 
 /// How far below the channel's limit `auto` parts stay: the exact boundary is not documented
@@ -94,7 +93,7 @@ pub async fn resume(
     let mut file = s.catalog.load_file(id)?;
     if file.status == Status::Complete {
         if file.remote_manifest.is_none() {
-            publish_manifest(s, &mut file).await?;
+            super::publish::publish_manifest(s, &mut file).await?;
         }
         if json {
             println!(
@@ -156,7 +155,7 @@ async fn transfer(
     match run_upload(&ctx, file, parts, &progress).await {
         Ok(mut done) => {
             tracing::info!(id = %done.id, sha256 = ?done.sha256, "upload complete");
-            if let Err(e) = publish_manifest(s, &mut done).await {
+            if let Err(e) = super::publish::publish_manifest(s, &mut done).await {
                 eprintln!("warning: {e:#}");
             }
             if json {
@@ -194,41 +193,4 @@ async fn transfer(
             }
         }
     }
-}
-
-/// Posts the file's manifest to Discord so `recover` can find it from another machine, then
-/// deletes the one it replaces (in that order, so Discord always holds one).
-pub async fn publish_manifest(s: &Session, file: &mut FileManifest) -> Result<()> {
-    let parts = s.catalog.load_parts(&file.id)?.parts;
-    let body = serde_json::to_vec(&RemoteManifest::of(file, &parts))?;
-    let channel_id = file.channels[0];
-    let posted = s
-        .store()?
-        .put_part(PutPart {
-            channel_id,
-            filename: manifest_name(&file.id),
-            // A new nonce per version (the same one would return the old message); retries of
-            // this post share it.
-            nonce: format!("{}.m{}", file.id, crate::catalog::new_file_id()),
-            data: body.into(),
-            reload: None,
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "{} is stored, but its manifest could not be posted to Discord for `recover`; run `resume {}` to post it",
-                file.id, file.id
-            )
-        })?;
-    let old = file.remote_manifest.replace(MessageRef {
-        channel_id: posted.channel_id,
-        message_id: posted.message_id,
-    });
-    s.catalog.save_file(file)?;
-    if let Some(old) = old {
-        s.store()?
-            .delete_message(old.channel_id, old.message_id)
-            .await?;
-    }
-    Ok(())
 }
