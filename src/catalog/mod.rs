@@ -9,11 +9,13 @@ pub mod remote;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use thiserror::Error;
 
-pub use atomic::{sync_dir, write_atomic};
+pub use atomic::{create_private_dir, sync_dir, write_atomic};
 pub use id::{is_valid_id, new_file_id};
 pub use manifest::{
     attachment_name, mode_of, parse_attachment_name, FileManifest, MessageRef, PartRecord,
@@ -34,6 +36,26 @@ pub enum CatalogError {
         "{0} is in use by another dstore process; wait for it to finish or stop it, then try again"
     )]
     Busy(String),
+    #[error("cannot encode the manifest {path}: {reason}; nothing was written")]
+    Encode { path: PathBuf, reason: String },
+}
+
+/// A temporary older than this was left by a process killed mid-write (a write takes
+/// milliseconds); younger ones may belong to a write in progress in another process.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// The index of a part manifest named `<index>.json` (digits as `format!` writes them), or
+/// `None` for anything else: temporaries, moved-aside `.corrupt` files, `01.json`, `+1.json`.
+fn part_index(name: &str) -> Option<u64> {
+    let index: u64 = name.strip_suffix(".json")?.parse().ok()?;
+    (format!("{index}.json") == name).then_some(index)
+}
+
+fn encode<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, CatalogError> {
+    serde_json::to_vec_pretty(value).map_err(|e| CatalogError::Encode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Held while a command changes a file; the OS releases it when the process ends, however it
@@ -63,9 +85,17 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Opens the catalogue in `data_dir`, creating it readable by the user only. An existing
+    /// data dir keeps its mode (it may be a folder the user chose and shares); the `files`
+    /// folder, which only dstore writes, is made private if it is not.
     pub fn open(data_dir: &Path) -> Result<Self, CatalogError> {
         let files = data_dir.join("files");
-        fs::create_dir_all(&files).map_err(io_err(&files))?;
+        create_private_dir(&files).map_err(io_err(&files))?;
+        let meta = fs::metadata(&files).map_err(io_err(&files))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&files, fs::Permissions::from_mode(0o700))
+                .map_err(io_err(&files))?;
+        }
         Ok(Self { files })
     }
 
@@ -90,7 +120,7 @@ impl Catalog {
 
     pub fn save_file(&self, m: &FileManifest) -> Result<(), CatalogError> {
         let path = self.dir(&m.id).join("file.json");
-        let json = serde_json::to_vec_pretty(m).expect("manifest serialises");
+        let json = encode(&path, m)?;
         write_atomic(&path, &json).map_err(io_err(&path))
     }
 
@@ -110,11 +140,12 @@ impl Catalog {
 
     pub fn save_part(&self, id: &str, p: &PartRecord) -> Result<(), CatalogError> {
         let path = self.dir(id).join("parts").join(format!("{}.json", p.index));
-        let json = serde_json::to_vec_pretty(p).expect("part serialises");
+        let json = encode(&path, p)?;
         write_atomic(&path, &json).map_err(io_err(&path))
     }
 
-    /// Reads every part manifest; damaged ones are moved aside, never deleted.
+    /// Reads every part manifest (`<index>.json`, nothing else: temporaries of a write in
+    /// progress are never read); damaged ones are moved aside, never deleted.
     pub fn load_parts(&self, id: &str) -> Result<LoadedParts, CatalogError> {
         let dir = self.dir(id).join("parts");
         let mut out = LoadedParts::default();
@@ -123,10 +154,11 @@ impl Catalog {
             r => r.map_err(io_err(&dir))?,
         };
         for entry in entries {
-            let path = entry.map_err(io_err(&dir))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            let entry = entry.map_err(io_err(&dir))?;
+            if part_index(&entry.file_name().to_string_lossy()).is_none() {
                 continue;
             }
+            let path = entry.path();
             let bytes = fs::read(&path).map_err(io_err(&path))?;
             match parse_versioned::<PartRecord>(&path, &bytes) {
                 Ok(p) => out.parts.push(p),
@@ -152,10 +184,7 @@ impl Catalog {
         fs::read_dir(self.dir(id).join("parts"))
             .map(|d| {
                 d.filter_map(|e| e.ok())
-                    .filter_map(|e| {
-                        let name = e.file_name().to_string_lossy().to_string();
-                        name.strip_suffix(".json")?.parse().ok()
-                    })
+                    .filter_map(|e| part_index(&e.file_name().to_string_lossy()))
                     .collect()
             })
             .unwrap_or_default()
@@ -207,7 +236,8 @@ impl Catalog {
         remove_tree(&aside)
     }
 
-    /// Takes the file's lock, or says another process holds it.
+    /// Takes the file's lock, or says another process holds it. With the lock held, the
+    /// temporaries a killed writer left in the file's folders are cleared.
     pub fn lock(&self, id: &str) -> Result<FileLock, CatalogError> {
         if !self.contains(id) {
             return Err(CatalogError::UnknownId(id.to_string()));
@@ -217,12 +247,29 @@ impl Catalog {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
         match file.try_lock() {
-            Ok(()) => Ok(FileLock(file)),
-            Err(fs::TryLockError::WouldBlock) => Err(CatalogError::Busy(id.to_string())),
-            Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(CatalogError::Busy(id.to_string())),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+        }
+        self.clear_stale_temps(id);
+        Ok(FileLock(file))
+    }
+
+    /// Removes leftovers of killed writes; failing to is worth a line, not a failed command.
+    fn clear_stale_temps(&self, id: &str) {
+        for dir in [self.dir(id), self.dir(id).join("parts")] {
+            match atomic::remove_stale_temps(&dir, STALE_TEMP_AGE) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!("removed {n} temporary file(s) left in {}", dir.display()),
+                Err(e) => tracing::warn!(
+                    "cannot clear temporary files left in {}: {e}",
+                    dir.display()
+                ),
+            }
         }
     }
 
@@ -358,6 +405,108 @@ mod tests {
             std::fs::read(&loaded.quarantined[0]).unwrap(),
             b"{\"format\":1,\"ind"
         );
+    }
+
+    /// A write in progress (or one a kill cut short) leaves a temporary beside the manifests:
+    /// it is never read as a part, never moved aside, never counted.
+    #[test]
+    fn temporaries_and_strays_are_not_part_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let id = c.fresh_id();
+        c.save_file(&sample(&id)).unwrap();
+        c.save_part(&id, &part(0)).unwrap();
+        let parts = dir.path().join("files").join(&id).join("parts");
+        let half = b"{\"format\":1,\"index\":1,";
+        let strays = [
+            ".tmp-Ab3xYz.json",
+            ".tmp-Ab3xYz.tmp",
+            "01.json",
+            "+1.json",
+            "x.json",
+        ];
+        for name in strays {
+            std::fs::write(parts.join(name), half).unwrap();
+        }
+        let loaded = c.load_parts(&id).unwrap();
+        assert_eq!(loaded.parts.len(), 1);
+        assert!(loaded.quarantined.is_empty(), "{:?}", loaded.quarantined);
+        for name in strays {
+            assert!(parts.join(name).exists(), "{name} was left alone");
+        }
+        assert_eq!(c.part_indices(&id).into_iter().collect::<Vec<_>>(), [0]);
+    }
+
+    /// A reader (`info`, `verify`) running while a writer saves parts never sees a write in
+    /// progress, so it never moves one aside and the writer never fails.
+    #[test]
+    fn a_reader_never_disturbs_a_concurrent_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let id = c.fresh_id();
+        c.save_file(&sample(&id)).unwrap();
+        c.save_part(&id, &part(0)).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut reads = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                    let loaded = c.load_parts(&id).unwrap();
+                    assert!(loaded.quarantined.is_empty(), "{:?}", loaded.quarantined);
+                    reads += 1;
+                }
+            });
+            for round in 0..300 {
+                c.save_part(&id, &part(round % 3)).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn taking_the_lock_clears_only_stale_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let id = c.fresh_id();
+        c.save_file(&sample(&id)).unwrap();
+        c.save_part(&id, &part(0)).unwrap();
+        let root = dir.path().join("files").join(&id);
+        let put = |p: PathBuf, age: u64| {
+            let f = std::fs::File::create(&p).unwrap();
+            let at = std::time::SystemTime::now() - Duration::from_secs(age);
+            f.set_modified(at).unwrap();
+            p
+        };
+        let killed = put(root.join(".tmp-k1lled.tmp"), 3600);
+        let killed_part = put(root.join("parts").join(".tmp-k2lled.json"), 3600);
+        let writing = put(root.join("parts").join(".tmp-wr1te.tmp"), 0);
+        let lock = c.lock(&id).unwrap();
+        assert!(!killed.exists() && !killed_part.exists());
+        assert!(writing.exists(), "a write in progress elsewhere is kept");
+        assert_eq!(c.load_parts(&id).unwrap().parts.len(), 1);
+        drop(lock);
+    }
+
+    #[test]
+    fn the_catalogue_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new").join("data");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        Catalog::open(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("files")), 0o700);
+        // Made by an earlier version with the umask's mode: tightened.
+        std::fs::set_permissions(data.join("files"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let c = Catalog::open(&data).unwrap();
+        assert_eq!(mode(&data.join("files")), 0o700);
+        let id = c.fresh_id();
+        c.save_file(&sample(&id)).unwrap();
+        let _lock = c.lock(&id).unwrap();
+        assert_eq!(mode(&data.join("files").join(&id)), 0o700);
+        assert_eq!(mode(&data.join("files").join(&id).join("file.json")), 0o600);
+        assert_eq!(mode(&data.join("files").join(&id).join(".lock")), 0o600);
     }
 
     #[test]
