@@ -31,7 +31,12 @@ impl PartSpan {
 }
 
 impl Segment {
+    /// How many parts the segment holds; none for a degenerate one (read from a damaged
+    /// `file.json`), so a bad layout fails the tiling check instead of panicking.
     pub fn count(&self) -> u64 {
+        if self.part_size == 0 || self.end <= self.offset {
+            return 0;
+        }
         (self.end - self.offset).div_ceil(self.part_size)
     }
 
@@ -60,6 +65,23 @@ pub fn initial(size: u64, part_size: u64) -> Vec<Segment> {
     }]
 }
 
+/// Why a layout read from disk cannot describe a file of `size` bytes, if it cannot: a
+/// segment outside the file, with no part size, or with indices past `u64::MAX`.
+pub fn problem(layout: &[Segment], size: u64) -> Option<String> {
+    layout.iter().find_map(|s| {
+        let bad = s.part_size == 0
+            || s.offset >= s.end
+            || s.end > size
+            || s.first_index.checked_add(s.count()).is_none();
+        bad.then(|| {
+            format!(
+                "its layout has a segment {}..{} of {}-byte parts that does not fit a file of {size} bytes",
+                s.offset, s.end, s.part_size
+            )
+        })
+    })
+}
+
 /// Every part of a layout, in offset order.
 pub fn spans(layout: &[Segment]) -> Vec<PartSpan> {
     let mut all: Vec<PartSpan> = layout.iter().flat_map(|s| s.parts()).collect();
@@ -71,7 +93,7 @@ pub fn spans(layout: &[Segment]) -> Vec<PartSpan> {
 pub fn next_index(layout: &[Segment]) -> u64 {
     layout
         .iter()
-        .map(|s| s.first_index + s.count())
+        .map(|s| s.first_index.saturating_add(s.count()))
         .max()
         .unwrap_or(0)
 }

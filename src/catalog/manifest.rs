@@ -120,16 +120,17 @@ pub struct MessageRef {
 }
 
 impl FileManifest {
-    /// The channel part `index` goes to.
-    pub fn channel_for(&self, index: u64) -> u64 {
-        self.channels[(index % self.channels.len() as u64) as usize]
+    /// The channel part `index` goes to; `None` if the manifest names no channel.
+    pub fn channel_for(&self, index: u64) -> Option<u64> {
+        let n = self.channels.len() as u64;
+        (n > 0).then(|| self.channels[(index % n) as usize])
     }
 
     /// The span of part `index` in the current layout.
     pub fn span(&self, index: u64) -> Option<PartSpan> {
         self.layout
             .iter()
-            .find(|s| index >= s.first_index && index < s.first_index + s.count())
+            .find(|s| index >= s.first_index && index - s.first_index < s.count())
             .and_then(|s| s.parts().nth((index - s.first_index) as usize))
     }
 

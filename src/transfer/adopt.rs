@@ -46,7 +46,7 @@ pub async fn adopt_orphans<S: PartStore>(
                 File::open(&path).and_then(|mut f| read_span(&mut f, span))
             })
             .await
-            .expect("reader does not panic")
+            .map_err(|j| UploadError::Internal(format!("the source reader failed: {j}")))?
             .map_err(|e| UploadError::source(&file.source_path, e))?;
             let sha256 = sha256_hex(&local);
             let remote_bytes = store.read_part(&remote).await?;

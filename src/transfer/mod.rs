@@ -31,9 +31,26 @@ pub enum UploadError {
     CannotShrink(u64),
     #[error("the manifests of this file disagree about its parts ({0}); `info` shows them, and `upload` stores the file afresh under a new ID")]
     Inconsistent(String),
+    /// A task of the pipeline panicked: a bug, reported as an error rather than a crash.
+    #[error("dstore hit an internal error ({0}); please report it")]
+    Internal(String),
 }
 
 impl UploadError {
+    /// Errors after which no other part can succeed: stop every part in flight at once.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            UploadError::Store(e) => e.is_fatal(),
+            UploadError::SourceChanged(_)
+            | UploadError::Source { .. }
+            | UploadError::Catalog(_)
+            | UploadError::Internal(_) => true,
+            UploadError::Cancelled
+            | UploadError::CannotShrink(_)
+            | UploadError::Inconsistent(_) => false,
+        }
+    }
+
     pub fn source(path: &Path, e: std::io::Error) -> Self {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             return Self::SourceChanged("it is shorter now".into());

@@ -48,7 +48,8 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<Result<Option<String>, UploadError>> {
     tokio::task::spawn_blocking(move || {
         let mut file = File::open(&path).map_err(|e| UploadError::source(&path, e))?;
-        let (to_whole, hashed, whole) = whole_file_hasher();
+        let (to_whole, hashed, whole) = whole_file_hasher()
+            .map_err(|e| UploadError::Internal(format!("cannot start the hashing thread: {e}")))?;
         for item in items {
             if cancel.is_cancelled() {
                 return Ok(None);
@@ -84,31 +85,39 @@ pub fn spawn(
             }
         }
         drop(to_whole);
-        Ok(Some(whole.join().expect("hasher does not panic")))
+        let sha = whole
+            .join()
+            .map_err(|_| UploadError::Internal("the whole-file hasher stopped".into()))?;
+        Ok(Some(sha))
     })
 }
 
-/// A thread that hashes the parts it is sent, in order, into the whole file's SHA-256, and says
-/// when it has dropped each one.
-fn whole_file_hasher() -> (
+/// Parts in, "dropped it" out, and the thread that ends with the whole file's SHA-256.
+type Hasher = (
     std::sync::mpsc::SyncSender<Bytes>,
     std::sync::mpsc::Receiver<()>,
     std::thread::JoinHandle<String>,
-) {
+);
+
+/// A thread that hashes the parts it is sent, in order, into the whole file's SHA-256, and says
+/// when it has dropped each one.
+fn whole_file_hasher() -> std::io::Result<Hasher> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(1);
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let handle = std::thread::spawn(move || {
-        let mut whole = Sha256::default();
-        for data in rx {
-            whole.update(&data);
-            drop(data);
-            if done_tx.send(()).is_err() {
-                break;
+    let handle = std::thread::Builder::new()
+        .name("dstore-hash".into())
+        .spawn(move || {
+            let mut whole = Sha256::default();
+            for data in rx {
+                whole.update(&data);
+                drop(data);
+                if done_tx.send(()).is_err() {
+                    break;
+                }
             }
-        }
-        whole.finish_hex()
-    });
-    (tx, done_rx, handle)
+            whole.finish_hex()
+        })?;
+    Ok((tx, done_rx, handle))
 }
 
 /// Reads exactly the bytes of `span`.

@@ -107,6 +107,14 @@ fn smaller_part(refused: u64) -> Option<u64> {
 
 /// Stored parts and pending parts of the layout, in offset order, checked to tile the file.
 fn items(file: &FileManifest, stored: &[PartRecord]) -> Result<Vec<Item>, UploadError> {
+    if let Some(problem) = layout::problem(&file.layout, file.size) {
+        return Err(UploadError::Inconsistent(problem));
+    }
+    if file.channels.is_empty() {
+        return Err(UploadError::Inconsistent(
+            "file.json names no channel to store parts in".into(),
+        ));
+    }
     let done: HashSet<u64> = stored.iter().map(|p| p.index).collect();
     let mut items: Vec<Item> = stored
         .iter()
@@ -122,7 +130,8 @@ fn items(file: &FileManifest, stored: &[PartRecord]) -> Result<Vec<Item>, Upload
     let mut at = 0;
     for i in &items {
         let s = i.span();
-        if s.offset != at || s.length == 0 {
+        // A hand-edited layout must not make the reader hold more than Discord's largest part.
+        if s.offset != at || s.length == 0 || s.length > TIER_LIMITS[0] {
             return Err(UploadError::Inconsistent(format!(
                 "part {} starts at byte {}, expected {at}",
                 s.index, s.offset
@@ -160,7 +169,7 @@ async fn round<S: PartStore>(
         tx,
         ctx.cancel.child_token(),
     );
-    let mut inflight: JoinSet<Result<PartRecord, StoreError>> = JoinSet::new();
+    let mut inflight: JoinSet<Result<PartRecord, UploadError>> = JoinSet::new();
     let mut reading = true;
     let mut refused: Option<u64> = None;
     let mut failure: Option<UploadError> = None;
@@ -172,23 +181,28 @@ async fn round<S: PartStore>(
                 return Err(UploadError::Cancelled);
             }
             Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
-                match joined.expect("part task does not panic") {
-                    Ok(rec) => {
+                let err = match joined {
+                    Ok(Ok(rec)) => {
                         progress.part_done(rec.length);
                         stored.push(rec);
+                        continue;
                     }
-                    Err(StoreError::PartTooLarge { size }) => {
+                    Ok(Err(UploadError::Store(StoreError::PartTooLarge { size }))) => {
                         refused = Some(refused.map_or(size, |r| r.min(size)));
                         reading = false;
+                        continue;
                     }
-                    Err(e) => {
-                        if e.is_fatal() {
-                            inflight.abort_all();
-                        }
-                        failure.get_or_insert(UploadError::Store(e));
-                        reading = false;
-                    }
+                    Ok(Err(e)) => e,
+                    // Aborted after a fatal error: if Discord kept the part, `resume` finds it
+                    // by its attachment name.
+                    Err(j) if j.is_cancelled() => continue,
+                    Err(j) => UploadError::Internal(format!("a part upload failed: {j}")),
+                };
+                if err.is_fatal() {
+                    inflight.abort_all();
                 }
+                failure.get_or_insert(err);
+                reading = false;
             }
             job = rx.recv(), if reading && inflight.len() < ctx.concurrency => match job {
                 Some(job) => { inflight.spawn(post_part(ctx.store.clone(), ctx.catalog.clone(), file, job)); }
@@ -197,7 +211,9 @@ async fn round<S: PartStore>(
         }
     }
     drop(rx);
-    let whole = reader.await.expect("reader does not panic");
+    let whole = reader
+        .await
+        .map_err(|j| UploadError::Internal(format!("the source reader failed: {j}")))?;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -216,7 +232,7 @@ fn post_part<S: PartStore>(
     catalog: Catalog,
     file: &FileManifest,
     job: Job,
-) -> impl std::future::Future<Output = Result<PartRecord, StoreError>> + Send + 'static {
+) -> impl std::future::Future<Output = Result<PartRecord, UploadError>> + Send + 'static {
     let id = file.id.clone();
     let channel_id = file.channel_for(job.span.index);
     let reload = Reload {
@@ -226,6 +242,9 @@ fn post_part<S: PartStore>(
         sha256: job.sha256.clone(),
     };
     async move {
+        let channel_id = channel_id.ok_or_else(|| {
+            UploadError::Inconsistent("file.json names no channel to store parts in".into())
+        })?;
         let name = attachment_name(&id, job.span.index);
         let remote = store
             .put_part(PutPart {
@@ -251,12 +270,9 @@ fn post_part<S: PartStore>(
         let (c, r) = (catalog, rec.clone());
         tokio::task::spawn_blocking(move || c.save_part(&id, &r))
             .await
-            .expect("manifest writer does not panic")
-            .map_err(|e| {
-                StoreError::Protocol(format!(
-                    "part stored but its manifest could not be written: {e}"
-                ))
-            })?;
+            .map_err(|j| {
+                UploadError::Internal(format!("the part manifest writer failed: {j}"))
+            })??;
         Ok(rec)
     }
 }

@@ -6,6 +6,7 @@ mod common;
 mod delete;
 mod download;
 mod faults;
+mod hardening_upload;
 mod info;
 mod recover;
 mod repl;
