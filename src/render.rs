@@ -17,6 +17,15 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// `plural(1, "part")` → `1 part`, `plural(2, "part")` → `2 parts`.
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// How long ago `then` was, in words: "just now", "5 minutes ago", "2 days ago".
 pub fn relative_age(then: OffsetDateTime, now: OffsetDateTime) -> String {
     let secs = (now - then).whole_seconds();

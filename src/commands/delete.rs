@@ -4,7 +4,7 @@
 //! hide and show a file.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
@@ -117,23 +117,28 @@ async fn hide(s: &Session, mut file: FileManifest) -> Result<()> {
     Ok(())
 }
 
-/// Asks on the terminal; true only for `y` or `yes`.
+/// Asks on the terminal; true only for `y` or `yes`. Ctrl-C or Ctrl-D answers no: the answer
+/// is read in raw mode, so Ctrl-C is a key here, not a signal, and nothing is left reading the
+/// terminal once the question is answered.
 async fn confirm(file: &FileManifest, parts: usize) -> Result<bool> {
-    print!(
-        "Delete {} ({}, {parts} parts) from Discord? [y/N] ",
+    let question = format!(
+        "Delete {} ({}, {}) from Discord? [y/N] ",
         file.name,
-        human_bytes(file.size)
+        human_bytes(file.size),
+        crate::render::plural(parts as u64, "part")
     );
-    std::io::stdout().flush()?;
-    let answer = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map(|_| line)
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut editor = rustyline::DefaultEditor::new()?;
+        match editor.readline(&question) {
+            Ok(line) => Ok(Some(line)),
+            Err(
+                rustyline::error::ReadlineError::Interrupted | rustyline::error::ReadlineError::Eof,
+            ) => Ok(None),
+            Err(e) => Err(e),
+        }
     })
     .await??;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    Ok(answer.is_some_and(|a| matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes")))
 }
 
 /// One message to remove; `part` is the index of the part manifest recording it, if any.

@@ -37,10 +37,23 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) ->
     editor.set_helper(Some(helper::DstoreHelper::new(session.catalog.clone())));
     let history = session.config.data_dir.join("history.txt");
     let _ = editor.load_history(&history);
+    let mut history_warned = false;
     println!("{banner}");
     loop {
         match editor.readline("dstore> ") {
             Ok(line) => {
+                // Saved before the command runs, so a session killed during it keeps the line.
+                if !line.trim().is_empty() {
+                    if let Err(e) = editor.append_history(&history) {
+                        if !history_warned {
+                            eprintln!(
+                                "warning: could not save the history to {}: {e}",
+                                history.display()
+                            );
+                            history_warned = true;
+                        }
+                    }
+                }
                 if let Flow::Exit = handle(rt, session, &line) {
                     break;
                 }
@@ -51,12 +64,6 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) ->
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
         }
-    }
-    if let Err(e) = editor.save_history(&history) {
-        eprintln!(
-            "warning: could not save the history to {}: {e}",
-            history.display()
-        );
     }
     Ok(ExitCode::SUCCESS)
 }

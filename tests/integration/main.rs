@@ -8,6 +8,7 @@ mod download;
 mod faults;
 mod hardening_upload;
 mod info;
+mod prompt;
 mod recover;
 mod repl;
 mod resume;

@@ -10,7 +10,7 @@ use crate::cli::dstore;
 use crate::common::{Env, PART};
 
 /// Waits for `needle`; on a timeout, fails showing what the terminal printed instead.
-fn expect(p: &mut Session, needle: &str) {
+pub fn expect(p: &mut Session, needle: &str) {
     if let Err(e) = p.expect(needle) {
         let mut buf = vec![0u8; 16 * 1024];
         let n = p.try_read(&mut buf).unwrap_or(0);
@@ -21,7 +21,7 @@ fn expect(p: &mut Session, needle: &str) {
     }
 }
 
-fn spawn(env: &Env) -> Session {
+pub fn spawn(env: &Env) -> Session {
     let mut p = Session::spawn(dstore(env)).unwrap();
     p.set_expect_timeout(Some(Duration::from_secs(30)));
     p

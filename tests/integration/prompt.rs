@@ -1,0 +1,88 @@
+//! The prompt as a person uses it, on a pseudo-terminal: lines typed during a transfer, history
+//! kept by a killed session, Ctrl-C at a question.
+
+use std::time::Duration;
+
+use dstore_emulator::{FaultAction, FaultRoute};
+use expectrl::{ControlCode, Regex};
+
+use crate::common::{Env, PART};
+use crate::repl::{expect, spawn};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_typed_during_a_transfer_all_run_in_order() {
+    let env = Env::new().await;
+    // One part hangs for a while, so the lines below are typed while the upload runs.
+    env.fault(
+        FaultRoute::CreateMessage,
+        1,
+        1,
+        FaultAction::Stall(Duration::from_secs(6)),
+    );
+    let path = env.file("slow.bin", 3 * PART as usize);
+    let mut p = spawn(&env);
+    let path_text = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        expect(&mut p, "dstore> ");
+        p.send_line(format!("upload {path_text}")).unwrap();
+        expect(&mut p, "Uploading");
+        p.send_line("help").unwrap();
+        p.send_line("list").unwrap();
+        p.send_line("help list").unwrap();
+        expect(&mut p, "Stored slow.bin");
+        expect(&mut p, "Commands:");
+        p.expect(Regex(r"ID +NAME +SIZE")).unwrap();
+        expect(&mut p, "Also show files hidden");
+        expect(&mut p, "dstore> ");
+        p.send_line("exit").unwrap();
+        p.expect(expectrl::Eof).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_survives_a_killed_session() {
+    let env = Env::new().await;
+    let mut p = spawn(&env);
+    tokio::task::spawn_blocking(move || {
+        expect(&mut p, "dstore> ");
+        p.send_line("list --json").unwrap();
+        expect(&mut p, "[]");
+        expect(&mut p, "dstore> ");
+        p.get_process_mut().kill(expectrl::Signal::SIGKILL).unwrap();
+        let _ = p.get_process_mut().wait();
+    })
+    .await
+    .unwrap();
+    let history = std::fs::read_to_string(env.data_dir().join("history.txt")).unwrap_or_default();
+    assert!(history.contains("list --json"), "history: {history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_at_a_question_answers_no() {
+    let env = Env::new().await;
+    let s = env.session();
+    let m = crate::common::upload(&s, &env.file("keep.bin", 2 * PART as usize))
+        .await
+        .unwrap();
+    let id = m.id.clone();
+    let mut p = spawn(&env);
+    tokio::task::spawn_blocking(move || {
+        expect(&mut p, "dstore> ");
+        p.send_line(format!("delete {id}")).unwrap();
+        expect(&mut p, "[y/N]");
+        p.send(ControlCode::EndOfText).unwrap();
+        expect(&mut p, "Nothing was deleted.");
+        expect(&mut p, "dstore> ");
+        // The prompt reads the next line whole: nothing is left reading the terminal.
+        p.send_line("list").unwrap();
+        expect(&mut p, "keep.bin");
+        expect(&mut p, "dstore> ");
+        p.send_line("exit").unwrap();
+        p.expect(expectrl::Eof).unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(env.attachments_of(&m.id).len(), 2, "no part was deleted");
+}
