@@ -1,6 +1,8 @@
 //! What can go wrong talking to Discord, as variants a caller can act on; every message is a
 //! sentence that says what to do next and never holds the token.
 
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 /// The permissions a storage channel needs (README "Discord setup").
@@ -36,8 +38,28 @@ pub enum StoreError {
     ContentGone,
     #[error("the download was cut off: {0}")]
     CutOff(String),
-    #[error("the source file changed during the upload ({0}); nothing was overwritten: restore it, or start a new `upload`")]
-    SourceChanged(String),
+    /// A retry found the source's bytes changed (see [`SourceChanged`]).
+    #[error(transparent)]
+    Source(#[from] SourceChanged),
+}
+
+/// The source file is no longer the one being uploaded. The only error for this, wherever it
+/// is noticed: a retry re-reading a part, the reader, the checks before and after each pass.
+#[derive(Debug, Error)]
+#[error("{} has changed since its upload began ({what}), so it is not marked complete; `upload` it again to store it as it is now", .path.display())]
+pub struct SourceChanged {
+    pub path: PathBuf,
+    /// What differs, e.g. "its size is 10 bytes, not 12".
+    pub what: String,
+}
+
+impl SourceChanged {
+    pub fn new(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
 }
 
 impl StoreError {
@@ -49,7 +71,7 @@ impl StoreError {
                 | StoreError::MissingAccess { .. }
                 | StoreError::MissingPermissions { .. }
                 | StoreError::UnknownChannel { .. }
-                | StoreError::SourceChanged(_)
+                | StoreError::Source(_)
         )
     }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 pub use bot::BotStore;
-pub use error::{StoreError, PERMISSIONS};
+pub use error::{SourceChanged, StoreError, PERMISSIONS};
 pub use wait::rate_limit_wait;
 
 /// Which attachment names a search keeps.
@@ -67,13 +67,17 @@ impl Reload {
         let mut buf = vec![0u8; self.length as usize];
         std::fs::File::open(&self.path)
             .and_then(|f| f.read_exact_at(&mut buf, self.offset))
-            .map_err(|e| StoreError::SourceChanged(format!("cannot read it again: {e}")))?;
+            .map_err(|e| SourceChanged::new(&self.path, format!("cannot read it again: {e}")))?;
         if crate::hash::sha256_hex(&buf) != self.sha256 {
-            return Err(StoreError::SourceChanged(format!(
-                "bytes {}..{} differ from when they were read",
-                self.offset,
-                self.offset + self.length
-            )));
+            return Err(SourceChanged::new(
+                &self.path,
+                format!(
+                    "bytes {}..{} differ from when they were read",
+                    self.offset,
+                    self.offset + self.length
+                ),
+            )
+            .into());
         }
         Ok(buf)
     }
@@ -140,8 +144,8 @@ mod tests {
         };
         assert_eq!(reload.read().unwrap(), b"3456");
         std::fs::write(&path, b"012xxx6789").unwrap();
-        assert!(matches!(reload.read(), Err(StoreError::SourceChanged(_))));
+        assert!(matches!(reload.read(), Err(StoreError::Source(_))));
         std::fs::write(&path, b"012").unwrap();
-        assert!(matches!(reload.read(), Err(StoreError::SourceChanged(_))));
+        assert!(matches!(reload.read(), Err(StoreError::Source(_))));
     }
 }

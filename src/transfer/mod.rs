@@ -3,6 +3,7 @@
 mod adopt;
 pub mod download;
 mod reader;
+mod source;
 mod upload;
 
 use std::path::Path;
@@ -10,19 +11,22 @@ use std::path::Path;
 use thiserror::Error;
 
 use crate::catalog::CatalogError;
-use crate::store::StoreError;
+use crate::store::{SourceChanged, StoreError};
 
 pub use adopt::adopt_orphans;
-pub use upload::{check_source, run_upload, UploadCtx};
+pub use source::check_source;
+pub use upload::{run_upload, UploadCtx};
 
 #[derive(Debug, Error)]
 pub enum UploadError {
     #[error("cancelled")]
     Cancelled,
+    /// Any failure talking to Discord except a changed source, which is always
+    /// [`UploadError::SourceChanged`] (see the `From` impl).
     #[error("{0}")]
-    Store(#[from] StoreError),
-    #[error("the source file has changed since the upload started ({0}); nothing was overwritten: restore the original file or start a new `upload`")]
-    SourceChanged(String),
+    Store(StoreError),
+    #[error(transparent)]
+    SourceChanged(#[from] SourceChanged),
     #[error("cannot read {path}: {reason}")]
     Source { path: String, reason: String },
     #[error("{0}")]
@@ -34,6 +38,15 @@ pub enum UploadError {
     /// A task of the pipeline panicked: a bug, reported as an error rather than a crash.
     #[error("dstore hit an internal error ({0}); please report it")]
     Internal(String),
+}
+
+impl From<StoreError> for UploadError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Source(changed) => Self::SourceChanged(changed),
+            e => Self::Store(e),
+        }
+    }
 }
 
 impl UploadError {
@@ -53,11 +66,24 @@ impl UploadError {
 
     pub fn source(path: &Path, e: std::io::Error) -> Self {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            return Self::SourceChanged("it is shorter now".into());
+            return SourceChanged::new(path, "it is shorter now").into();
         }
         Self::Source {
             path: path.display().to_string(),
             reason: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_change_noticed_by_the_store_is_the_one_source_changed_error() {
+        let from_store = UploadError::from(StoreError::from(SourceChanged::new("/x", "why")));
+        let direct = UploadError::from(SourceChanged::new("/x", "why"));
+        assert!(matches!(from_store, UploadError::SourceChanged(_)));
+        assert_eq!(from_store.to_string(), direct.to_string());
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::UploadError;
 use crate::catalog::layout::PartSpan;
 use crate::hash::{sha256_hex, Sha256};
+use crate::store::SourceChanged;
 
 /// A span of the file and what is known of it.
 #[derive(Clone, Debug)]
@@ -68,12 +69,13 @@ pub fn spawn(
             }
             match item {
                 Item::Stored(_, want) if want != sha256 => {
-                    return Err(UploadError::SourceChanged(format!(
+                    let what = format!(
                         "bytes {}..{} no longer match part {} already stored",
                         span.offset,
                         span.end(),
                         span.index
-                    )))
+                    );
+                    return Err(SourceChanged::new(&path, what).into());
                 }
                 Item::Stored(..) => {}
                 Item::Pending(span) => {

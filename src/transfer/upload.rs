@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::reader::{self, Item, Job};
+use super::source::{check_source, check_unchanged};
 use super::UploadError;
 use crate::catalog::{
     attachment_name, layout, Catalog, FileManifest, PartRecord, Status, FORMAT_VERSION,
@@ -31,32 +32,6 @@ pub struct UploadCtx<S> {
     pub cancel: CancellationToken,
 }
 
-/// Checks that the source is the file the manifest describes (size and modification time).
-pub fn check_source(file: &FileManifest) -> Result<(), UploadError> {
-    let path = &file.source_path;
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => UploadError::SourceChanged(format!(
-            "{} is gone; put it back there to resume",
-            path.display()
-        )),
-        _ => UploadError::source(path, e),
-    })?;
-    let mtime = meta.modified().map(OffsetDateTime::from).ok();
-    if meta.len() != file.size {
-        return Err(UploadError::SourceChanged(format!(
-            "its size is {} bytes, not {}",
-            meta.len(),
-            file.size
-        )));
-    }
-    if mtime != Some(file.mtime) {
-        return Err(UploadError::SourceChanged(
-            "its modification time differs".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Uploads every part of `file` not in `stored`, until the file is complete.
 pub async fn run_upload<S: PartStore>(
     ctx: &UploadCtx<S>,
@@ -64,14 +39,18 @@ pub async fn run_upload<S: PartStore>(
     mut stored: Vec<PartRecord>,
     progress: &Progress,
 ) -> Result<FileManifest, UploadError> {
+    let began = check_source(&file)?;
     loop {
-        check_source(&file)?;
+        check_unchanged(&file.source_path, &began)?;
         let items = items(&file, &stored)?;
         let total = items.len() as u64;
         progress.set_parts(stored.len() as u64, total);
         progress.set_position(stored.iter().map(|p| p.length).sum());
         match round(ctx, &file, items, &mut stored, progress).await? {
             RoundEnd::Complete(sha) => {
+                // Every byte was read in this run: if the source moved meanwhile, the parts and
+                // the hash mix old and new bytes, a file that never existed.
+                check_unchanged(&file.source_path, &began)?;
                 file.sha256 = Some(sha);
                 file.status = Status::Complete;
                 file.updated_at = OffsetDateTime::now_utc();

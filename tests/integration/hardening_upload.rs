@@ -111,3 +111,98 @@ async fn the_prompt_goes_on_after_a_fatal_error_with_parts_in_flight() {
         "`list` ran after the failed upload: {stdout} {stderr}"
     );
 }
+
+/// Writes `patch` at `offset` in place (same file, same size) and sets the modification time
+/// back, so only the change time and the bytes betray the edit.
+fn edit_in_place(path: &std::path::Path, offset: u64, patch: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let mut f = std::fs::File::options().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(patch).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+#[tokio::test]
+async fn an_edit_in_place_during_the_upload_is_never_marked_complete() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| c.concurrency = 1);
+    let path = env.file("edited.bin", 8 * PART as usize);
+    let size = std::fs::metadata(&path).unwrap().len();
+    // Part 1 waits on its way in; meanwhile bytes past what the reader has reached change.
+    env.fault(
+        FaultRoute::CreateMessage,
+        1,
+        1,
+        FaultAction::Stall(Duration::from_millis(600)),
+    );
+    let edit = async {
+        while env.emu.faults().pending() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        edit_in_place(&path, 6 * PART + 10, b"edited in place");
+    };
+    let (r, ()) = tokio::join!(upload(&s, &path), edit);
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("has changed since its upload began") && err.contains("`upload` it again"),
+        "{err}"
+    );
+    assert!(!err.contains("run `resume"), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    let id = only_id(&s);
+    let m = s.catalog.load_file(&id).unwrap();
+    assert_eq!(m.status, Status::Incomplete);
+    assert_eq!(m.sha256, None);
+    assert!(m.remote_manifest.is_none(), "no catalogue entry was posted");
+    let names: Vec<String> = env
+        .emu
+        .messages(env.emu.channel_id())
+        .into_iter()
+        .flat_map(|m| m.attachments)
+        .map(|a| a.filename)
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".manifest.json")),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn resume_refuses_another_file_put_at_the_path_even_with_the_same_bytes() {
+    let env = Env::new().await;
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "swapped.bin", 4, 1).await;
+    let path = env.dir.path().join("swapped.bin");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let copy = env.dir.path().join("swapped.bin.new");
+    std::fs::copy(&path, &copy).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::rename(&copy, &path).unwrap(); // an editor's save: same name, new inode
+    let err = resume(&s, &id).await.unwrap_err().to_string();
+    assert!(
+        err.contains("another file is at that path") && err.contains("`upload` it again"),
+        "{err}"
+    );
+    assert_eq!(env.attachments_of(&id).len(), 1, "nothing more was sent");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn resume_goes_on_after_a_chmod_between_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new().await;
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "chmod.bin", 4, 2).await;
+    let path = env.dir.path().join("chmod.bin");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let m = resume(&s, &id).await.unwrap();
+    assert_eq!(m.status, Status::Complete);
+    assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
+}

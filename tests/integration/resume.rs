@@ -86,7 +86,7 @@ async fn changed_source_is_refused_and_nothing_is_overwritten() {
     std::fs::write(&path, &bytes).unwrap();
     let err = resume(&s, &id).await.unwrap_err().to_string();
     assert!(
-        err.contains("changed") && err.contains("nothing was overwritten"),
+        err.contains("has changed since its upload began") && err.contains("`upload` it again"),
         "{err}"
     );
     assert_eq!(
@@ -97,7 +97,10 @@ async fn changed_source_is_refused_and_nothing_is_overwritten() {
 
     std::fs::remove_file(&path).unwrap();
     let err = resume(&s, &id).await.unwrap_err().to_string();
-    assert!(err.contains("is gone"), "{err}");
+    assert!(
+        err.contains("no longer there") && err.contains("put it back"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +193,8 @@ async fn a_source_changed_between_attempts_is_caught_not_sent() {
     };
     let (r, ()) = tokio::join!(upload(&s, &path), change);
     let err = r.unwrap_err().to_string();
-    assert!(err.contains("changed during the upload"), "{err}");
+    // The same sentence as a change the reader or the final check notices.
+    assert!(err.contains("has changed since its upload began"), "{err}");
     assert!(!err.contains("run `resume"), "resuming cannot help: {err}");
     let id = s.catalog.ids()[0].clone();
     assert_eq!(
