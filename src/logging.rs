@@ -2,8 +2,9 @@
 //! with serenity held at `warn` (its request spans would Debug-print whole attachments,
 //! discord-api.md §5.4).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -68,11 +69,34 @@ pub fn init(verbose: u8, data_dir: Option<&Path>) {
         .try_init();
 }
 
+/// Opens `<dir>/dstore.log`, readable by the user only: the data dir is created 0700 and the
+/// log 0600, and a log an earlier version left readable by others is made private (it names
+/// files, paths and IDs; only dstore writes it, so tightening it surprises no one).
 fn open_log(dir: &Path) -> Option<File> {
-    std::fs::create_dir_all(dir).ok()?;
+    crate::catalog::create_private_dir(dir).ok()?;
     let path = dir.join("dstore.log");
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
         let _ = std::fs::rename(&path, dir.join("dstore.log.1"));
     }
-    OpenOptions::new().create(true).append(true).open(path).ok()
+    if let Ok(old) = File::open(dir.join("dstore.log.1")) {
+        make_private(&old);
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .ok()?;
+    make_private(&file);
+    Some(file)
+}
+
+/// Takes group and other access away from a file dstore owns; a failure only leaves it as it was.
+fn make_private(file: &File) {
+    let loose = file
+        .metadata()
+        .is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+    if loose {
+        let _ = file.set_permissions(Permissions::from_mode(0o600));
+    }
 }
