@@ -1,16 +1,21 @@
-//! `download <id> [dest]`: the destination is resolved and checked, the file is downloaded and
-//! verified into a partial file beside it, then renamed into place with its original mtime.
+//! `download <id> [dest]`: the destination is resolved and checked, and the partial file
+//! beside it created, before a byte is fetched; the file is downloaded and verified into the
+//! partial file, then moved into place with its original mtime and mode, never over a file
+//! that appeared meanwhile unless `--force`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use super::Session;
-use crate::catalog::{FileManifest, Status};
+use crate::catalog::Status;
 use crate::progress::{Progress, ProgressMode};
 use crate::render::human_bytes;
-use crate::transfer::download::{download_into, DownloadError};
+use crate::transfer::download::{
+    default_file_mode, download_into, partial_path, DownloadError, Partial, NAME_MAX,
+};
 
 pub async fn download(
     s: &Session,
@@ -26,14 +31,12 @@ pub async fn download(
         bail!("{id} is an incomplete upload; run `resume {id}` to finish it, then download it");
     }
     let target = resolve_target(dest, &file.name)?;
-    if target.exists() && !force {
-        bail!(
-            "{} already exists; pass --force to replace it, or give another destination",
-            target.display()
-        );
-    }
+    check_target(&target, force)?;
     let parts = s.catalog.load_parts(id)?.parts;
-    let partial = partial_path(&target, id);
+    let store = s.store()?;
+    // Creating the partial file is the check that the folder can be written to.
+    let partial = Partial::open(&partial_path(&target, id), file.size)?;
+    let partial_at = partial.path.clone();
     if !json {
         println!(
             "Downloading {} ({}) to {}.",
@@ -48,7 +51,6 @@ pub async fn download(
         s.progress
     };
     let progress = Progress::new(mode, &format!("download {id}"), file.size);
-    let store = s.store()?;
     let result = download_into(
         store,
         &file,
@@ -70,11 +72,13 @@ pub async fn download(
         }
         Err(e @ DownloadError::Lost(_)) => bail!(
             "download of {id} is incomplete: {e}; the other parts are in {}",
-            partial.display()
+            partial_at.display()
         ),
         Err(e) => bail!("download of {id} failed: {e}; run the same command again to retry"),
     }
-    place(&partial, &target, &file)?;
+    // Permission bits only: set-user-ID and the like are not given to a file from Discord.
+    let mode = file.mode.map_or_else(default_file_mode, |m| m & 0o777);
+    partial.place(&target, file.mtime.into(), mode, force)?;
     tracing::info!(id = %file.id, path = %target.display(), "download complete and verified");
     if json {
         let v = serde_json::json!({
@@ -92,14 +96,30 @@ pub async fn download(
     Ok(target)
 }
 
-/// A directory gets the original (sanitised) name; anything else is the file path itself.
+/// A folder gets the original (sanitised) name; anything else is the file path itself. A
+/// destination written as a folder (`dir/`, `dir/.`) must be an existing folder.
 fn resolve_target(dest: Option<&Path>, name: &str) -> Result<PathBuf> {
     let dest = match dest {
         Some(d) => d.to_path_buf(),
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
-    if dest.is_dir() {
+    let found = std::fs::metadata(&dest);
+    if found.as_ref().is_ok_and(|m| m.is_dir()) {
         return Ok(dest.join(safe_name(name)));
+    }
+    if names_a_folder(&dest) {
+        // `file.txt/` does not resolve at all (ENOTDIR): look at the path without its slash.
+        let bare: PathBuf = dest.components().collect();
+        if std::fs::symlink_metadata(&bare).is_ok() {
+            bail!(
+                "{} is not a folder; leave off the trailing slash to write to that file, or give a folder",
+                dest.display()
+            );
+        }
+        bail!(
+            "the folder {} does not exist; create it first, or leave off the trailing slash to name the file to write",
+            dest.display()
+        );
     }
     match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => {
@@ -112,8 +132,41 @@ fn resolve_target(dest: Option<&Path>, name: &str) -> Result<PathBuf> {
     }
 }
 
-/// The stored name made safe to join to a directory: no separators, no `..`, no absolute path,
-/// no control characters.
+/// Whether the path is written as a folder: a trailing `/`, or ending in `.` or `..`.
+fn names_a_folder(dest: &Path) -> bool {
+    let b = dest.as_os_str().as_bytes();
+    b.ends_with(b"/") || b.ends_with(b"/.") || b.ends_with(b"/..") || b == b"." || b == b".."
+}
+
+/// Refuses a destination that cannot be written before anything is fetched.
+fn check_target(target: &Path, force: bool) -> Result<()> {
+    let too_long = target
+        .file_name()
+        .is_some_and(|n| n.as_bytes().len() > NAME_MAX);
+    if too_long {
+        bail!(
+            "the name {} is longer than file systems take ({NAME_MAX} bytes); give a shorter file name",
+            target.display()
+        );
+    }
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => bail!(
+            "{} is a folder; give another destination, or a file name inside it",
+            target.display()
+        ),
+        Ok(_) if !force => bail!(
+            "{} already exists; pass --force to replace it, or give another destination",
+            target.display()
+        ),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => bail!("cannot check {}: {e}", target.display()),
+    }
+}
+
+/// The stored name made safe to join to a folder: no separators, no control characters, not
+/// hidden (no leading dots, whatever spaces come between them), not `.` or `..`, never empty,
+/// at most [`NAME_MAX`] bytes. Ordinary names come out as they went in.
 pub fn safe_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
@@ -125,48 +178,74 @@ pub fn safe_name(name: &str) -> String {
             }
         })
         .collect();
-    let trimmed = cleaned.trim_start_matches('.').trim();
+    let trimmed = cleaned
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end();
     if trimmed.is_empty() {
-        "file".into()
-    } else {
-        trimmed.to_string()
+        return "file".into();
     }
-}
-
-fn partial_path(target: &Path, id: &str) -> PathBuf {
-    let name = target
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string());
-    target.with_file_name(format!(".{name}.{id}.dstore-partial"))
-}
-
-/// Sets the original mtime and renames the verified partial file into place.
-fn place(partial: &Path, target: &Path, file: &FileManifest) -> Result<()> {
-    let f = std::fs::File::options().write(true).open(partial)?;
-    f.set_modified(file.mtime.into())?;
-    f.sync_all()?;
-    std::fs::rename(partial, target)
-        .with_context(|| format!("cannot move the download to {}", target.display()))?;
-    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::catalog::sync_dir(dir)?;
+    let mut cut = trimmed.len().min(NAME_MAX);
+    while !trimmed.is_char_boundary(cut) {
+        cut -= 1;
     }
-    Ok(())
+    trimmed[..cut].trim_end().to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn hostile_names_cannot_escape() {
+    fn hostile_names_cannot_escape_or_hide() {
         assert_eq!(safe_name("../../x"), "_.._x");
         assert_eq!(safe_name("/etc/passwd"), "_etc_passwd");
         assert_eq!(safe_name(".."), "file");
         assert_eq!(safe_name("a\\b\nc"), "a_b_c");
         assert_eq!(safe_name("movie.mkv"), "movie.mkv");
+        assert_eq!(safe_name(" .envrc"), "envrc");
+        assert_eq!(safe_name(". . .bashrc "), "bashrc");
+        assert_eq!(safe_name("\u{a0}.x"), "x");
+        assert_eq!(safe_name(" "), "file");
+        assert_eq!(safe_name(&"x".repeat(300)).len(), NAME_MAX);
         for n in ["../../x", "/abs", "..", "a/../../b"] {
             let joined = Path::new("/dest").join(safe_name(n));
             assert_eq!(joined.parent(), Some(Path::new("/dest")), "{n}");
+        }
+    }
+
+    /// Names built mostly from the characters that make trouble, in any order.
+    fn tricky_name() -> impl Strategy<Value = String> {
+        let tricky = prop::sample::select(vec![
+            '.', ' ', '/', '\\', '\n', '\t', '\0', '\u{7f}', '\u{a0}', '\u{3000}', 'a', 'Z', '-',
+            '~', 'é', '日',
+        ]);
+        prop_oneof![
+            prop::collection::vec(tricky, 0..24).prop_map(|v| v.into_iter().collect()),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn safe_names_are_never_hidden_or_escaping(name in tricky_name()) {
+            let safe = safe_name(&name);
+            prop_assert!(!safe.is_empty());
+            prop_assert!(!safe.starts_with('.'), "{safe:?}");
+            prop_assert!(safe != "." && safe != "..");
+            prop_assert!(!safe.contains(['/', '\\']), "{safe:?}");
+            prop_assert!(!safe.chars().any(char::is_control), "{safe:?}");
+            prop_assert!(safe.len() <= NAME_MAX);
+            let joined = Path::new("/dest").join(&safe);
+            prop_assert_eq!(joined.parent(), Some(Path::new("/dest")));
+            prop_assert_eq!(joined.file_name().and_then(|n| n.to_str()), Some(safe.as_str()));
+        }
+
+        #[test]
+        fn ordinary_names_are_kept(
+            name in "[A-Za-z0-9_(\\[][A-Za-z0-9 ._()\\[\\]-]{0,60}[A-Za-z0-9_)\\]]"
+        ) {
+            prop_assert_eq!(safe_name(&name), name);
         }
     }
 }

@@ -2,7 +2,12 @@
 //! time), in parallel with bounded concurrency, hashed, and written at its offset into a partial
 //! file beside the destination. Parts already right in the partial file are kept, so running the
 //! same download again resumes it. The whole file's SHA-256 is computed on its own thread as the
-//! written prefix grows, not in a second pass. Only a fully verified file is renamed into place.
+//! written prefix grows, not in a second pass. Only a fully verified file is moved into place
+//! ([`partial`]).
+
+mod partial;
+
+pub use partial::{default_file_mode, partial_path, Partial, PartialError, PlaceError, NAME_MAX};
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -127,7 +132,11 @@ async fn drain(
                 (hasher, batch, written)
             })
             .await
-            .expect("writer does not panic");
+            .map_err(|e| {
+                FetchError::Fatal(StoreError::Protocol(format!(
+                    "the download writer stopped: {e}"
+                )))
+            })?;
             written.map_err(|e| {
                 FetchError::Fatal(StoreError::Protocol(format!(
                     "cannot write the download: {e}"
@@ -182,20 +191,20 @@ impl FetchError {
     }
 }
 
-/// Downloads `file` into `partial`, keeping parts already right there. On success the partial
-/// file holds exactly the file, fsynced.
+/// Downloads `file` into the partial file, keeping parts already right there when it was
+/// resumed. On success the partial file holds exactly the file, fsynced.
 pub async fn download_into<S: PartStore>(
     store: Arc<S>,
     file: &FileManifest,
     parts: &[PartRecord],
-    partial: &Path,
+    target: &Partial,
     concurrency: usize,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<(), DownloadError> {
-    let resuming = partial.exists();
-    let out = Arc::new(open_partial(partial, file.size).map_err(io(partial))?);
-    let todo = if resuming {
+    let partial = target.path.as_path();
+    let out = target.file.clone();
+    let todo = if target.resumed {
         already_there(&out, parts, progress)
             .await
             .map_err(io(partial))?
@@ -203,7 +212,7 @@ pub async fn download_into<S: PartStore>(
         progress.set_parts(0, parts.len() as u64);
         parts.to_vec()
     };
-    let (to_hasher, hasher) = prefix_hasher(partial.to_path_buf());
+    let (to_hasher, hasher) = prefix_hasher(out.try_clone().map_err(io(partial))?);
     let mut written = Written::default();
     let pending: std::collections::HashSet<u64> = todo.iter().map(|p| p.index).collect();
     for p in parts.iter().filter(|p| !pending.contains(&p.index)) {
@@ -247,29 +256,18 @@ pub async fn download_into<S: PartStore>(
         return Err(DownloadError::Lost(lost));
     }
     drop(to_hasher);
-    let (got, hashed) =
-        tokio::task::spawn_blocking(move || hasher.join().expect("hasher does not panic"))
-            .await
-            .expect("hasher does not panic")
-            .map_err(io(partial))?;
+    let stopped = || std::io::Error::other("the hashing thread stopped");
+    let (got, hashed) = tokio::task::spawn_blocking(move || hasher.join())
+        .await
+        .map_err(|_| stopped())
+        .and_then(|joined| joined.map_err(|_| stopped()))
+        .and_then(|r| r)
+        .map_err(io(partial))?;
     let want = file.sha256.clone().unwrap_or_default();
     if hashed != file.size || got != want {
         return Err(DownloadError::WholeHash { got, want });
     }
     Ok(())
-}
-
-fn open_partial(path: &Path, size: u64) -> std::io::Result<File> {
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    if f.metadata()?.len() != size {
-        f.set_len(size)?;
-    }
-    Ok(f)
 }
 
 /// The parts whose bytes are not yet right in the partial file; the others count as done.
@@ -295,23 +293,23 @@ async fn already_there(
         Ok((todo, kept))
     })
     .await
-    .expect("checker does not panic")?;
+    .map_err(std::io::Error::other)??;
     progress.set_parts(kept.0, kept.0 + todo.len() as u64);
     progress.set_position(kept.1);
     Ok(todo)
 }
 
-/// Hashes the partial file from its start up to each contiguous end it is sent, so the whole
-/// file's SHA-256 is ready when the last part lands. Returns the digest and how far it got.
+/// Hashes the partial file (through its own handle, never reopened by name) from its start up
+/// to each contiguous end it is sent, so the whole file's SHA-256 is ready when the last part
+/// lands. Returns the digest and how far it got.
 fn prefix_hasher(
-    path: PathBuf,
+    f: File,
 ) -> (
     std::sync::mpsc::Sender<u64>,
     std::thread::JoinHandle<std::io::Result<(String, u64)>>,
 ) {
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
     let handle = std::thread::spawn(move || {
-        let f = File::open(&path)?;
         let mut whole = Sha256::default();
         let mut at = 0u64;
         let mut buf = vec![0u8; 1 << 20];

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod delete;
+mod disk;
 mod download;
 mod faults;
 mod hardening_upload;
