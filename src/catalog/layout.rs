@@ -2,8 +2,10 @@
 //!
 //! A layout is a list of segments; inside a segment parts have one size, so index `i` maps to a
 //! fixed offset and length. It is persisted in `file.json`, so the same index always means the
-//! same bytes, even after a 413 forced smaller parts half-way (then the ranges not yet stored get
-//! a new segment with new indices), and a part found on Discord by its name can be placed.
+//! same bytes, even after a 413 forced smaller parts half-way: then the ranges not yet stored get
+//! new segments with new indices, appended after the old ones, which stay, so a part found on
+//! Discord by its name can always be placed. Later segments win over earlier ones where they
+//! overlap: the parts a layout plans are those no later segment covers (see [`planned`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -82,9 +84,26 @@ pub fn problem(layout: &[Segment], size: u64) -> Option<String> {
     })
 }
 
-/// Every part of a layout, in offset order.
+/// Every part of a layout, in offset order, superseded ones included.
 pub fn spans(layout: &[Segment]) -> Vec<PartSpan> {
     let mut all: Vec<PartSpan> = layout.iter().flat_map(|s| s.parts()).collect();
+    all.sort_by_key(|p| p.offset);
+    all
+}
+
+/// The parts a layout plans, in offset order: those of each segment that no later segment
+/// overlaps. After [`relayout`] that is the parts stored before the shrink plus the new parts
+/// for the gaps, a tiling of the file.
+pub fn planned(layout: &[Segment]) -> Vec<PartSpan> {
+    let mut all: Vec<PartSpan> = layout
+        .iter()
+        .enumerate()
+        .flat_map(|(i, seg)| {
+            let later = &layout[i + 1..];
+            seg.parts()
+                .filter(move |p| !later.iter().any(|l| p.offset < l.end && l.offset < p.end()))
+        })
+        .collect();
     all.sort_by_key(|p| p.offset);
     all
 }
@@ -98,11 +117,12 @@ pub fn next_index(layout: &[Segment]) -> u64 {
         .unwrap_or(0)
 }
 
-/// A new layout for the byte ranges `stored` does not cover, in parts of `part_size`, numbered
-/// after every index `old` used. `stored` are (offset, length) pairs.
+/// The layout after a shrink: `old` kept whole, then segments for the byte ranges `stored` does
+/// not cover, in parts of `part_size`, numbered after every index `old` used. `stored` are the
+/// (offset, length) pairs of the parts Discord holds, each a part `old` plans.
 pub fn relayout(old: &[Segment], stored: &[(u64, u64)], size: u64, part_size: u64) -> Vec<Segment> {
     let mut first_index = next_index(old);
-    let mut segments = Vec::new();
+    let mut segments = old.to_vec();
     for (start, end) in gaps(stored, size) {
         let seg = Segment {
             offset: start,
@@ -152,55 +172,87 @@ mod tests {
         assert_eq!((last.index, last.offset, last.length), (2, 20, 1));
     }
 
+    fn span(index: u64, offset: u64, length: u64) -> PartSpan {
+        PartSpan {
+            index,
+            offset,
+            length,
+        }
+    }
+
     #[test]
-    fn relayout_fills_gaps_with_fresh_indices() {
+    fn relayout_fills_gaps_with_fresh_indices_and_keeps_the_old_segments() {
         let old = initial(100, 30); // 0..30 #0, 30..60 #1, 60..90 #2, 90..100 #3
         let stored = [(0, 30), (60, 30)];
         let new = relayout(&old, &stored, 100, 20);
-        let parts = spans(&new);
         assert_eq!(
-            parts,
+            new[0], old[0],
+            "the old segment stays, so #0 and #2 can be placed"
+        );
+        assert_eq!(
+            planned(&new),
             vec![
-                PartSpan {
-                    index: 4,
-                    offset: 30,
-                    length: 20
-                },
-                PartSpan {
-                    index: 5,
-                    offset: 50,
-                    length: 10
-                },
-                PartSpan {
-                    index: 6,
-                    offset: 90,
-                    length: 10
-                },
+                span(0, 0, 30),
+                span(4, 30, 20),
+                span(5, 50, 10),
+                span(2, 60, 30),
+                span(6, 90, 10),
             ]
         );
+        assert_eq!(spans(&new).len(), 4 + 3, "every index keeps its place");
+    }
+
+    /// Part `index` placed by a segment lookup, as `FileManifest::span` does it.
+    fn placed(layout: &[Segment], index: u64) -> Option<PartSpan> {
+        layout
+            .iter()
+            .find(|s| index >= s.first_index && index - s.first_index < s.count())
+            .and_then(|s| s.parts().nth((index - s.first_index) as usize))
     }
 
     proptest! {
+        /// Several shrinks, each storing some of the planned parts first: the plan always
+        /// tiles the file, keeps every stored part, never reuses an index, and every part ever
+        /// planned can still be placed by its index.
         #[test]
-        fn parts_tile_the_file_exactly(size in 0u64..5000, ps in 1u64..700, cut in 0usize..20, ps2 in 1u64..300) {
-            let first = initial(size, ps);
-            let all = spans(&first);
-            // Store every other part among the first `cut`, then relayout the rest.
-            let stored: Vec<(u64, u64)> = all.iter().take(cut).step_by(2).map(|p| (p.offset, p.length)).collect();
-            let second = relayout(&first, &stored, size, ps2);
-            let mut pieces: Vec<(u64, u64)> = stored.clone();
-            pieces.extend(spans(&second).iter().map(|p| (p.offset, p.length)));
-            pieces.sort_unstable();
-            let mut at = 0;
-            for (o, l) in pieces {
-                prop_assert_eq!(o, at);
-                prop_assert!(l > 0);
-                at = o + l;
+        fn parts_tile_the_file_exactly_across_shrinks(
+            size in 0u64..5000,
+            ps in 1u64..700,
+            rounds in proptest::collection::vec((0usize..20, 1u64..300), 1..4),
+        ) {
+            let mut layout = initial(size, ps);
+            let mut stored: Vec<PartSpan> = Vec::new();
+            let mut ever: Vec<PartSpan> = spans(&layout);
+            for (cut, ps2) in rounds {
+                // Store every other pending part among the first `cut`, then shrink.
+                let pending: Vec<PartSpan> = planned(&layout)
+                    .into_iter()
+                    .filter(|p| !stored.contains(p))
+                    .collect();
+                stored.extend(pending.iter().take(cut).step_by(2));
+                let pairs: Vec<(u64, u64)> = stored.iter().map(|p| (p.offset, p.length)).collect();
+                let before = next_index(&layout);
+                let next = relayout(&layout, &pairs, size, ps2);
+                prop_assert_eq!(&next[..layout.len()], &layout[..]);
+                for p in spans(&next[layout.len()..]) {
+                    prop_assert!(p.index >= before, "index {} reused", p.index);
+                }
+                layout = next;
+                ever.extend(spans(&layout));
+                let plan = planned(&layout);
+                let mut at = 0;
+                for p in &plan {
+                    prop_assert_eq!(p.offset, at);
+                    prop_assert!(p.length > 0);
+                    at = p.end();
+                }
+                prop_assert_eq!(at, size);
+                for p in &stored {
+                    prop_assert!(plan.contains(p), "stored part {:?} is planned", p);
+                }
             }
-            prop_assert_eq!(at, size);
-            let used: Vec<u64> = all.iter().map(|p| p.index).collect();
-            for p in spans(&second) {
-                prop_assert!(!used.contains(&p.index));
+            for p in ever {
+                prop_assert_eq!(placed(&layout, p.index), Some(p));
             }
         }
     }

@@ -126,7 +126,8 @@ impl FileManifest {
         (n > 0).then(|| self.channels[(index % n) as usize])
     }
 
-    /// The span of part `index` in the current layout.
+    /// The span of part `index`: where it lies in the file, whether or not the current plan
+    /// still uses it (a part stored before a shrink keeps its place).
     pub fn span(&self, index: u64) -> Option<PartSpan> {
         self.layout
             .iter()
@@ -134,9 +135,9 @@ impl FileManifest {
             .and_then(|s| s.parts().nth((index - s.first_index) as usize))
     }
 
-    /// Parts the current layout plans, in offset order.
+    /// Parts the current layout plans, in offset order: a tiling of the file.
     pub fn planned(&self) -> Vec<PartSpan> {
-        layout::spans(&self.layout)
+        layout::planned(&self.layout)
     }
 }
 

@@ -185,7 +185,7 @@ async fn transfer(
                 UploadError::Cancelled => {
                     bail!("upload of {id} cancelled after {at}; run `resume {id}` to continue")
                 }
-                UploadError::SourceChanged(_) => {
+                UploadError::SourceChanged(_) | UploadError::Inconsistent(_) => {
                     bail!("upload of {id} stopped after {at}: {e}")
                 }
                 e => bail!("upload of {id} stopped after {at}: {e}; run `resume {id}` to continue"),

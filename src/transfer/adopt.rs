@@ -22,6 +22,9 @@ pub async fn adopt_orphans<S: PartStore>(
     stored: &mut Vec<PartRecord>,
 ) -> Result<usize, UploadError> {
     let known: HashSet<u64> = stored.iter().map(|p| p.index).collect();
+    // A part the plan no longer uses (one cut short by a shrink, whose bytes newer parts
+    // cover) is passed over: adopting it would overlap them.
+    let planned: HashSet<u64> = file.planned().iter().map(|s| s.index).collect();
     // Allow for clock skew between this machine and Discord.
     let since = file.created_at - Duration::minutes(10);
     let mut channels = file.channels.clone();
@@ -35,7 +38,7 @@ pub async fn adopt_orphans<S: PartStore>(
             let Some(index) = parse_attachment_name(&file.id, &remote.filename) else {
                 continue;
             };
-            let Some(span) = file.span(index) else {
+            let Some(span) = file.span(index).filter(|s| planned.contains(&s.index)) else {
                 continue;
             };
             if known.contains(&index) || remote.size != span.length || !seen.insert(index) {

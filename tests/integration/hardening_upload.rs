@@ -206,3 +206,54 @@ async fn resume_goes_on_after_a_chmod_between_runs() {
     assert_eq!(m.status, Status::Complete);
     assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
 }
+
+#[tokio::test]
+async fn a_part_stored_before_a_shrink_whose_record_is_lost_is_adopted() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.part_size = dstore::config::PartSize::Fixed(200_000);
+        c.concurrency = 1;
+        c.retries = 0;
+    });
+    let guild = env.emu.guild_id();
+    // Parts 0 and 1 go through; part 2 waits while the server's limit drops (a boost lapses),
+    // so it gets a 413; one part of the new size goes through, then the upload stops.
+    env.fault(
+        FaultRoute::CreateMessage,
+        2,
+        1,
+        FaultAction::Stall(Duration::from_millis(300)),
+    );
+    env.fault(FaultRoute::CreateMessage, 1, 100, FaultAction::Status(500));
+    let path = env.file("lapse.bin", 1_000_000);
+    let lower = async {
+        while env.emu.faults().pending() > 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        env.emu.set_upload_limit(guild, Some(120_000));
+    };
+    let (r, ()) = tokio::join!(upload(&s, &path), lower);
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("run `resume"), "{err}");
+    env.emu.faults().clear();
+    assert_eq!(env.emu.stats().status(413), 1);
+    let id = only_id(&s);
+    let parts = s.catalog.load_parts(&id).unwrap().parts;
+    let lengths: Vec<u64> = parts.iter().map(|p| p.length).collect();
+    assert_eq!(lengths, [200_000, 200_000, 100_000], "{parts:?}");
+
+    // The record of part 0, stored before the shrink, is lost.
+    let record = env.data_dir().join("files").join(&id).join("parts/0.json");
+    std::fs::remove_file(&record).unwrap();
+    let before = env.emu.stats().messages_created;
+    let m = resume(&s, &id).await.unwrap();
+    assert_eq!(m.status, Status::Complete);
+    assert_eq!(
+        env.emu.stats().messages_created - before,
+        5 + 1,
+        "part 0 adopted, the 5 parts after byte 500,000 sent, then the catalogue entry"
+    );
+    assert!(record.exists(), "part 0 is recorded again");
+    assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
+    assert_eq!(env.attachments_of(&id).len(), 8, "nothing stored twice");
+}
