@@ -27,8 +27,14 @@ pub async fn execute(session: &commands::Session, command: cli::Command) -> anyh
         }
     });
     let what = format!("{command:?}");
+    tracing::debug!("running {what}");
+    let started = std::time::Instant::now();
     let result = session.run(command, cancel).await;
     watcher.abort();
+    tracing::debug!(
+        "{what} ended after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     if let Err(e) = &result {
         // For the log file; stderr shows the error once, from the caller.
         tracing::info!("{what} failed: {e:#}");

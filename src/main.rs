@@ -62,6 +62,17 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<ExitCode> {
         None
     };
     logging::init(cli.launch.verbose, Some(&config.data_dir));
+    tracing::debug!(
+        config = %config
+            .source
+            .as_deref()
+            .map_or_else(|| "none".into(), |p| p.display().to_string()),
+        data_dir = %config.data_dir.display(),
+        api_base = %config.api_base,
+        channels = config.channels.len(),
+        concurrency = config.concurrency,
+        "configuration loaded"
+    );
     let session = Session::new(config, ProgressMode::detect())?;
     match cli.command {
         Some(cmd) => rt

@@ -63,7 +63,7 @@ pub async fn download(
     .await;
     progress.finish();
     if let Err(e) = &result {
-        tracing::warn!(id = %id, "download stopped: {e}");
+        tracing::info!(id = %id, "download stopped: {e}");
     }
     match result {
         Ok(()) => {}

@@ -154,7 +154,7 @@ async fn transfer(
     let id = file.id.clone();
     match run_upload(&ctx, file, parts, &progress).await {
         Ok(mut done) => {
-            tracing::info!(id = %done.id, sha256 = ?done.sha256, "upload complete");
+            tracing::info!(id = %done.id, sha256 = done.sha256.as_deref().unwrap_or_default(), "upload complete");
             if let Err(e) = super::publish::publish_manifest(s, &mut done).await {
                 eprintln!("warning: {e:#}");
             }
@@ -177,7 +177,7 @@ async fn transfer(
         }
         Err(e) => {
             progress.finish();
-            tracing::warn!(id = %id, "upload stopped: {e}");
+            tracing::info!(id = %id, "upload stopped: {e}");
             let file = s.catalog.load_file(&id)?;
             let j = FileJson::of(&s.catalog, &file);
             let at = format!("{}/{} parts", j.parts_done, j.parts_total);

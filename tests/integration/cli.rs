@@ -316,3 +316,27 @@ async fn emulator_mode_needs_no_discord_and_keeps_its_state_between_runs() {
         "the test's own emulator was not used"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_shows_debug_lines_with_plain_values() {
+    let env = Env::new().await;
+    let path = env.file("v.bin", 2 * PART as usize);
+    let mut c = dstore(&env);
+    c.arg("-v").arg("upload").arg(&path);
+    let out = run(c, "").await;
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("DEBUG"), "-v shows debug lines: {stderr}");
+    let done = stderr
+        .lines()
+        .find(|l| l.contains("upload complete"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        !done.contains("Some("),
+        "values, not Debug of options: {done}"
+    );
+    let mut c = dstore(&env);
+    c.arg("list");
+    let out = run(c, "").await;
+    assert!(!text(&out).1.contains("DEBUG"), "{}", text(&out).1);
+}

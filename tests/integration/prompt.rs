@@ -86,3 +86,46 @@ async fn ctrl_c_at_a_question_answers_no() {
     .unwrap();
     assert_eq!(env.attachments_of(&m.id).len(), 2, "no part was deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_upload_is_reported_once_and_its_line_erased() {
+    let env = Env::new().await;
+    env.fault(
+        FaultRoute::CreateMessage,
+        1,
+        3,
+        FaultAction::Stall(Duration::from_secs(60)),
+    );
+    let path = env.file("stuck.bin", 4 * PART as usize);
+    let mut p = spawn(&env);
+    let path_text = path.display().to_string();
+    let shown = tokio::task::spawn_blocking(move || {
+        expect(&mut p, "dstore> ");
+        p.send_line(format!("upload {path_text}")).unwrap();
+        expect(&mut p, "Uploading");
+        expect(&mut p, "1/4 parts");
+        p.send(ControlCode::EndOfText).unwrap();
+        let found = p.expect("dstore> ").unwrap();
+        let shown = String::from_utf8_lossy(found.before()).to_string();
+        p.send_line("exit").unwrap();
+        p.expect(expectrl::Eof).unwrap();
+        shown
+    })
+    .await
+    .unwrap();
+    assert_eq!(shown.matches("cancel").count(), 1, "{shown:?}");
+    // Every drawing of the progress line leaves room for the echoed ^C, and the line is
+    // erased before the error is printed.
+    for drawn in shown.split("\r\x1b[2K") {
+        let line = drawn.split("\r\n").next().unwrap_or_default();
+        if line.starts_with("upload ") && line.contains('%') {
+            assert!(line.chars().count() <= 77, "{line:?}");
+        }
+    }
+    let error_at = shown.find("error: upload").unwrap();
+    let last_clear = shown[..error_at].rfind("\r\x1b[2K").unwrap();
+    assert!(
+        !shown[last_clear..error_at].contains("upload "),
+        "{shown:?}"
+    );
+}
