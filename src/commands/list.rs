@@ -9,9 +9,10 @@ use crate::render::{human_bytes, relative_age};
 pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
     let mut rows = Vec::new();
     let mut hidden = std::collections::HashSet::new();
+    let mut not_shown = 0u64;
     for entry in s.catalog.all()? {
         match entry {
-            Ok(m) if m.hidden && !all => {}
+            Ok(m) if m.hidden && !all => not_shown += 1,
             Ok(m) => {
                 if m.hidden {
                     hidden.insert(m.id.clone());
@@ -25,8 +26,17 @@ pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    let hidden_note = match not_shown {
+        0 => String::new(),
+        1 => "1 file is hidden by `delete --keep-remote`; `list --all` shows it.".to_string(),
+        n => format!("{n} files are hidden by `delete --keep-remote`; `list --all` shows them."),
+    };
     if rows.is_empty() {
-        println!("No files yet; `upload <path>` stores one.");
+        if not_shown == 0 {
+            println!("No files yet; `upload <path>` stores one.");
+        } else {
+            println!("No files to show: {hidden_note}");
+        }
         return Ok(());
     }
     let now = OffsetDateTime::now_utc();
@@ -57,6 +67,9 @@ pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
             format!("{}{mark}", r.status.as_str()),
             relative_age(r.created_at, now),
         );
+    }
+    if not_shown > 0 {
+        println!("{hidden_note}");
     }
     Ok(())
 }

@@ -340,3 +340,99 @@ async fn verbose_shows_debug_lines_with_plain_values() {
     let out = run(c, "").await;
     assert!(!text(&out).1.contains("DEBUG"), "{}", text(&out).1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_emulator_on_the_same_data_dir_is_refused() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = Env::new().await;
+    let demo = env.dir.path().join("demo");
+    let cmd = |args: &[&str]| {
+        let mut c = dstore(&env);
+        c.env_remove("DSTORE_TOKEN")
+            .env_remove("DSTORE_CHANNELS")
+            .env_remove("DSTORE_API_BASE")
+            .env("DSTORE_DATA_DIR", &demo)
+            .arg("--emulator")
+            .args(args);
+        c
+    };
+    // The first one runs the prompt on piped stdin and stays up until its stdin closes.
+    let mut first = cmd(&[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = first.stdin.take().unwrap();
+    let stdout = first.stdout.take().unwrap();
+    let started = tokio::task::spawn_blocking(move || {
+        stdin.write_all(b"list\n").unwrap();
+        let mut line = String::new();
+        let mut out = BufReader::new(stdout);
+        while out.read_line(&mut line).unwrap() > 0 && !line.contains("No files yet") {}
+        (stdin, line)
+    });
+    let (stdin, line) = tokio::time::timeout(Duration::from_secs(60), started)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(line.contains("No files yet"), "{line}");
+
+    let out = run(cmd(&["list"]), "").await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+    assert!(
+        stderr.contains("another dstore process is running an emulator"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    drop(stdin);
+    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    // Once the first has left, the next one starts.
+    let out = run(cmd(&["list"]), "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_says_how_many_files_are_hidden() {
+    let env = Env::new().await;
+    let s = env.session();
+    let mut ids = Vec::new();
+    for name in ["a.bin", "b.bin"] {
+        let m = crate::common::upload(&s, &env.file(name, 10))
+            .await
+            .unwrap();
+        ids.push(m.id);
+    }
+    let mut list = dstore(&env);
+    list.arg("list");
+    let hide = |id: &str| {
+        let mut c = dstore(&env);
+        c.args(["delete", "--keep-remote", id]);
+        c
+    };
+    assert!(run(hide(&ids[0]), "").await.status.success());
+    let shown = text(&run(list, "").await).0;
+    assert!(
+        shown.contains("b.bin") && !shown.contains("a.bin"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("1 file is hidden by `delete --keep-remote`; `list --all` shows it."),
+        "{shown}"
+    );
+    assert!(run(hide(&ids[1]), "").await.status.success());
+    let mut list = dstore(&env);
+    list.arg("list");
+    let shown = text(&run(list, "").await).0;
+    assert!(!shown.contains("No files yet"), "{shown}");
+    assert!(
+        shown.contains("No files to show: 2 files are hidden")
+            && shown.contains("`list --all` shows them"),
+        "{shown}"
+    );
+}
