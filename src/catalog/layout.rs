@@ -46,7 +46,7 @@ impl Segment {
         (0..self.count()).map(move |k| {
             let offset = self.offset + k * self.part_size;
             PartSpan {
-                index: self.first_index + k,
+                index: self.first_index.saturating_add(k),
                 offset,
                 length: self.part_size.min(self.end - offset),
             }

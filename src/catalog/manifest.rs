@@ -135,8 +135,12 @@ impl FileManifest {
             .and_then(|s| s.parts().nth((index - s.first_index) as usize))
     }
 
-    /// Parts the current layout plans, in offset order: a tiling of the file.
+    /// Parts the current layout plans, in offset order: a tiling of the file. None for a
+    /// layout that cannot describe the file (a damaged `file.json`; the upload reports it).
     pub fn planned(&self) -> Vec<PartSpan> {
+        if layout::problem(&self.layout, self.size).is_some() {
+            return Vec::new();
+        }
         layout::planned(&self.layout)
     }
 }

@@ -40,7 +40,10 @@ pub async fn upload(
         limit = limit.min(store.part_size_limit(channel).await?);
     }
     let part_size = match s.config.part_size {
-        PartSize::Auto => limit - AUTO_MARGIN,
+        PartSize::Auto => limit
+            .checked_sub(AUTO_MARGIN)
+            .filter(|n| *n > 0)
+            .unwrap_or(limit),
         PartSize::Fixed(n) => n,
     };
     let now = OffsetDateTime::now_utc();
@@ -54,7 +57,10 @@ pub async fn upload(
             .map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string()),
         source_path: source,
         size: meta.len(),
-        mtime: meta.modified().map(OffsetDateTime::from)?,
+        mtime: meta
+            .modified()
+            .map(OffsetDateTime::from)
+            .with_context(|| format!("cannot read the modification time of {}", path.display()))?,
         sha256: None,
         part_size,
         layout: layout::initial(meta.len(), part_size),

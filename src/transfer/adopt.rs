@@ -26,7 +26,10 @@ pub async fn adopt_orphans<S: PartStore>(
     // cover) is passed over: adopting it would overlap them.
     let planned: HashSet<u64> = file.planned().iter().map(|s| s.index).collect();
     // Allow for clock skew between this machine and Discord.
-    let since = file.created_at - Duration::minutes(10);
+    let since = file
+        .created_at
+        .checked_sub(Duration::minutes(10))
+        .unwrap_or(file.created_at);
     let mut channels = file.channels.clone();
     channels.sort_unstable();
     channels.dedup();

@@ -134,7 +134,7 @@ async fn an_edit_in_place_during_the_upload_is_never_marked_complete() {
         FaultRoute::CreateMessage,
         1,
         1,
-        FaultAction::Stall(Duration::from_millis(600)),
+        FaultAction::Stall(Duration::from_millis(1500)),
     );
     let edit = async {
         while env.emu.faults().pending() > 0 {
@@ -222,7 +222,7 @@ async fn a_part_stored_before_a_shrink_whose_record_is_lost_is_adopted() {
         FaultRoute::CreateMessage,
         2,
         1,
-        FaultAction::Stall(Duration::from_millis(300)),
+        FaultAction::Stall(Duration::from_millis(1000)),
     );
     env.fault(FaultRoute::CreateMessage, 1, 100, FaultAction::Status(500));
     let path = env.file("lapse.bin", 1_000_000);
@@ -256,4 +256,66 @@ async fn a_part_stored_before_a_shrink_whose_record_is_lost_is_adopted() {
     assert!(record.exists(), "part 0 is recorded again");
     assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
     assert_eq!(env.attachments_of(&id).len(), 8, "nothing stored twice");
+}
+
+/// Rewrites `file.json` of `id` through `f`.
+fn edit_file_json(env: &Env, id: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = env.data_dir().join("files").join(id).join("file.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_layout_or_channel_list_is_reported_not_a_panic() {
+    let env = Env::new().await;
+    let s = env.strict_session();
+    let id = env.interrupted(&s, "damaged.bin", 4, 1).await;
+    let good = std::fs::read(env.data_dir().join("files").join(&id).join("file.json")).unwrap();
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 3] = [
+        ("part size 0", |v| v["layout"][0]["part_size"] = 0.into()),
+        ("past the end", |v| v["layout"][0]["end"] = u64::MAX.into()),
+        ("no channel", |v| v["channels"] = serde_json::json!([])),
+    ];
+    for (what, edit) in edits {
+        edit_file_json(&env, &id, edit);
+        let info = dstore::commands::FileJson::of(&s.catalog, &s.catalog.load_file(&id).unwrap());
+        assert_eq!(info.parts_done, 1, "{what}");
+        let err = resume(&s, &id).await.unwrap_err().to_string();
+        assert!(err.contains("disagree about its parts"), "{what}: {err}");
+        assert!(!err.contains("run `resume"), "{what}: {err}");
+        std::fs::write(
+            env.data_dir().join("files").join(&id).join("file.json"),
+            &good,
+        )
+        .unwrap();
+    }
+    assert_eq!(resume(&s, &id).await.unwrap().status, Status::Complete);
+}
+
+#[tokio::test]
+async fn a_source_change_caught_on_retry_with_parts_in_flight_stops_with_the_sentence() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| c.retry_base = Duration::from_millis(500));
+    let path = env.file("retry.bin", 12 * PART as usize);
+    stall_three(&env);
+    env.fault(FaultRoute::CreateMessage, 0, 1, FaultAction::Status(500));
+    let change = async {
+        while env.emu.stats().status(500) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Before the retry re-reads its part: every byte after the first two parts changes.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[2 * PART as usize..]
+            .iter_mut()
+            .for_each(|b| *b ^= 0xff);
+        std::fs::write(&path, &bytes).unwrap();
+    };
+    let (r, ()) = tokio::join!(upload(&s, &path), change);
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("has changed since its upload began"), "{err}");
+    assert!(!err.contains("run `resume"), "{err}");
+    let id = only_id(&s);
+    assert_eq!(s.catalog.load_file(&id).unwrap().status, Status::Incomplete);
 }
