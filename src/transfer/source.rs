@@ -90,7 +90,7 @@ pub fn check_unchanged(path: &Path, began: &Snapshot) -> Result<(), UploadError>
         (Some(a), Some(b)) if (a.dev, a.ino) != (b.dev, b.ino) => {
             changed("another file is at that path now")
         }
-        _ => changed("it was written to or its attributes changed (its change time moved)"),
+        _ => changed("its change time moved: it was written to, or its attributes changed"),
     }
 }
 
