@@ -67,10 +67,15 @@ impl LaunchFlags {
 /// The commands of both modes.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Upload a file; prints its ID, which `resume` takes if the upload is interrupted.
+    /// Upload files; prints each one's ID, which `resume` takes if its upload is interrupted.
     Upload {
-        /// The file to upload (quote paths with spaces).
-        path: PathBuf,
+        /// The files to upload, one after the other (quote paths with spaces; at the prompt,
+        /// `~` is the home folder and `*`, `?`, `[...]` match files as in a shell).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Upload even a file already stored whole (same size and SHA-256).
+        #[arg(long)]
+        force: bool,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,

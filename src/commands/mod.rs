@@ -3,6 +3,7 @@
 
 mod delete;
 pub mod download;
+mod duplicate;
 mod help;
 mod info;
 mod list;
@@ -11,6 +12,7 @@ pub mod recover;
 pub mod upload;
 mod verify;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -57,8 +59,8 @@ impl Session {
     /// Runs one command; `cancel` fires on Ctrl-C.
     pub async fn run(&self, command: Command, cancel: CancellationToken) -> Result<()> {
         match command {
-            Command::Upload { path, json } => {
-                upload::upload(self, &path, json, cancel).await.map(drop)
+            Command::Upload { paths, force, json } => {
+                self.upload_all(&paths, force, json, cancel).await
             }
             Command::Resume { id, json } => upload::resume(self, &id, json, cancel).await.map(drop),
             Command::List { all, json } => list::list(self, all, json),
@@ -82,6 +84,76 @@ impl Session {
             Command::Undelete { id } => delete::undelete(self, &id).await,
             Command::Recover { json } => recover::recover(self, json, cancel).await.map(drop),
         }
+    }
+}
+
+impl Session {
+    /// Uploads each path in turn; one that fails is reported and the others still go. A file
+    /// already stored whole (same size and SHA-256) is named, not sent again, unless `force`.
+    async fn upload_all(
+        &self,
+        paths: &[PathBuf],
+        force: bool,
+        json: bool,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        let mut failed = 0usize;
+        let mut last_err = None;
+        for (i, path) in paths.iter().enumerate() {
+            if cancel.is_cancelled() {
+                let left = paths.len() - i;
+                eprintln!(
+                    "error: cancelled; {} not uploaded",
+                    crate::render::plural(left as u64, "file")
+                );
+                failed += left;
+                break;
+            }
+            let result = self.upload_one(path, force, json, cancel.clone()).await;
+            if let Err(e) = result {
+                failed += 1;
+                if paths.len() > 1 {
+                    eprintln!("error: {e:#}");
+                }
+                last_err = Some(e);
+            }
+        }
+        match (failed, last_err) {
+            (0, _) => Ok(()),
+            (_, Some(e)) if paths.len() == 1 => Err(e),
+            (n, _) => anyhow::bail!(
+                "{n} of {} failed (see above); the others are stored",
+                crate::render::plural(paths.len() as u64, "upload")
+            ),
+        }
+    }
+
+    async fn upload_one(
+        &self,
+        path: &Path,
+        force: bool,
+        json: bool,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        if !force {
+            if let Some(m) = duplicate::find(&self.catalog, path, &cancel).await? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&FileJson::of(&self.catalog, &m))?
+                    );
+                } else {
+                    println!(
+                        "{} is already stored as {} ({}, same size and SHA-256); `upload --force` stores it again.",
+                        path.display(),
+                        m.id,
+                        m.name
+                    );
+                }
+                return Ok(());
+            }
+        }
+        upload::upload(self, path, json, cancel).await.map(drop)
     }
 }
 

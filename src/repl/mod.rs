@@ -1,6 +1,7 @@
 //! The interactive prompt: rustyline with history and completion on a terminal, plain lines
 //! when stdin is not one; Ctrl-C cancels a transfer, never the prompt; Ctrl-D or `exit` leaves.
 
+mod expand;
 mod helper;
 
 use std::io::{BufRead, IsTerminal};
@@ -115,7 +116,9 @@ fn handle(rt: &tokio::runtime::Runtime, session: &Session, line: &str) -> Flow {
                 Flow::Continue(false)
             }
         },
-        ReplCommand::Run(cmd) => match rt.block_on(execute(session, cmd)) {
+        ReplCommand::Run(cmd) => match expand::command(cmd, dirs::home_dir().as_deref())
+            .and_then(|cmd| rt.block_on(execute(session, cmd)))
+        {
             Ok(()) => Flow::Continue(true),
             Err(e) => {
                 eprintln!("error: {e:#}");

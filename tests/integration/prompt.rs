@@ -129,3 +129,92 @@ async fn a_cancelled_upload_is_reported_once_and_its_line_erased() {
         "{shown:?}"
     );
 }
+
+/// Runs `script` on the prompt's piped stdin; returns (stdout, stderr, success).
+async fn piped(env: &Env, script: &str) -> (String, String, bool) {
+    let out = crate::cli::run(crate::cli::dstore(env), script).await;
+    (
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+        out.status.success(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_takes_globs_and_tilde_and_names_a_duplicate() {
+    let env = Env::new().await;
+    // `dstore()` sets HOME to <tmp>/home.
+    let src = env.dir.path().join("home").join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for (name, size) in [
+        ("a1.bin", 3 * PART as usize),
+        ("a2.bin", 100),
+        ("b.bin", 10),
+    ] {
+        std::fs::write(
+            src.join(name),
+            crate::common::random_bytes(size, size as u64),
+        )
+        .unwrap();
+    }
+    let (out, err, ok) = piped(&env, "upload ~/src/a*.bin\n").await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Stored a1.bin") && out.contains("Stored a2.bin") && !out.contains("b.bin"),
+        "{out}"
+    );
+    let s = env.session();
+    let a1 = s
+        .catalog
+        .all()
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .find(|m| m.name == "a1.bin")
+        .unwrap();
+
+    let (out, err, ok) = piped(&env, "upload ~/src/a1.bin\nupload ~/src/nothing*.iso\n").await;
+    assert!(
+        out.contains(&format!(
+            "is already stored as {} (a1.bin, same size and SHA-256); `upload --force` stores it again."
+        , a1.id)),
+        "{out}"
+    );
+    assert!(err.contains("error: no file matches `"), "{err}");
+    assert!(!ok, "a pattern that matches nothing fails");
+    assert_eq!(s.catalog.ids().len(), 2, "nothing stored twice");
+
+    let (out, err, ok) = piped(&env, "upload --force ~/src/a1.bin\n").await;
+    assert!(ok && out.contains("Stored a1.bin"), "{out} {err}");
+    assert_eq!(s.catalog.ids().len(), 3);
+
+    // `~` as the destination is the home folder, not a file named `~`.
+    let (_, err, ok) = piped(&env, &format!("download {} ~\n", a1.id)).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(env.dir.path().join("home").join("a1.bin")).unwrap(),
+        std::fs::read(src.join("a1.bin")).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_uploads_go_on_past_a_failure_and_the_command_fails() {
+    let env = Env::new().await;
+    let a = env.file("one.bin", 100);
+    let b = env.file("two.bin", 200);
+    let missing = env.dir.path().join("missing.bin");
+    let mut c = crate::cli::dstore(&env);
+    c.arg("upload").arg(&a).arg(&missing).arg(&b);
+    let out = crate::cli::run(c, "").await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("Stored one.bin") && stdout.contains("Stored two.bin"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("there is no file at"), "{stderr}");
+    assert!(stderr.contains("1 of 3 uploads failed"), "{stderr}");
+}
