@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{parse_channel_id, FlagOverrides, PartSize};
+use crate::config::{parse_channel_id, parse_concurrency, FlagOverrides, PartSize};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,7 +20,33 @@ pub struct Cli {
     #[command(flatten)]
     pub launch: LaunchFlags,
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<TopCommand>,
+}
+
+/// What `dstore` runs from the shell: the prompt's commands, and two that only make sense
+/// there.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TopCommand {
+    #[command(flatten)]
+    Run(Command),
+    /// Show where the config file is, or write a commented one.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a shell completion script (e.g. `dstore completions bash > ~/.local/share/bash-completion/completions/dstore`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum ConfigAction {
+    /// Print the config file's path (it may not exist yet).
+    Path,
+    /// Write a commented config file there, readable by you only; never replaces one.
+    Init,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -41,7 +67,7 @@ pub struct LaunchFlags {
     #[arg(long, value_name = "SIZE", value_parser = PartSize::parse, global = true)]
     pub part_size: Option<PartSize>,
     /// Parts in flight at once (1-32).
-    #[arg(long, value_name = "N", global = true)]
+    #[arg(long, value_name = "N", value_parser = parse_concurrency, global = true)]
     pub concurrency: Option<usize>,
     /// Run against a Discord emulator started in this process (no Discord account needed).
     #[arg(long, global = true)]

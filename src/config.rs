@@ -110,9 +110,42 @@ pub struct FileConfig {
     pub api_base: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub part_size: Option<PartSize>,
+    #[serde(default, deserialize_with = "concurrency_in_range")]
     pub concurrency: Option<usize>,
+    #[serde(default, deserialize_with = "timeout_at_least_one")]
     pub request_timeout_secs: Option<u64>,
     pub retries: Option<u32>,
+}
+
+/// The most parts in flight at once.
+pub const MAX_CONCURRENCY: usize = 32;
+
+fn concurrency_in_range<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<usize>, D::Error> {
+    let n = usize::deserialize(d)?;
+    parse_concurrency(&n.to_string())
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn timeout_at_least_one<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "request_timeout_secs must be at least 1",
+        )),
+        n => Ok(Some(n)),
+    }
+}
+
+/// Parses a number of parts in flight, 1 to 32.
+pub fn parse_concurrency(text: &str) -> Result<usize> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(n),
+        _ => bail!("concurrency must be a number from 1 to {MAX_CONCURRENCY}, not {text:?}"),
+    }
 }
 
 /// A channel ID written as a number or a string in TOML.
@@ -169,17 +202,13 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 impl Config {
     /// Loads the file (if any), then applies env and flags.
     pub fn load(flags: &FlagOverrides, env: EnvLookup<'_>) -> Result<Self> {
-        let path = flags
-            .config
-            .clone()
-            .or_else(|| env("DSTORE_CONFIG").map(PathBuf::from))
-            .or_else(default_config_path);
-        let explicit = flags.config.is_some() || env("DSTORE_CONFIG").is_some();
-        let (file, source) = match path {
-            Some(p) if p.exists() => (read_file(&p)?, Some(p)),
-            Some(p) if explicit => bail!(
-                "the config file {} does not exist; create it from config.example.toml",
-                p.display()
+        let found = config_path(flags.config.as_deref(), env);
+        let (file, source) = match found {
+            Some(p) if p.path.exists() => (read_file(&p.path)?, Some(p.path)),
+            Some(p) if p.from != PathFrom::Default => bail!(
+                "the config file {} (from {}) does not exist; `dstore config init` writes one there",
+                p.path.display(),
+                p.from.as_str()
             ),
             _ => (FileConfig::default(), None),
         };
@@ -211,12 +240,22 @@ impl Config {
                 .map(|s| s.0)
                 .collect()
         };
-        let api_base = flags
-            .api_base
-            .clone()
-            .or_else(|| env("DSTORE_API_BASE"))
-            .or(file.api_base)
-            .unwrap_or_else(|| DISCORD_API_BASE.to_string());
+        let in_file = |key: &str| match &source {
+            Some(p) => format!("`{key}` in {}", p.display()),
+            None => format!("`{key}`"),
+        };
+        let (api_base, api_from) = if let Some(a) = flags.api_base.clone() {
+            (a, "--api-base".to_string())
+        } else if let Some(a) = env("DSTORE_API_BASE") {
+            (a, "DSTORE_API_BASE".to_string())
+        } else if let Some(a) = file.api_base {
+            (a, in_file("api_base"))
+        } else {
+            (DISCORD_API_BASE.to_string(), "the default".to_string())
+        };
+        if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+            bail!("the API base {api_base:?} (from {api_from}) is not an http:// or https:// URL");
+        }
         let data_dir = flags
             .data_dir
             .clone()
@@ -224,13 +263,20 @@ impl Config {
             .or(file.data_dir)
             .or_else(default_data_dir)
             .context("no data directory: set `data_dir` in the config file or DSTORE_DATA_DIR")?;
-        let concurrency = flags.concurrency.or(file.concurrency).unwrap_or(4);
-        if !(1..=32).contains(&concurrency) {
-            bail!("concurrency must be between 1 and 32, not {concurrency}");
+        let (concurrency, from) = match (flags.concurrency, file.concurrency) {
+            (Some(n), _) => (n, "--concurrency".to_string()),
+            (None, Some(n)) => (n, in_file("concurrency")),
+            (None, None) => (4, "the default".to_string()),
+        };
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            bail!("concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency} (from {from})");
         }
         let timeout = file.request_timeout_secs.unwrap_or(120);
         if timeout == 0 {
-            bail!("request_timeout_secs must be at least 1");
+            bail!(
+                "request_timeout_secs must be at least 1 (from {})",
+                in_file("request_timeout_secs")
+            );
         }
         Ok(Config {
             token,
@@ -277,16 +323,29 @@ fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     let parsed: FileConfig = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or_else(String::new, |span| {
+            let (line, column) = line_and_column(&text, span.start);
+            format!(" at line {line}, column {column}")
+        });
         anyhow::anyhow!(
-            "the config file {} is not valid: {}",
+            "the config file {} is not valid{at}: {}",
             path.display(),
-            e.message()
+            e.message().trim_end()
         )
     })?;
     if parsed.token.is_some() {
         warn_if_shared(path);
     }
     Ok(parsed)
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    // TOML spans fall on character boundaries; a stray one counts from the end.
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
 }
 
 /// Warns when a file holding the token can be read by other users.
@@ -304,6 +363,96 @@ fn warn_if_shared(path: &Path) {
 fn readable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+}
+
+/// Where the config file path came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathFrom {
+    Flag,
+    Env,
+    Default,
+}
+
+impl PathFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flag => "--config",
+            Self::Env => "DSTORE_CONFIG",
+            Self::Default => "the default location",
+        }
+    }
+}
+
+/// The config file dstore reads (whether or not it exists) and why that one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigPath {
+    pub path: PathBuf,
+    pub from: PathFrom,
+}
+
+/// `--config`, else `DSTORE_CONFIG`, else the platform's config folder.
+pub fn config_path(flag: Option<&Path>, env: EnvLookup<'_>) -> Option<ConfigPath> {
+    if let Some(p) = flag {
+        return Some(ConfigPath {
+            path: p.to_path_buf(),
+            from: PathFrom::Flag,
+        });
+    }
+    if let Some(p) = env("DSTORE_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(ConfigPath {
+            path: PathBuf::from(p),
+            from: PathFrom::Env,
+        });
+    }
+    default_config_path().map(|path| ConfigPath {
+        path,
+        from: PathFrom::Default,
+    })
+}
+
+/// The commented example config, as `dstore config init` writes it.
+pub const EXAMPLE: &str = include_str!("../config.example.toml");
+
+/// Writes the commented example config to `path`, readable by the user only; never replaces
+/// a file that exists.
+pub fn init_file(path: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "the config file {} already exists; edit it, or move it away to write a new one",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    // The example's token and channel are placeholders: written commented out, so the file
+    // works as it is (offline commands, `--emulator`) until they are filled in.
+    let text: String = EXAMPLE
+        .lines()
+        .map(|l| {
+            if l.starts_with("token = ") || l.starts_with("channels = ") {
+                format!("# {l}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn default_config_path() -> Option<PathBuf> {
@@ -391,6 +540,101 @@ mod tests {
         assert!(readable_by_others(&p));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(!readable_by_others(&p));
+    }
+
+    fn file_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, text).unwrap();
+        let flags = FlagOverrides {
+            config: Some(p),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        format!("{:#}", Config::load(&flags, &|_| None).unwrap_err())
+    }
+
+    #[test]
+    fn file_errors_name_the_line_and_column() {
+        let e = file_error("concurrency = 4\npart_size = \"8 parsecs\"\n");
+        assert!(e.contains("at line 2, column 13"), "{e}");
+        assert!(e.contains("unknown unit"), "{e}");
+        let e = file_error("retries = 3\n  concurrency = 50\n");
+        assert!(
+            e.contains("at line 2, column 17") && e.contains("1 to 32"),
+            "{e}"
+        );
+        let e = file_error("tokn = 'x'");
+        assert!(
+            e.contains("at line 1, column 1") && e.contains("tokn"),
+            "{e}"
+        );
+        let e = file_error("request_timeout_secs = 0");
+        assert!(e.contains("line 1") && e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_source() {
+        let flags = FlagOverrides {
+            concurrency: Some(50),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let e = Config::merge(FileConfig::default(), None, &flags, &|_| None).unwrap_err();
+        assert!(e.to_string().contains("(from --concurrency)"), "{e}");
+        let flags = FlagOverrides {
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let env = env_of(&[("DSTORE_API_BASE", "discord.com")]);
+        let e = Config::merge(FileConfig::default(), None, &flags, &env).unwrap_err();
+        assert!(e.to_string().contains("(from DSTORE_API_BASE)"), "{e}");
+        let file: FileConfig = toml::from_str("api_base = 'ftp://x'").unwrap();
+        let e = Config::merge(file, Some("/etc/d.toml".into()), &flags, &|_| None).unwrap_err();
+        assert!(
+            e.to_string().contains("(from `api_base` in /etc/d.toml)"),
+            "{e}"
+        );
+        let env = env_of(&[("DSTORE_CHANNELS", "12,general")]);
+        let e = Config::merge(FileConfig::default(), None, &flags, &env).unwrap_err();
+        assert!(format!("{e:#}").contains("DSTORE_CHANNELS"), "{e:#}");
+    }
+
+    #[test]
+    fn init_writes_a_private_commented_config_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new").join("config.toml");
+        init_file(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("# token = ") && text.contains("concurrency = 4"));
+        // It parses, and its placeholders are not taken for a token and a channel.
+        let parsed: FileConfig = toml::from_str(&text).unwrap();
+        assert!(parsed.token.is_none() && parsed.channels.is_none());
+        std::fs::write(&p, "concurrency = 2").unwrap();
+        let e = init_file(&p).unwrap_err().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "concurrency = 2");
+    }
+
+    #[test]
+    fn the_config_path_comes_from_flag_env_or_default() {
+        let env = env_of(&[("DSTORE_CONFIG", "/env/c.toml")]);
+        let p = config_path(Some(Path::new("/flag/c.toml")), &env).unwrap();
+        assert_eq!(
+            (p.path.to_str().unwrap(), p.from),
+            ("/flag/c.toml", PathFrom::Flag)
+        );
+        let p = config_path(None, &env).unwrap();
+        assert_eq!(
+            (p.path.to_str().unwrap(), p.from),
+            ("/env/c.toml", PathFrom::Env)
+        );
+        if let Some(p) = config_path(None, &|_| None) {
+            assert_eq!(p.from, PathFrom::Default);
+        }
     }
 
     #[test]

@@ -436,3 +436,64 @@ async fn list_says_how_many_files_are_hidden() {
         "{shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_version_completions_and_the_config_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new().await;
+    let default = env.dir.path().join("home/.config/dstore/config.toml");
+    let cmd = |args: &[&str]| {
+        let mut c = dstore(&env);
+        c.args(args);
+        c
+    };
+    let out = run(cmd(&["--help"]), "").await;
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(&format!("Config file: {}", default.display()))
+            && stdout.contains("dstore config init"),
+        "{stdout}"
+    );
+    let out = run(cmd(&["--version"]), "").await;
+    assert_eq!(
+        text(&out).0.trim(),
+        format!("dstore {}", env!("CARGO_PKG_VERSION"))
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(cmd(&["completions", shell]), "").await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stdout.contains("dstore") && stdout.contains("upload"),
+            "{shell}: {stdout}"
+        );
+    }
+
+    let out = run(cmd(&["config", "path"]), "").await;
+    assert_eq!(text(&out).0.trim(), default.display().to_string());
+    let out = run(cmd(&["config", "init"]), "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let mode = std::fs::metadata(&default).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The written file is read as it is: offline commands work with it.
+    let out = run(cmd(&["list"]), "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = run(cmd(&["config", "init"]), "").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("already exists"), "{}", text(&out).1);
+
+    // A bad value in it names the line and column.
+    std::fs::write(&default, "# dstore\nconcurrency = 99\n").unwrap();
+    let out = run(cmd(&["list"]), "").await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "the config file {} is not valid at line 2, column 15",
+            default.display()
+        )),
+        "{stderr}"
+    );
+    let out = run(cmd(&["--concurrency", "0", "list"]), "").await;
+    assert!(text(&out).1.contains("--concurrency"), "{}", text(&out).1);
+}

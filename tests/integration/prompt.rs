@@ -218,3 +218,18 @@ async fn several_uploads_go_on_past_a_failure_and_the_command_fails() {
     assert!(stderr.contains("there is no file at"), "{stderr}");
     assert!(stderr.contains("1 of 3 uploads failed"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_names_the_config_file() {
+    let env = Env::new().await;
+    let mut p = spawn(&env);
+    let config = env.dir.path().join("home/.config/dstore/config.toml");
+    tokio::task::spawn_blocking(move || {
+        expect(&mut p, &format!("Config file: {}", config.display()));
+        expect(&mut p, "dstore> ");
+        p.send_line("exit").unwrap();
+        p.expect(expectrl::Eof).unwrap();
+    })
+    .await
+    .unwrap();
+}
