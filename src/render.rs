@@ -74,4 +74,11 @@ mod tests {
         assert_eq!(relative_age(now - Duration::days(3), now), "3 days ago");
         assert_eq!(relative_age(now - Duration::days(800), now), "2 years ago");
     }
+
+    #[test]
+    fn plurals_follow_the_count() {
+        assert_eq!(plural(0, "part"), "0 parts");
+        assert_eq!(plural(1, "part"), "1 part");
+        assert_eq!(plural(2, "manifest"), "2 manifests");
+    }
 }

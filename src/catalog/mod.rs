@@ -264,7 +264,11 @@ impl Catalog {
         for dir in [self.dir(id), self.dir(id).join("parts")] {
             match atomic::remove_stale_temps(&dir, STALE_TEMP_AGE) {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!("removed {n} temporary file(s) left in {}", dir.display()),
+                Ok(n) => tracing::debug!(
+                    "removed {} left in {}",
+                    crate::render::plural(n as u64, "temporary file"),
+                    dir.display()
+                ),
                 Err(e) => tracing::warn!(
                     "cannot clear temporary files left in {}: {e}",
                     dir.display()

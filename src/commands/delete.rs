@@ -56,15 +56,17 @@ pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Resu
     run.progress.finish();
     if let Err(e) = result {
         bail!(
-            "delete of {id} stopped after {}/{total} messages: {e}; run `delete {id}` again to finish",
-            run.removed
+            "delete of {id} stopped after {}/{}: {e}; run `delete {id}` again to finish",
+            run.removed,
+            crate::render::plural(total as u64, "message")
         );
     }
     s.catalog.remove_file(id)?;
     tracing::info!(id = %id, messages = total, "deleted");
     println!(
-        "Deleted {} ({id}): {total} messages removed from Discord.",
-        file.name
+        "Deleted {} ({id}): {} removed from Discord.",
+        file.name,
+        crate::render::plural(total as u64, "message")
     );
     Ok(())
 }

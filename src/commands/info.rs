@@ -125,10 +125,10 @@ fn print_details(file: &FileManifest, summary: &FileJson) {
         (
             "Status",
             format!(
-                "{}, {}/{} parts{hidden}",
+                "{}, {}/{}{hidden}",
                 file.status.as_str(),
                 summary.parts_done,
-                summary.parts_total
+                crate::render::plural(summary.parts_total, "part")
             ),
         ),
         (

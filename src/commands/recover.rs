@@ -78,10 +78,17 @@ pub async fn recover(s: &Session, json: bool, cancel: CancellationToken) -> Resu
     } else if recovered.is_empty() {
         println!("Nothing to recover: every file on Discord is already in the catalogue.");
     } else {
-        println!("Recovered {} file(s); `list` shows them.", recovered.len());
+        println!(
+            "Recovered {}; `list` shows {}.",
+            crate::render::plural(recovered.len() as u64, "file"),
+            if recovered.len() == 1 { "it" } else { "them" }
+        );
     }
     if problems > 0 {
-        bail!("{problems} manifest(s) on Discord could not be used (see the warnings above)");
+        bail!(
+            "{} on Discord could not be used (see the warnings above)",
+            crate::render::plural(problems as u64, "manifest")
+        );
     }
     Ok(recovered.len())
 }

@@ -78,11 +78,11 @@ pub async fn upload(
     tracing::info!(id = %file.id, size = file.size, part_size, "upload started");
     if !json {
         println!(
-            "Uploading {} ({}) as {} in {} parts of up to {}.",
+            "Uploading {} ({}) as {} in {} of up to {}.",
             file.name,
             human_bytes(file.size),
             file.id,
-            file.planned().len(),
+            crate::render::plural(file.planned().len() as u64, "part"),
             human_bytes(part_size)
         );
     }
@@ -129,7 +129,10 @@ pub async fn resume(
             human_bytes(have),
             human_bytes(file.size),
             if adopted > 0 {
-                format!(" ({adopted} unrecorded parts found and verified)")
+                format!(
+                    " ({} found and verified)",
+                    crate::render::plural(adopted as u64, "unrecorded part")
+                )
             } else {
                 String::new()
             }
@@ -171,11 +174,11 @@ async fn transfer(
                 );
             } else {
                 println!(
-                    "Stored {} ({}) as {}: {} parts, sha256 {}.",
+                    "Stored {} ({}) as {}: {}, sha256 {}.",
                     done.name,
                     human_bytes(done.size),
                     done.id,
-                    s.catalog.part_indices(&done.id).len(),
+                    crate::render::plural(s.catalog.part_indices(&done.id).len() as u64, "part"),
                     done.sha256.as_deref().unwrap_or("?")
                 );
             }
@@ -186,7 +189,11 @@ async fn transfer(
             tracing::info!(id = %id, "upload stopped: {e}");
             let file = s.catalog.load_file(&id)?;
             let j = FileJson::of(&s.catalog, &file);
-            let at = format!("{}/{} parts", j.parts_done, j.parts_total);
+            let at = format!(
+                "{}/{}",
+                j.parts_done,
+                crate::render::plural(j.parts_total, "part")
+            );
             match e {
                 UploadError::Cancelled => {
                     bail!("upload of {id} cancelled after {at}; run `resume {id}` to continue")

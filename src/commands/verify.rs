@@ -65,8 +65,11 @@ pub async fn verify(
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if problems.is_empty() {
         println!(
-            "All {} parts of {} ({}) are on Discord with their recorded {what}.",
-            parts.len(),
+            "{} of {} ({}) on Discord with their recorded {what}.",
+            match parts.len() {
+                1 => "The one part is".to_string(),
+                n => format!("All {n} parts are"),
+            },
             file.name,
             file.id
         );
@@ -83,9 +86,10 @@ pub async fn verify(
     }
     if !problems.is_empty() {
         bail!(
-            "{} of {} parts of {id} are missing or damaged",
+            "{} of {} of {id} {} missing or damaged",
             problems.len(),
-            parts.len()
+            crate::render::plural(parts.len() as u64, "part"),
+            if problems.len() == 1 { "is" } else { "are" }
         );
     }
     Ok(())

@@ -54,7 +54,7 @@ pub enum DownloadError {
     Cancelled,
     #[error("{0}")]
     Store(StoreError),
-    #[error("{} part(s) could not be downloaded: {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{} could not be downloaded: {}", crate::render::plural(.0.len() as u64, "part"), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Lost(Vec<LostPart>),
     #[error("the downloaded file's SHA-256 is {got}, the manifest says {want}")]
     WholeHash { got: String, want: String },

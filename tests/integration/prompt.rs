@@ -217,6 +217,10 @@ async fn several_uploads_go_on_past_a_failure_and_the_command_fails() {
     );
     assert!(stderr.contains("there is no file at"), "{stderr}");
     assert!(stderr.contains("1 of 3 uploads failed"), "{stderr}");
+    assert!(
+        stdout.contains("in 1 part of up to") && stdout.contains(": 1 part, sha256"),
+        "one part is `1 part`: {stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
