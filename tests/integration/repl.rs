@@ -69,7 +69,8 @@ async fn prompt_help_completion_and_exit() {
         p.send(format!("upload {dir}/with\t")).unwrap();
         expect(&mut p, "space.bin");
         p.send_line("").unwrap();
-        expect(&mut p, "Stored with space.bin");
+        // The same bytes again: named, not stored twice.
+        expect(&mut p, &format!("is already stored as {id}"));
         expect(&mut p, "dstore> ");
         // Ctrl-C at the prompt does not leave; Ctrl-D does.
         p.send(ControlCode::EndOfText).unwrap();
