@@ -1,7 +1,7 @@
 //! Scripted fault injection: a queue of faults, each matched against requests by route kind.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One scripted fault: let `skip` matching requests through, then apply `action` to the next `times`.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,13 @@ pub enum FaultAction {
     CorruptBytes,
     /// CDN only: announce the full length, send the first half, then drop the connection.
     CutOff,
+    /// A network outage in time: from the first request it applies to, every matching request
+    /// has its connection dropped (nothing stored) until this long has passed; `times` is
+    /// not used. Requests after it go through.
+    Outage(Duration),
+    /// A slow link: the request's body is read, and the reply's body sent, at this many bytes
+    /// per second, steadily (in slices of at most 100 ms each).
+    Trickle(u64),
 }
 
 /// The fault queue. A request is matched against the first unfinished fault whose route fits,
@@ -55,12 +62,18 @@ pub struct Faults {
 struct Slot {
     fault: Fault,
     seen: u32,
+    /// When an outage began.
+    began: Option<Instant>,
 }
 
 impl Faults {
     pub fn push(&self, f: Fault) {
         if f.times > 0 {
-            self.lock().push(Slot { fault: f, seen: 0 });
+            self.lock().push(Slot {
+                fault: f,
+                seen: 0,
+                began: None,
+            });
         }
     }
 
@@ -83,6 +96,15 @@ impl Faults {
         slot.seen += 1;
         if slot.seen <= slot.fault.skip {
             return None;
+        }
+        if let FaultAction::Outage(length) = slot.fault.action {
+            let began = *slot.began.get_or_insert_with(Instant::now);
+            if began.elapsed() < length {
+                return Some(FaultAction::Reset);
+            }
+            queue.remove(i);
+            drop(queue);
+            return self.take(route);
         }
         let action = slot.fault.action.clone();
         if slot.seen >= slot.fault.skip + slot.fault.times {
@@ -124,6 +146,24 @@ mod tests {
             f.take(FaultRoute::CreateMessage),
             Some(FaultAction::Status(502))
         );
+        assert_eq!(f.take(FaultRoute::CreateMessage), None);
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn an_outage_drops_every_request_until_its_time_is_up() {
+        let f = Faults::default();
+        f.push(Fault {
+            route: FaultRoute::Any,
+            skip: 1,
+            times: 1,
+            action: FaultAction::Outage(Duration::from_millis(200)),
+        });
+        assert_eq!(f.take(FaultRoute::CreateMessage), None);
+        for _ in 0..5 {
+            assert_eq!(f.take(FaultRoute::Cdn), Some(FaultAction::Reset));
+        }
+        std::thread::sleep(Duration::from_millis(250));
         assert_eq!(f.take(FaultRoute::CreateMessage), None);
         assert_eq!(f.pending(), 0);
     }

@@ -190,8 +190,13 @@ async fn with_fault(
         Some(FaultAction::CutOff) => Tamper::CutOff,
         _ => Tamper::None,
     };
+    let req = match fault {
+        Some(FaultAction::Trickle(rate)) => req.map(|b| trickle(b, rate)),
+        _ => req,
+    };
     let resp = dispatch(shared, route, req, tamper).await;
     match fault {
+        Some(FaultAction::Trickle(rate)) => Outcome::Reply(resp.map(|b| trickle(b, rate))),
         Some(FaultAction::ResetAfterCommit) => Outcome::Drop,
         Some(FaultAction::StallAfterCommit(d)) => {
             tokio::time::sleep(d).await;
@@ -199,6 +204,31 @@ async fn with_fault(
         }
         _ => Outcome::Reply(resp),
     }
+}
+
+/// `body` at `rate` bytes per second, in slices of at most a tenth of a second each.
+fn trickle(body: Body, rate: u64) -> Body {
+    use futures_util::StreamExt;
+    let slice = (rate / 10).max(1) as usize;
+    let slices = body.into_data_stream().flat_map(move |chunk| {
+        let pieces: Vec<Result<bytes::Bytes, axum::Error>> = match chunk {
+            Ok(mut c) => {
+                let mut out = Vec::new();
+                while !c.is_empty() {
+                    out.push(Ok(c.split_to(slice.min(c.len()))));
+                }
+                out
+            }
+            Err(e) => vec![Err(e)],
+        };
+        futures_util::stream::iter(pieces)
+    });
+    let paced = slices.then(move |piece| async move {
+        let len = piece.as_ref().map_or(0, |p| p.len());
+        tokio::time::sleep(std::time::Duration::from_secs_f64(len as f64 / rate as f64)).await;
+        piece
+    });
+    Body::from_stream(paced)
 }
 
 async fn dispatch(shared: &Shared, route: Route, req: Request<Body>, tamper: Tamper) -> Response {
