@@ -2,9 +2,10 @@
 //! [`Transport`] sends it.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serenity::builder::CreateAttachment;
 use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
 use serenity::model::channel::{Attachment, Message};
@@ -13,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::error::classify;
 use super::ratelimit::RouteKey;
-use super::transport::{Reply, Transport};
+use super::transport::{Reply, Sent, Transport};
 use super::{NameFilter, PartStore, PartStream, PutPart, Reload, RemotePart, StoreError};
 use crate::config::Config;
 
@@ -25,8 +26,25 @@ const TIER3_LIMIT: u64 = 104_857_600;
 /// Messages per page when listing a channel, Discord's maximum (discord-api.md §4).
 const PAGE: u8 = 100;
 
+/// How long after a try of a create its nonce is trusted to stop a second copy. Discord
+/// dedupes a nonce for "a few minutes" (discord-api.md §1.4); a later retry first looks for
+/// the part in the channel.
+const NONCE_TRUST: Duration = Duration::from_secs(60);
+
+/// How far Discord's clock may be ahead of ours when looking for a part posted by a try.
+const CLOCK_SKEW: time::Duration = time::Duration::seconds(10);
+
 pub struct BotStore {
     t: Transport,
+    nonce_trust: Duration,
+}
+
+/// A part a late retry looks for: same channel, name and bytes.
+struct Sought<'a> {
+    channel_id: u64,
+    filename: &'a str,
+    size: u64,
+    sha256: &'a str,
 }
 
 fn cid(id: u64) -> ChannelId {
@@ -45,7 +63,40 @@ impl BotStore {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
             t: Transport::new(config)?,
+            nonce_trust: NONCE_TRUST,
         })
+    }
+
+    /// Sets how long a create's nonce is trusted (tests shorten it along with the emulator's).
+    #[must_use]
+    pub fn with_nonce_trust(mut self, trust: Duration) -> Self {
+        self.nonce_trust = trust;
+        self
+    }
+
+    /// The part a try sent at `since` posted, if Discord has it: found by its name, and
+    /// returned only when its bytes are the ones being sent.
+    async fn find_posted(
+        &self,
+        wanted: &Sought<'_>,
+        since: OffsetDateTime,
+    ) -> Result<Option<RemotePart>, StoreError> {
+        let named = |name: &str| name == wanted.filename;
+        let found = self
+            .find_parts(wanted.channel_id, &named, since - CLOCK_SKEW)
+            .await?;
+        for candidate in found.into_iter().filter(|p| p.size == wanted.size) {
+            let bytes = self.read_part(&candidate).await?;
+            if crate::hash::sha256_hex(&bytes) == wanted.sha256 {
+                tracing::info!(
+                    part = wanted.filename,
+                    message = candidate.message_id,
+                    "a retry found the part already posted; not posting it again"
+                );
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
     }
 
     pub async fn get_message(&self, channel: u64, message: u64) -> Result<Message, StoreError> {
@@ -103,41 +154,17 @@ impl BotStore {
         decode(&expect_ok(reply, key.major, 0, 0)?)
     }
 
-    /// Downloads `url` (a CDN URL) and checks the answer, which serenity's own download does not
-    /// (discord-api.md §5.1): a 404 is content gone, not data.
-    /// Starts downloading `url`, retrying what deserves it until the CDN answers.
+    /// Starts downloading `url` (a CDN URL) and checks the answer, which serenity's own
+    /// download does not (discord-api.md §5.1): a 404 is content gone, not data.
     async fn open(&self, url: &str) -> Result<PartStream, StoreError> {
-        let (backoff, retries) = self.t.backoff();
-        let mut failures = 0;
-        loop {
-            let why = match self.t.client().get(url).send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    return Ok(resp
-                        .bytes_stream()
-                        .map_err(|e| StoreError::CutOff(e.without_url().to_string()))
-                        .boxed())
-                }
-                Ok(resp) if resp.status() == 404 => return Err(StoreError::ContentGone),
-                Ok(resp) if resp.status().is_server_error() || resp.status() == 429 => {
-                    format!("the CDN answered {}", resp.status())
-                }
-                Ok(resp) => {
-                    return Err(StoreError::Rejected {
-                        status: resp.status().as_u16(),
-                        code: -1,
-                        message: "the CDN refused the download".into(),
-                    })
-                }
-                Err(e) => format!("download failed: {}", e.without_url()),
-            };
-            failures += 1;
-            if failures > retries {
-                return Err(StoreError::GaveUp {
-                    attempts: failures,
-                    last: why,
-                });
-            }
-            tokio::time::sleep(backoff.delay(failures)).await;
+        match self.t.open(url).await? {
+            Ok(stream) => Ok(stream),
+            Err(status) if status == 404 => Err(StoreError::ContentGone),
+            Err(status) => Err(StoreError::Rejected {
+                status: status.as_u16(),
+                code: -1,
+                message: "the CDN refused the download".into(),
+            }),
         }
     }
 }
@@ -170,7 +197,7 @@ impl BotStore {
         let body = serde_json::to_vec(&serde_json::json!({
             "messages": messages.iter().map(|m| m.to_string()).collect::<Vec<_>>()
         }))
-        .expect("ids serialise");
+        .map_err(|e| StoreError::Protocol(e.to_string()))?;
         let reply = self
             .t
             .send(key, || {
@@ -201,23 +228,43 @@ impl PartStore for BotStore {
         .to_string();
         let size = part.data.len() as u64;
         let mut bodies = Bodies::new(part.data, part.reload);
-        let reply = self
-            .t
-            .send_with(key, || {
-                let file = CreateAttachment::bytes(bodies.next()?, part.filename.clone());
-                Ok(Request::new(
-                    Route::ChannelMessages {
-                        channel_id: cid(part.channel_id),
-                    },
-                    LightMethod::Post,
-                )
-                .multipart(Some(Multipart {
-                    upload: MultipartUpload::Attachments(vec![file]),
-                    fields: Vec::<(Cow<'static, str>, Cow<'static, str>)>::new(),
-                    payload_json: Some(payload.clone()),
-                })))
-            })
-            .await?;
+        let mut attempts = self.t.attempts(key.kind);
+        let reply = loop {
+            let sent = self
+                .t
+                .send_until(key, &mut attempts, Some(self.nonce_trust), || {
+                    let file = CreateAttachment::bytes(bodies.next()?, part.filename.clone());
+                    Ok(Request::new(
+                        Route::ChannelMessages {
+                            channel_id: cid(part.channel_id),
+                        },
+                        LightMethod::Post,
+                    )
+                    .multipart(Some(Multipart {
+                        upload: MultipartUpload::Attachments(vec![file]),
+                        fields: Vec::<(Cow<'static, str>, Cow<'static, str>)>::new(),
+                        payload_json: Some(payload.clone()),
+                    })))
+                })
+                .await?;
+            match sent {
+                Sent::Reply(reply) => break reply,
+                // Discord may have forgotten the nonce: a new try could post a second copy.
+                Sent::Late(since) => {
+                    let sha256 = bodies.sha256();
+                    let wanted = Sought {
+                        channel_id: part.channel_id,
+                        filename: &part.filename,
+                        size,
+                        sha256: &sha256,
+                    };
+                    if let Some(found) = self.find_posted(&wanted, since).await? {
+                        return Ok(found);
+                    }
+                    attempts.none_done();
+                }
+            }
+        };
         let msg: Message = decode(&expect_ok(reply, part.channel_id, 0, size)?)?;
         let stored = msg
             .attachments
@@ -347,18 +394,27 @@ impl PartStore for BotStore {
 /// The attachment bytes for each attempt to post a part (each send consumes its body).
 struct Bodies {
     first: Option<Bytes>,
-    spare: Option<Bytes>,
-    reload: Option<Reload>,
+    again: Again,
+}
+
+/// Where the bytes of a second attempt come from.
+enum Again {
+    /// A handle on the bytes, copied for each attempt.
+    Copy(Bytes),
+    /// The source file, read again (and checked) for each attempt.
+    Reload(Reload),
 }
 
 impl Bodies {
     fn new(data: Bytes, reload: Option<Reload>) -> Self {
         // Without a way to read the part again, keep a handle for retries (and copy each time).
-        let spare = reload.is_none().then(|| data.clone());
+        let again = match reload {
+            Some(reload) => Again::Reload(reload),
+            None => Again::Copy(data.clone()),
+        };
         Self {
             first: Some(data),
-            spare,
-            reload,
+            again,
         }
     }
 
@@ -367,10 +423,17 @@ impl Bodies {
             // No copy when this is the only handle on the bytes.
             return Ok(Vec::from(first));
         }
-        match (&self.spare, &self.reload) {
-            (Some(spare), _) => Ok(spare.to_vec()),
-            (None, Some(reload)) => reload.read(),
-            (None, None) => unreachable!("a part has spare bytes or a way to reload them"),
+        match &self.again {
+            Again::Copy(bytes) => Ok(bytes.to_vec()),
+            Again::Reload(reload) => reload.read(),
+        }
+    }
+
+    /// The SHA-256 of the part's bytes, hex.
+    fn sha256(&self) -> String {
+        match &self.again {
+            Again::Copy(bytes) => crate::hash::sha256_hex(bytes),
+            Again::Reload(reload) => reload.sha256.clone(),
         }
     }
 }

@@ -2,8 +2,11 @@
 //! sentence that says what to do next and never holds the token.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
+
+use super::ratelimit::MAX_WAIT;
 
 /// The permissions a storage channel needs (README "Discord setup").
 pub const PERMISSIONS: &str = "View Channel, Send Messages, Attach Files and Read Message History";
@@ -32,6 +35,14 @@ pub enum StoreError {
     },
     #[error("gave up after {attempts} attempts; the last failure was: {last}")]
     GaveUp { attempts: u32, last: String },
+    #[error("cannot reach {host}: {why} (tried {attempts} times); check the network connection, and `api_base` if you set one")]
+    Unreachable {
+        host: String,
+        why: String,
+        attempts: u32,
+    },
+    #[error("Discord's rate limit on {route} asks for a wait of {}, longer than the {} dstore waits; try again later", minutes(*wait), minutes(MAX_WAIT))]
+    WaitTooLong { route: &'static str, wait: Duration },
     #[error("Discord sent a reply dstore cannot read: {0}")]
     Protocol(String),
     #[error("the attachment's link has expired or the content is gone")]
@@ -73,6 +84,16 @@ impl StoreError {
                 | StoreError::UnknownChannel { .. }
                 | StoreError::Source(_)
         )
+    }
+}
+
+/// A wait in words: "45 s", "6 min 40 s".
+fn minutes(d: Duration) -> String {
+    let s = d.as_secs_f64().ceil() as u64;
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
     }
 }
 

@@ -4,7 +4,9 @@
 mod backoff;
 mod bot;
 mod error;
+mod idle;
 mod ratelimit;
+mod retry;
 mod transport;
 mod wait;
 

@@ -10,8 +10,15 @@ use tokio::time::Instant;
 
 use reqwest::header::HeaderMap;
 
+use super::error::StoreError;
+
 /// The global limit for a bot: 50 requests per second (discord-api.md §3.1).
 const GLOBAL_PER_SEC: usize = 50;
+
+/// The longest rate-limit wait dstore sits through. Bucket windows last seconds and a
+/// webhook's `retry_after` has been seen at 45 s (discord-api.md §3.2); a wait longer than this
+/// is a ban or an outage on Discord's side, better met by `resume` later than a silent hour.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// What a request is for, so requests that share a Discord bucket share our pacing.
 /// Buckets are per route and per top-level resource (channel or guild).
@@ -24,11 +31,18 @@ pub struct RouteKey {
 #[derive(Debug)]
 struct Bucket {
     remaining: u64,
-    /// When the current window ends; `None` once it has ended and no reply from the next one
-    /// has come yet.
-    reset_at: Option<Instant>,
+    /// When the current window ends. Once a window has ended a new one is opened at once, its
+    /// end guessed from the window's known length, so a bucket never waits on a reply that
+    /// may never come (a request that fails without headers tells nothing).
+    reset_at: Instant,
+    /// `reset_at` is our guess: no reply from this window has come yet.
+    guessed: bool,
+    /// When this window was opened here; replies to requests sent before describe an older one.
+    opened_at: Instant,
     /// `X-RateLimit-Limit`: what a fresh window allows.
     limit: Option<u64>,
+    /// The longest `Reset-After` seen: the window's length, as best known.
+    window: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -60,7 +74,8 @@ impl State {
         (name, key.major)
     }
 
-    /// How long to wait before sending, or a ticket after taking a slot.
+    /// How long to wait before sending, or a ticket after taking a slot. Every wait it
+    /// returns ends at a known instant, after which a slot is free.
     fn try_take(&mut self, key: &RouteKey, now: Instant) -> Result<Ticket, Duration> {
         if let Some(until) = self.global_until.filter(|u| *u > now) {
             return Err(until - now);
@@ -77,18 +92,23 @@ impl State {
         }
         let name = self.bucket_name(key);
         if let Some(b) = self.buckets.get_mut(&name) {
-            if b.reset_at.is_some_and(|r| r <= now) {
-                // The window ended: a fresh one allows `limit`; without it nothing is known.
+            if b.reset_at <= now {
+                // The window ended: a fresh one allows `limit` and lasts as long as the last
+                // one did, until a reply says otherwise. Without a limit nothing is known.
                 match b.limit {
-                    Some(limit) => (b.remaining, b.reset_at) = (limit, None),
+                    Some(limit) => {
+                        b.remaining = limit;
+                        b.opened_at = now;
+                        b.reset_at = now + b.window;
+                        b.guessed = true;
+                    }
                     None => drop(self.buckets.remove(&name)),
                 }
             }
         }
         if let Some(b) = self.buckets.get_mut(&name) {
             if b.remaining == 0 {
-                // With the reset still unknown, a reply will tell it soon: look again shortly.
-                return Err(b.reset_at.map_or(Duration::from_millis(50), |r| r - now));
+                return Err(b.reset_at - now);
             }
             b.remaining -= 1;
         }
@@ -108,16 +128,20 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Waits until a request on `key` may be sent without being rate limited.
-    pub async fn acquire(&self, key: &RouteKey) -> Ticket {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent between statements: a panic elsewhere must not spread.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a request on `key` may be sent without being rate limited. A wait longer
+    /// than [`MAX_WAIT`] is not waited: the request ends with [`StoreError::WaitTooLong`].
+    pub async fn acquire(&self, key: &RouteKey) -> Result<Ticket, StoreError> {
         loop {
-            let taken = self.state.lock().unwrap().try_take(key, Instant::now());
+            let taken = self.state().try_take(key, Instant::now());
             match taken {
-                Ok(ticket) => return ticket,
+                Ok(ticket) => return Ok(ticket),
                 Err(d) => {
-                    if d > Duration::from_secs(1) {
-                        super::wait::note_wait(Instant::now() + d);
-                    }
+                    announce_wait(key.kind, d)?;
                     tokio::time::sleep(d.max(Duration::from_millis(1))).await
                 }
             }
@@ -134,8 +158,9 @@ impl RateLimiter {
         };
         let limit = h("x-ratelimit-limit").and_then(|v| v.parse::<u64>().ok());
         let now = Instant::now();
-        let reset_at = now + secs(reset_after);
-        let mut st = self.state.lock().unwrap();
+        let reset_after = secs(reset_after);
+        let reset_at = now + reset_after;
+        let mut st = self.state();
         // The server counted this request before the ones sent after it; count those too.
         let sent_since = st.sent.get(key).map_or(0, |n| n.saturating_sub(ticket.seq));
         let remaining = remaining.saturating_sub(sent_since);
@@ -145,44 +170,78 @@ impl RateLimiter {
         let name = st.bucket_name(key);
         let bucket = st.buckets.entry(name).or_insert(Bucket {
             remaining,
-            reset_at: Some(reset_at),
+            reset_at,
+            guessed: false,
+            opened_at: ticket.sent_at,
             limit,
+            window: reset_after,
         });
         bucket.limit = limit.or(bucket.limit);
-        match bucket.reset_at {
-            // Sent after the window we knew had ended: this reply describes a new one.
-            Some(known) if ticket.sent_at >= known => {
-                (bucket.remaining, bucket.reset_at) = (remaining, Some(reset_at));
-            }
+        bucket.window = bucket.window.max(reset_after);
+        if ticket.sent_at < bucket.opened_at {
+            return; // a late reply from a window already over
+        }
+        if bucket.guessed || ticket.sent_at >= bucket.reset_at {
+            // The first reply of a window we opened ourselves: it tells the real end.
+            bucket.remaining = bucket.remaining.min(remaining);
+            bucket.reset_at = reset_at;
+            bucket.guessed = false;
+        } else {
             // Replies within one window arrive out of order: keep the lowest count.
-            Some(_) => bucket.remaining = bucket.remaining.min(remaining),
-            // The first reply of a window we opened ourselves after a reset.
-            None => {
-                bucket.remaining = bucket.remaining.min(remaining);
-                bucket.reset_at = Some(reset_at);
-            }
+            bucket.remaining = bucket.remaining.min(remaining);
         }
     }
 
     /// Holds back the bucket (or every request, when `global`) for `retry_after`.
     pub fn penalize(&self, key: &RouteKey, retry_after: Duration, global: bool) {
-        let until = Instant::now() + retry_after;
-        let mut st = self.state.lock().unwrap();
+        let now = Instant::now();
+        let until = now + retry_after;
+        if retry_after > Duration::from_secs(1) {
+            super::wait::note_wait(until);
+        }
+        let mut st = self.state();
         if global {
             st.global_until = Some(st.global_until.map_or(until, |u| u.max(until)));
             return;
         }
         let name = st.bucket_name(key);
-        let limit = st.buckets.get(&name).and_then(|b| b.limit);
+        let old = st.buckets.get(&name);
+        let limit = old.and_then(|b| b.limit);
+        let window = old.map_or(retry_after, |b| b.window);
         st.buckets.insert(
             name,
             Bucket {
                 remaining: 0,
-                reset_at: Some(until),
+                reset_at: until,
+                guessed: false,
+                opened_at: now,
                 limit,
+                window,
             },
         );
     }
+}
+
+/// Checks a rate-limit wait against [`MAX_WAIT`]; a wait over a second is logged with its
+/// route and noted for the progress line.
+pub fn announce_wait(route: &'static str, wait: Duration) -> Result<(), StoreError> {
+    if wait > MAX_WAIT {
+        tracing::warn!(
+            route,
+            "Discord's rate limit asks for a wait of {:.1}s, longer than dstore waits",
+            wait.as_secs_f64()
+        );
+        return Err(StoreError::WaitTooLong { route, wait });
+    }
+    if wait > Duration::from_secs(1) {
+        tracing::info!(
+            route,
+            "waiting {:.1}s for Discord's rate limit",
+            wait.as_secs_f64()
+        );
+        super::wait::note_wait(Instant::now() + wait);
+    }
+    Ok(())
 }
 
 /// Seconds as a duration; negative or absurd values are clamped (a bad header must not panic).
@@ -230,7 +289,7 @@ mod tests {
             &headers("0", "2.5"),
         );
         let start = tokio::time::Instant::now();
-        rl.acquire(&KEY).await;
+        rl.acquire(&KEY).await.unwrap();
         assert!(
             start.elapsed() >= Duration::from_millis(2400),
             "{:?}",
@@ -250,7 +309,7 @@ mod tests {
             &headers("1", "5"),
         );
         let now = Instant::now();
-        let mut st = rl.state.lock().unwrap();
+        let mut st = rl.state();
         assert!(st.try_take(&KEY, now).is_ok());
         assert!(st.try_take(&KEY, now).is_err());
         let other = RouteKey {
@@ -305,38 +364,93 @@ mod tests {
         // Four requests go out before any reply; the first reply says 4 of 5 are left, but
         // the three sent after it were counted by the server too: one is left, not four.
         let tickets: Vec<Ticket> = (0..4)
-            .map(|_| rl.state.lock().unwrap().try_take(&KEY, now).unwrap())
+            .map(|_| rl.state().try_take(&KEY, now).unwrap())
             .collect();
         rl.observe(&KEY, tickets[0], &headers("4", "5"));
-        let mut st = rl.state.lock().unwrap();
+        let mut st = rl.state();
         assert!(st.try_take(&KEY, now).is_ok());
         assert!(st.try_take(&KEY, now).is_err());
     }
 
+    fn with_limit(remaining: &str, reset_after: &str, limit: &'static str) -> HeaderMap {
+        let mut h = headers(remaining, reset_after);
+        h.insert("x-ratelimit-limit", HeaderValue::from_static(limit));
+        h
+    }
+
     #[test]
-    fn a_new_window_allows_the_limit_then_waits_for_replies() {
+    fn a_new_window_allows_the_limit_then_waits_at_most_its_length() {
         let rl = RateLimiter::default();
-        let mut h = headers("0", "1");
-        h.insert(
-            "x-ratelimit-limit",
-            reqwest::header::HeaderValue::from_static("2"),
-        );
-        rl.observe(
-            &KEY,
-            Ticket {
-                seq: 0,
-                sent_at: Instant::now(),
-            },
-            &h,
-        );
+        let ticket = Ticket {
+            seq: 0,
+            sent_at: Instant::now(),
+        };
+        rl.observe(&KEY, ticket, &with_limit("0", "1", "2"));
         let later = Instant::now() + Duration::from_secs(2);
-        let mut st = rl.state.lock().unwrap();
+        let mut st = rl.state();
         assert!(st.try_take(&KEY, later).is_ok());
         assert!(st.try_take(&KEY, later).is_ok());
         let wait = st.try_take(&KEY, later).unwrap_err();
         assert!(
-            wait <= Duration::from_millis(50),
-            "not a whole window: {wait:?}"
+            wait <= Duration::from_secs(1),
+            "not past the window: {wait:?}"
         );
+    }
+
+    /// The hang of a paced upload through an outage: the window ends, a new one is opened
+    /// with `limit` slots, and each of `limit` requests fails without any headers (reset,
+    /// timeout, refused). No reply ever tells the new window's end; the next request must
+    /// still go out once the window's known length has passed.
+    #[tokio::test(start_paused = true)]
+    async fn header_less_failures_after_a_refill_never_wait_forever() {
+        let rl = RateLimiter::default();
+        let first = rl.acquire(&KEY).await.unwrap();
+        rl.observe(&KEY, first, &with_limit("0", "5", "5"));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        for _ in 0..5 {
+            // Sent; the connection is reset, so nothing is observed.
+            rl.acquire(&KEY).await.unwrap();
+        }
+        let start = Instant::now();
+        let next = tokio::time::timeout(Duration::from_secs(60), rl.acquire(&KEY)).await;
+        assert!(next.is_ok(), "still waiting after a minute");
+        assert!(
+            start.elapsed() <= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        // A reply from the new window is believed again.
+        rl.observe(&KEY, next.unwrap().unwrap(), &with_limit("4", "5", "5"));
+        assert!(rl.state().try_take(&KEY, Instant::now()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_maximum_is_refused_not_waited() {
+        let rl = RateLimiter::default();
+        rl.penalize(&KEY, MAX_WAIT + Duration::from_secs(1), false);
+        let start = Instant::now();
+        let err = rl.acquire(&KEY).await.unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::WaitTooLong {
+                route: "create",
+                ..
+            }
+        ));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_penalty_over_a_second_is_reported_while_it_lasts() {
+        let rl = std::sync::Arc::new(RateLimiter::default());
+        rl.penalize(&KEY, Duration::from_secs(3), false);
+        let waiter = tokio::spawn({
+            let rl = rl.clone();
+            async move { rl.acquire(&KEY).await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        let shown = crate::store::rate_limit_wait().expect("the wait is reported");
+        assert!(shown > Duration::from_secs(2), "{shown:?}");
+        waiter.await.unwrap().unwrap();
     }
 }

@@ -1,6 +1,9 @@
 //! Sends requests built by serenity on dstore's own reqwest client, so it can read the
 //! rate-limit headers and 429 bodies serenity's `Http` drops (discord-api.md §5.1-5.3), and
-//! retries what deserves a retry: 429 after `retry_after`, 5xx/408/timeouts/resets with backoff.
+//! retries what deserves a retry on the shared budget of [`super::retry`]: 429 after
+//! `retry_after`, 5xx/408/timeouts/resets with backoff, an unreachable host briefly. CDN
+//! downloads go through the same budget. A try fails when nothing moves for `request_timeout`
+//! ([`super::idle`]), never on a total deadline.
 
 use std::time::Duration;
 
@@ -9,13 +12,16 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serenity::http::Request;
 
+use futures::{StreamExt, TryStreamExt};
+use time::OffsetDateTime;
+
 use super::backoff::Backoff;
 use super::error::StoreError;
+use super::idle::{self, Activity};
 use super::ratelimit::{secs, RateLimiter, RouteKey};
+use super::retry::{Attempts, Failure, Policy};
+use super::PartStream;
 use crate::config::{Config, Secret, DISCORD_API_BASE};
-
-/// How many 429s in a row one request may meet before dstore stops (each is waited out).
-const MAX_RATE_LIMITED: u32 = 64;
 
 pub struct Reply {
     pub status: StatusCode,
@@ -23,16 +29,22 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// A send failed for a reason a retry may fix.
-struct Transient(String);
+/// What [`Transport::send_until`] ended with.
+pub enum Sent {
+    Reply(Reply),
+    /// A try that may have been carried out was sent at this time, longer ago than the trust
+    /// window: look for its result before trying again.
+    Late(OffsetDateTime),
+}
 
 pub struct Transport {
     client: reqwest::Client,
     auth: Secret,
     proxy: Option<String>,
     limiter: RateLimiter,
-    backoff: Backoff,
-    retries: u32,
+    policy: Policy,
+    /// No progress for this long fails a try (`request_timeout`); never a total deadline.
+    idle: Duration,
 }
 
 impl Transport {
@@ -40,7 +52,6 @@ impl Transport {
         let client = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(10).min(config.request_timeout))
-            .timeout(config.request_timeout)
             .build()?;
         let token = config.token.expose().trim();
         let auth = if token.starts_with("Bot ") || token.starts_with("Bearer ") {
@@ -55,20 +66,20 @@ impl Transport {
             auth: Secret::new(auth),
             proxy,
             limiter: RateLimiter::default(),
-            backoff: Backoff {
-                base: config.retry_base,
-                cap: Duration::from_secs(30),
+            policy: Policy {
+                backoff: Backoff {
+                    base: config.retry_base,
+                    cap: Duration::from_secs(30),
+                },
+                retries: config.retries,
             },
-            retries: config.retries,
+            idle: config.request_timeout,
         })
     }
 
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
-    pub fn backoff(&self) -> (Backoff, u32) {
-        (self.backoff, self.retries)
+    /// A fresh retry budget for one request on `route`.
+    pub fn attempts(&self, route: &'static str) -> Attempts {
+        Attempts::new(self.policy, route)
     }
 
     /// Sends the request `build` makes (afresh for every attempt) until Discord accepts it, a
@@ -86,87 +97,222 @@ impl Transport {
     pub async fn send_with<'a>(
         &self,
         key: RouteKey,
-        mut build: impl FnMut() -> Result<Request<'a>, StoreError>,
+        build: impl FnMut() -> Result<Request<'a>, StoreError>,
     ) -> Result<Reply, StoreError> {
-        let mut failures = 0u32;
-        let mut limited = 0u32;
-        loop {
-            let ticket = self.limiter.acquire(&key).await;
-            let builder = build()?
-                .build(&self.client, self.auth.expose(), self.proxy.as_deref())
-                .map_err(|e| StoreError::Protocol(e.to_string()))?;
-            let why = match self.attempt(builder).await {
-                Ok(reply) => {
-                    self.limiter.observe(&key, ticket, &reply.headers);
-                    match reply.status.as_u16() {
-                        429 => {
-                            limited += 1;
-                            let (wait, global) = retry_after(&reply);
-                            if limited > MAX_RATE_LIMITED {
-                                return Err(StoreError::GaveUp {
-                                    attempts: limited,
-                                    last: "rate limited every time".into(),
-                                });
-                            }
-                            tracing::warn!(
-                                route = key.kind,
-                                global,
-                                "rate limited; waiting {:.2}s",
-                                wait.as_secs_f64()
-                            );
-                            self.limiter.penalize(&key, wait, global);
-                            continue;
-                        }
-                        s if s >= 500 || s == 408 => Transient(format!("Discord answered {s}")),
-                        _ => return Ok(reply),
-                    }
-                }
-                Err(t) => t,
-            };
-            failures += 1;
-            if failures > self.retries {
-                return Err(StoreError::GaveUp {
-                    attempts: failures,
-                    last: why.0,
-                });
-            }
-            let delay = self.backoff.delay(failures);
-            tracing::warn!(
-                route = key.kind,
-                "{}; retry {failures}/{} in {:.1}s",
-                why.0,
-                self.retries,
-                delay.as_secs_f64()
-            );
-            tokio::time::sleep(delay).await;
+        let mut attempts = self.attempts(key.kind);
+        match self.send_until(key, &mut attempts, None, build).await? {
+            Sent::Reply(reply) => Ok(reply),
+            // Without a trust window no try is ever late.
+            Sent::Late(_) => Err(StoreError::Protocol("a request stopped early".into())),
         }
     }
 
-    async fn attempt(&self, builder: reqwest::RequestBuilder) -> Result<Reply, Transient> {
-        let resp = builder.send().await.map_err(describe)?;
+    /// [`Transport::send_with`] on a budget the caller keeps; with `trust`, it stops with
+    /// [`Sent::Late`] rather than send again once a try that may have been carried out is
+    /// older than `trust`.
+    pub async fn send_until<'a>(
+        &self,
+        key: RouteKey,
+        attempts: &mut Attempts,
+        trust: Option<Duration>,
+        mut build: impl FnMut() -> Result<Request<'a>, StoreError>,
+    ) -> Result<Sent, StoreError> {
+        loop {
+            let ticket = self.limiter.acquire(&key).await?;
+            // Checked after any rate-limit wait: that wait is what can make a retry late.
+            if let Some(since) = trust.and_then(|t| attempts.late(t)) {
+                return Ok(Sent::Late(since));
+            }
+            let builder = build()?
+                .build(&self.client, self.auth.expose(), self.proxy.as_deref())
+                .map_err(|e| StoreError::Protocol(e.to_string()))?;
+            attempts.sending();
+            let reply = match self.attempt(builder).await {
+                Ok(reply) => reply,
+                Err(failure) => {
+                    attempts.failed(failure).await?;
+                    continue;
+                }
+            };
+            self.limiter.observe(&key, ticket, &reply.headers);
+            match reply.status.as_u16() {
+                429 => {
+                    let (wait, global) = retry_after(&reply);
+                    self.limiter.penalize(&key, wait, global);
+                    attempts.rate_limited(wait, global)?;
+                }
+                s if s >= 500 || s == 408 => {
+                    let why = format!("Discord answered {s}");
+                    attempts
+                        .failed(Failure::Transient {
+                            why,
+                            maybe_done: true,
+                        })
+                        .await?;
+                }
+                _ => return Ok(Sent::Reply(reply)),
+            }
+        }
+    }
+
+    /// One try: the request, then its whole reply, failing when nothing moves for `idle`.
+    async fn attempt(&self, builder: reqwest::RequestBuilder) -> Result<Reply, Failure> {
+        let mut req = builder.build().map_err(|e| describe(&e, self.idle))?;
+        let activity = Activity::new();
+        if let Some(body) = req.body_mut().take() {
+            *req.body_mut() = Some(activity.track(body));
+        }
+        let host = host_of(req.url());
+        let mut resp = activity
+            .guard(self.idle, self.client.execute(req))
+            .await
+            .ok_or_else(|| stalled(self.idle))?
+            .map_err(|e| describe_at(&e, &host, self.idle))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(describe)?;
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match tokio::time::timeout(self.idle, resp.chunk()).await {
+                Err(_) => return Err(stalled(self.idle)),
+                Ok(Err(e)) => return Err(describe(&e, self.idle)),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            }
+        }
         Ok(Reply {
             status,
             headers,
-            body,
+            body: body.freeze(),
         })
+    }
+
+    /// Starts a GET of `url` (a CDN URL) on the shared retry budget. A success comes back as a
+    /// stream that fails when no bytes come for the idle timeout; 404 and other refusals come
+    /// back as their status for the caller to classify.
+    pub async fn open(&self, url: &str) -> Result<Result<PartStream, StatusCode>, StoreError> {
+        let mut attempts = self.attempts("cdn");
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return Err(StoreError::Protocol(
+                "Discord sent an attachment URL that is not one".into(),
+            ));
+        };
+        let host = host_of(&parsed);
+        loop {
+            attempts.sending();
+            let sent = tokio::time::timeout(self.idle, self.client.get(parsed.clone()).send());
+            let failure = match sent.await {
+                Err(_) => stalled(self.idle),
+                Ok(Err(e)) => describe_at(&e, &host, self.idle),
+                Ok(Ok(resp)) if resp.status().is_success() => {
+                    let idle = self.idle;
+                    let chunks = resp
+                        .bytes_stream()
+                        .map_err(|e| StoreError::CutOff(reason(&e)));
+                    let on_idle = move || {
+                        StoreError::CutOff(format!("no data came for {} s", idle.as_secs()))
+                    };
+                    return Ok(Ok(idle::per_item(chunks, idle, on_idle).boxed()));
+                }
+                Ok(Ok(resp)) if resp.status() == 429 => {
+                    let wait = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .map_or(Duration::from_secs(1), secs);
+                    attempts.rate_limited(wait, false)?;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Ok(Ok(resp)) if resp.status().is_server_error() || resp.status() == 408 => {
+                    Failure::Transient {
+                        why: format!("the CDN answered {}", resp.status().as_u16()),
+                        maybe_done: false,
+                    }
+                }
+                Ok(Ok(resp)) => return Ok(Err(resp.status())),
+            };
+            attempts.failed(failure).await?;
+        }
     }
 }
 
+/// `host:port` of a URL: what a message may name (its path may hold a webhook's token).
+fn host_of(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("the server");
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+fn stalled(idle: Duration) -> Failure {
+    Failure::Transient {
+        why: format!("nothing moved for {} s", idle.as_secs()),
+        maybe_done: true,
+    }
+}
+
+/// A reqwest error as a failure, naming `host` when nothing answered there.
+fn describe_at(e: &reqwest::Error, host: &str, idle: Duration) -> Failure {
+    match unreachable(e) {
+        Some(why) => Failure::Unreachable {
+            host: host.to_string(),
+            why: why.into(),
+        },
+        None => describe(e, idle),
+    }
+}
+
+/// Connection refused, an unknown name, no route: nothing answers there.
+fn unreachable(e: &reqwest::Error) -> Option<&'static str> {
+    if !e.is_connect() || e.is_timeout() {
+        return None;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => return Some("connection refused"),
+                NetworkUnreachable | HostUnreachable => return Some("no route to it"),
+                _ => {}
+            }
+        }
+        // hyper-util's resolver error ("dns error: ...") has no type of its own to match.
+        if s.to_string().starts_with("dns error") {
+            return Some("its name could not be resolved");
+        }
+        source = s.source();
+    }
+    None
+}
+
 /// A reqwest error in words, without the URL (a webhook URL would carry its token).
-fn describe(e: reqwest::Error) -> Transient {
-    let kind = if e.is_timeout() {
-        "timed out"
+fn describe(e: &reqwest::Error, idle: Duration) -> Failure {
+    let why = if e.is_timeout() {
+        format!("timed out after {} s", idle.as_secs())
     } else if e.is_connect() {
-        "could not connect"
+        format!("could not connect: {}", reason(e))
     } else if e.is_body() || e.is_decode() {
-        "connection dropped while reading the reply"
+        format!("connection dropped while reading the reply: {}", reason(e))
     } else {
-        "connection failed"
+        format!("connection failed: {}", reason(e))
     };
-    Transient(format!("{kind}: {}", e.without_url()))
+    // A request that never connected cannot have been carried out.
+    let maybe_done = !e.is_connect();
+    Failure::Transient { why, maybe_done }
+}
+
+/// The innermost cause of a reqwest error; never its URL.
+fn reason(e: &reqwest::Error) -> String {
+    let mut last = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        last = Some(s);
+        source = s.source();
+    }
+    last.map_or_else(|| "no detail given".to_string(), |s| s.to_string())
 }
 
 /// The wait a 429 asks for: the body's `retry_after`, else the `Retry-After` header

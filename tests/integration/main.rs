@@ -9,6 +9,7 @@ mod download;
 mod faults;
 mod hardening_upload;
 mod info;
+mod network;
 mod prompt;
 mod recover;
 mod repl;
