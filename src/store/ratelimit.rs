@@ -141,7 +141,7 @@ impl RateLimiter {
             match taken {
                 Ok(ticket) => return Ok(ticket),
                 Err(d) => {
-                    announce_wait(key.kind, d)?;
+                    announce_wait(key.kind, d, true)?;
                     tokio::time::sleep(d.max(Duration::from_millis(1))).await
                 }
             }
@@ -222,9 +222,9 @@ impl RateLimiter {
     }
 }
 
-/// Checks a rate-limit wait against [`MAX_WAIT`]; a wait over a second is logged with its
-/// route and noted for the progress line.
-pub fn announce_wait(route: &'static str, wait: Duration) -> Result<(), StoreError> {
+/// Checks a rate-limit wait against [`MAX_WAIT`]; a wait over a second is noted for the
+/// progress line and, when `log`, logged with its route and length.
+pub fn announce_wait(route: &'static str, wait: Duration, log: bool) -> Result<(), StoreError> {
     if wait > MAX_WAIT {
         tracing::warn!(
             route,
@@ -234,11 +234,13 @@ pub fn announce_wait(route: &'static str, wait: Duration) -> Result<(), StoreErr
         return Err(StoreError::WaitTooLong { route, wait });
     }
     if wait > Duration::from_secs(1) {
-        tracing::info!(
-            route,
-            "waiting {:.1}s for Discord's rate limit",
-            wait.as_secs_f64()
-        );
+        if log {
+            tracing::info!(
+                route,
+                "waiting {:.1}s for Discord's rate limit",
+                wait.as_secs_f64()
+            );
+        }
         super::wait::note_wait(Instant::now() + wait);
     }
     Ok(())
@@ -452,5 +454,39 @@ mod tests {
         let shown = crate::store::rate_limit_wait().expect("the wait is reported");
         assert!(shown > Duration::from_secs(2), "{shown:?}");
         waiter.await.unwrap().unwrap();
+    }
+
+    /// Log lines written while the guard lives, as text.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_over_a_second_is_logged_with_its_route_and_length() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let rl = RateLimiter::default();
+        let first = rl.acquire(&KEY).await.unwrap();
+        rl.observe(&KEY, first, &headers("0", "3"));
+        rl.acquire(&KEY).await.unwrap();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("route=\"create\"") && text.contains("waiting 3.0s"),
+            "{text}"
+        );
     }
 }

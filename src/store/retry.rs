@@ -121,7 +121,8 @@ impl Attempts {
             "rate limited; waiting {:.2}s",
             wait.as_secs_f64()
         );
-        announce_wait(self.route, wait)
+        // Logged just above; the wait itself happens in the limiter.
+        announce_wait(self.route, wait, false)
     }
 
     /// When a try that may have been carried out was sent, if that is more than `trust` ago:

@@ -179,6 +179,24 @@ async fn a_host_nothing_listens_on_fails_fast_and_is_named() {
 }
 
 #[tokio::test]
+async fn a_name_that_does_not_resolve_fails_fast_and_is_named() {
+    let env = Env::new().await;
+    // `.invalid` never resolves (RFC 6761).
+    let s = env.session_with(|c| {
+        normal_retries(c);
+        c.api_base = "http://dstore-test.invalid".into();
+    });
+    let path = env.file("dns.bin", 10);
+    let err = format!("{:#}", upload(&s, &path).await.unwrap_err());
+    assert!(
+        err.contains(
+            "cannot reach dstore-test.invalid:80: its name could not be resolved (tried 3 times)"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_retry_after_the_nonce_is_forgotten_finds_the_part_instead_of_posting_it_again() {
     let env = Env::with(|c| {
         c.rate_limits = None;
