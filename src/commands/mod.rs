@@ -121,6 +121,7 @@ impl Session {
         match (failed, last_err) {
             (0, _) => Ok(()),
             (_, Some(e)) if paths.len() == 1 => Err(e),
+            (n, _) if n == paths.len() => anyhow::bail!("all {n} uploads failed (see above)"),
             (n, _) => anyhow::bail!(
                 "{n} of {} failed (see above); the others are stored",
                 crate::render::plural(paths.len() as u64, "upload")

@@ -32,7 +32,40 @@ pub fn run(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) -> Res
     }
 }
 
+/// Keeps lines typed ahead when Ctrl-C cancels a command (the terminal's NOFLSH: without it,
+/// the interrupt also discards what was typed); the terminal's own setting comes back on drop.
+struct KeepTypeAhead(Option<nix::sys::termios::Termios>);
+
+impl KeepTypeAhead {
+    fn set() -> Self {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        let stdin = std::io::stdin();
+        let Ok(original) = tcgetattr(&stdin) else {
+            return Self(None);
+        };
+        let mut keep = original.clone();
+        keep.local_flags.insert(LocalFlags::NOFLSH);
+        match tcsetattr(&stdin, SetArg::TCSANOW, &keep) {
+            Ok(()) => Self(Some(original)),
+            Err(_) => Self(None),
+        }
+    }
+}
+
+impl Drop for KeepTypeAhead {
+    fn drop(&mut self) {
+        if let Some(original) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                original,
+            );
+        }
+    }
+}
+
 fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) -> Result<ExitCode> {
+    let _keep = KeepTypeAhead::set();
     let config = EditorConfig::builder().auto_add_history(true).build();
     let mut editor: Editor<helper::DstoreHelper, DefaultHistory> = Editor::with_config(config)?;
     editor.set_helper(Some(helper::DstoreHelper::new(session.catalog.clone())));

@@ -237,3 +237,35 @@ async fn the_banner_names_the_config_file() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_typed_before_ctrl_c_still_runs() {
+    let env = Env::new().await;
+    env.fault(
+        FaultRoute::CreateMessage,
+        1,
+        3,
+        FaultAction::Stall(Duration::from_secs(60)),
+    );
+    let path = env.file("stuck.bin", 4 * PART as usize);
+    let mut p = spawn(&env);
+    let path_text = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        expect(&mut p, "dstore> ");
+        p.send_line(format!("upload {path_text}")).unwrap();
+        expect(&mut p, "1/4 parts");
+        p.send_line("list").unwrap();
+        // The terminal takes in what is written to it a little later (the pty does not echo
+        // here, so there is nothing to wait for).
+        std::thread::sleep(Duration::from_millis(500));
+        p.send(ControlCode::EndOfText).unwrap();
+        expect(&mut p, "cancelled after 1/4 parts");
+        p.expect(Regex(r"ID +NAME +SIZE")).unwrap();
+        expect(&mut p, "incomplete");
+        expect(&mut p, "dstore> ");
+        p.send_line("exit").unwrap();
+        p.expect(expectrl::Eof).unwrap();
+    })
+    .await
+    .unwrap();
+}
