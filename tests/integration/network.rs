@@ -77,13 +77,13 @@ async fn a_rate_limit_too_long_to_wait_ends_the_upload_naming_resume() {
     );
 }
 
-/// The slow-link tests: a 30 MB part (a tier-2 server allows 50) at 5 MB/s takes six seconds,
-/// more than the four-second [`IDLE`] timeout, yet bytes move all the time. The kernels'
-/// socket buffers (some 6 MB on loopback) take the last second or so of it at once, so the
-/// idle timeout must be longer than that.
-const BIG: u64 = 30 * 1000 * 1000;
-const SLOW: u64 = 5 * 1000 * 1000;
-const IDLE: Duration = Duration::from_secs(4);
+/// The slow-link tests: a 48 MB part (a tier-2 server allows 50) at 6 MB/s takes eight
+/// seconds, more than the five-second [`IDLE`] timeout, yet bytes move all the time. The
+/// kernels' socket buffers (some 6 MB on loopback) take the last second or so of it at once,
+/// so the idle timeout must be well over that.
+const BIG: u64 = 48 * 1000 * 1000;
+const SLOW: u64 = 6 * 1000 * 1000;
+const IDLE: Duration = Duration::from_secs(5);
 
 /// An emulator whose server takes [`BIG`] parts, and a session that sends them.
 async fn slow_link_env() -> (Env, dstore::commands::Session) {
