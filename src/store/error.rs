@@ -33,9 +33,9 @@ pub enum StoreError {
         code: i64,
         message: String,
     },
-    #[error("gave up after {attempts} attempts; the last failure was: {last}")]
+    #[error("gave up after {}; the last failure was: {last}", crate::render::plural(u64::from(*attempts), "attempt"))]
     GaveUp { attempts: u32, last: String },
-    #[error("cannot reach {host}: {why} (tried {attempts} times); check the network connection, and `api_base` if you set one")]
+    #[error("cannot reach {host}: {why} (tried {}); check the network connection, and `api_base` if you set one", if *attempts == 1 { "once".to_string() } else { format!("{attempts} times") })]
     Unreachable {
         host: String,
         why: String,
