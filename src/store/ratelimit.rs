@@ -150,6 +150,16 @@ impl RateLimiter {
 
     /// Learns the bucket state from the headers of the reply to request `ticket`.
     pub fn observe(&self, key: &RouteKey, ticket: Ticket, headers: &HeaderMap) {
+        self.learn(key, ticket, headers, false);
+    }
+
+    /// [`RateLimiter::observe`] for a 429: its `Reset-After` is the penalty, which says
+    /// nothing about the window's length.
+    pub fn observe_limited(&self, key: &RouteKey, ticket: Ticket, headers: &HeaderMap) {
+        self.learn(key, ticket, headers, true);
+    }
+
+    fn learn(&self, key: &RouteKey, ticket: Ticket, headers: &HeaderMap, limited: bool) {
         let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let remaining = h("x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
         let reset_after = h("x-ratelimit-reset-after").and_then(|v| v.parse::<f64>().ok());
@@ -174,10 +184,12 @@ impl RateLimiter {
             guessed: false,
             opened_at: ticket.sent_at,
             limit,
-            window: reset_after,
+            window: if limited { Duration::ZERO } else { reset_after },
         });
         bucket.limit = limit.or(bucket.limit);
-        bucket.window = bucket.window.max(reset_after);
+        if !limited {
+            bucket.window = bucket.window.max(reset_after);
+        }
         if ticket.sent_at < bucket.opened_at {
             return; // a late reply from a window already over
         }
@@ -424,6 +436,24 @@ mod tests {
         // A reply from the new window is believed again.
         rl.observe(&KEY, next.unwrap().unwrap(), &with_limit("4", "5", "5"));
         assert!(rl.state().try_take(&KEY, Instant::now()).is_ok());
+    }
+
+    #[test]
+    fn a_long_429_does_not_stretch_the_window() {
+        let rl = RateLimiter::default();
+        let now = Instant::now();
+        let t = |seq| Ticket { seq, sent_at: now };
+        rl.observe(&KEY, t(1), &with_limit("4", "5", "5"));
+        rl.observe_limited(&KEY, t(2), &with_limit("0", "200", "5"));
+        rl.penalize(&KEY, Duration::from_secs(200), false);
+        let mut st = rl.state();
+        let after = now + Duration::from_secs(201);
+        for _ in 0..5 {
+            st.try_take(&KEY, after).unwrap();
+        }
+        // Five requests that told nothing: the next window is guessed at 5 s, not 200.
+        let wait = st.try_take(&KEY, after).unwrap_err();
+        assert!(wait <= Duration::from_secs(5), "{wait:?}");
     }
 
     #[tokio::test(start_paused = true)]

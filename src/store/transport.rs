@@ -134,7 +134,11 @@ impl Transport {
                     continue;
                 }
             };
-            self.limiter.observe(&key, ticket, &reply.headers);
+            if reply.status == StatusCode::TOO_MANY_REQUESTS {
+                self.limiter.observe_limited(&key, ticket, &reply.headers);
+            } else {
+                self.limiter.observe(&key, ticket, &reply.headers);
+            }
             match reply.status.as_u16() {
                 429 => {
                     let (wait, global) = retry_after(&reply);
