@@ -24,6 +24,18 @@ pub fn user(bot_user_id: u64) -> Value {
     })
 }
 
+/// Another (human) user, as the `author` of a message posted with `Emulator::post_as`.
+pub fn other_user(user_id: u64) -> Value {
+    json!({
+        "id": user_id.to_string(),
+        "username": format!("user{user_id}"),
+        "discriminator": "0",
+        "global_name": null,
+        "avatar": null,
+        "public_flags": 0,
+    })
+}
+
 /// A guild text channel (type 0).
 pub fn channel(c: &Channel, last_message_id: Option<u64>) -> Value {
     json!({
@@ -87,7 +99,7 @@ pub fn message(m: &StoredMessage, bot_user_id: u64, signer: &Signer) -> Value {
         })
         .collect();
     let mut v = json!({
-        "id": m.id.to_string(), "channel_id": m.channel_id.to_string(), "author": user(bot_user_id),
+        "id": m.id.to_string(), "channel_id": m.channel_id.to_string(), "author": m.author_id.map_or_else(|| user(bot_user_id), other_user),
         "content": m.content, "timestamp": iso8601(m.timestamp_ms), "edited_timestamp": null,
         "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
         "attachments": attachments, "embeds": [], "pinned": false, "type": 0, "flags": 0,

@@ -63,6 +63,9 @@ pub struct StoredMessage {
     /// Unix ms; starts at creation time, moved back by `Emulator::age_message`.
     pub timestamp_ms: u64,
     pub attachments: Vec<StoredAttachment>,
+    /// Who posted it: `None` for the bot itself, else another user (`Emulator::post_as`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_id: Option<u64>,
 }
 
 /// A message as tests see it.
@@ -75,6 +78,8 @@ pub struct MessageInfo {
     /// Unix time in milliseconds.
     pub timestamp: u64,
     pub attachments: Vec<AttachmentInfo>,
+    /// `None` when the bot posted it, else the other user's ID.
+    pub author_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +113,7 @@ impl From<&StoredMessage> for MessageInfo {
                     size: a.size,
                 })
                 .collect(),
+            author_id: m.author_id,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::api::{self, Outcome};
 use crate::cdn::Signer;
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
-use crate::model::{Access, AttachmentInfo, MessageInfo};
+use crate::model::{Access, AttachmentInfo, MessageInfo, StoredAttachment, StoredMessage};
 use crate::ratelimit::RateLimiter;
 use crate::shared::Shared;
 use crate::stats::{Counters, Stats};
@@ -167,6 +167,42 @@ impl Emulator {
     pub fn delete_message(&self, channel_id: u64, message_id: u64) -> bool {
         self.shared
             .with_store(|s| s.delete(channel_id, message_id))
+            .expect("writing the journal")
+    }
+
+    /// Posts a message with one attachment as another user (`user_id`, not the bot), as anyone
+    /// allowed to post in the channel could; returns it.
+    pub fn post_as(
+        &self,
+        user_id: u64,
+        channel_id: u64,
+        filename: &str,
+        bytes: &[u8],
+    ) -> MessageInfo {
+        self.shared
+            .with_store(|s| -> anyhow::Result<MessageInfo> {
+                let tmp = s
+                    .tmp_dir()
+                    .join(format!("post-as-{:016x}", rand::random::<u64>()));
+                std::fs::write(&tmp, bytes)?;
+                let message = StoredMessage {
+                    id: s.next_id(),
+                    channel_id,
+                    content: String::new(),
+                    nonce: None,
+                    timestamp_ms: crate::snowflake::now_ms(),
+                    attachments: vec![StoredAttachment {
+                        id: s.next_id(),
+                        filename: filename.to_string(),
+                        size: bytes.len() as u64,
+                        content_type: "application/octet-stream".into(),
+                    }],
+                    author_id: Some(user_id),
+                };
+                let info = MessageInfo::from(&message);
+                s.commit(message.clone(), vec![(message.attachments[0].id, tmp)])?;
+                Ok(info)
+            })
             .expect("writing the journal")
     }
 

@@ -147,6 +147,7 @@ impl Draft {
             nonce,
             timestamp_ms: now_ms(),
             attachments,
+            author_id: None,
         }
     }
 
