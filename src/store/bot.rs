@@ -37,6 +37,8 @@ const CLOCK_SKEW: time::Duration = time::Duration::seconds(10);
 pub struct BotStore {
     t: Transport,
     nonce_trust: Duration,
+    /// The bot's own user ID, asked once (`GET /users/@me`).
+    me: tokio::sync::OnceCell<u64>,
 }
 
 /// A part a late retry looks for: same channel, name and bytes.
@@ -64,6 +66,7 @@ impl BotStore {
         Ok(Self {
             t: Transport::new(config)?,
             nonce_trust: NONCE_TRUST,
+            me: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -85,7 +88,12 @@ impl BotStore {
         let found = self
             .find_parts(wanted.channel_id, &named, since - CLOCK_SKEW)
             .await?;
-        for candidate in found.into_iter().filter(|p| p.size == wanted.size) {
+        let me = self.own_user_id().await?;
+        // Only a part this bot posted: another user's copy could be deleted under us.
+        let ours = found
+            .into_iter()
+            .filter(|p| p.size == wanted.size && p.author_id == me);
+        for candidate in ours {
             let bytes = self.read_part(&candidate).await?;
             if crate::hash::sha256_hex(&bytes) == wanted.sha256 {
                 tracing::info!(
@@ -97,6 +105,24 @@ impl BotStore {
             }
         }
         Ok(None)
+    }
+
+    /// The bot's own user ID: the author of every message it posts.
+    pub async fn own_user_id(&self) -> Result<u64, StoreError> {
+        self.me
+            .get_or_try_init(|| async {
+                let key = RouteKey {
+                    kind: "get-user",
+                    major: 0,
+                };
+                let me = self.get_json(key, Route::UserMe).await?;
+                me["id"]
+                    .as_str()
+                    .and_then(|id| id.parse().ok())
+                    .ok_or_else(|| StoreError::Protocol("the bot user has no ID".into()))
+            })
+            .await
+            .copied()
     }
 
     pub async fn get_message(&self, channel: u64, message: u64) -> Result<Message, StoreError> {
@@ -352,6 +378,10 @@ impl PartStore for BotStore {
         Ok(all.freeze())
     }
 
+    async fn trusted_authors(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(vec![self.own_user_id().await?])
+    }
+
     async fn part_size_limit(&self, channel_id: u64) -> Result<u64, StoreError> {
         let key = RouteKey {
             kind: "get-channel",
@@ -470,5 +500,6 @@ fn remote(msg: &Message, a: &Attachment) -> RemotePart {
         size: u64::from(a.size),
         url: a.url.clone(),
         posted_at: timestamp(msg),
+        author_id: msg.author.id.get(),
     }
 }

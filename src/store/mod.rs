@@ -36,6 +36,8 @@ pub struct RemotePart {
     pub size: u64,
     pub url: String,
     pub posted_at: OffsetDateTime,
+    /// Who posted the message: a user ID (or, for a webhook's message, the webhook's ID).
+    pub author_id: u64,
 }
 
 /// One part to post: `data` becomes the message's only attachment, named `filename`.
@@ -121,6 +123,10 @@ pub trait PartStore: Send + Sync + 'static {
         &self,
         part: &RemotePart,
     ) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+
+    /// The authors whose messages count as dstore's own: the bot's user (configured webhooks'
+    /// IDs join here once webhooks post). Messages by anyone else are never trusted or adopted.
+    fn trusted_authors(&self) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
 
     /// The largest attachment `channel` accepts, from its server's boost tier.
     fn part_size_limit(
