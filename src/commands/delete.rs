@@ -10,12 +10,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 use time::OffsetDateTime;
 
-use super::Session;
-use crate::catalog::remote::manifest_name;
+use super::{entries, Session};
+use crate::catalog::remote::EntryName;
 use crate::catalog::{parse_attachment_name, Catalog, FileManifest, Status};
 use crate::progress::Progress;
 use crate::render::human_bytes;
-use crate::store::{BotStore, PartStore, StoreError};
+use crate::store::{BotStore, StoreError};
 
 /// Discord's epoch in Unix ms: a snowflake's top 42 bits count from it (discord-api.md §4).
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
@@ -24,8 +24,6 @@ const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 const BULK_MAX_AGE_MS: u64 = (14 * 24 - 1) * 60 * 60 * 1000;
 /// Ids per bulk delete: 2 to 100 (discord-api.md §4).
 const BULK_MAX: usize = 100;
-/// How far before `created_at` unrecorded parts are looked for, as `resume` does.
-const SCAN_MARGIN: time::Duration = time::Duration::minutes(10);
 
 pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Result<()> {
     let _lock = s.catalog.lock(id)?;
@@ -91,7 +89,7 @@ pub async fn undelete(s: &Session, id: &str) -> Result<()> {
 
 /// Tells the manifest on Discord whether the file is hidden, so `recover` keeps it that way.
 async fn mirror_hidden(s: &Session, file: &mut FileManifest, command: &str) -> Result<()> {
-    if file.status != crate::catalog::Status::Complete {
+    if file.status != Status::Complete {
         return Ok(());
     }
     let id = file.id.clone();
@@ -150,60 +148,105 @@ struct Target {
     message: u64,
     part: Option<u64>,
     bytes: u64,
+    /// What it is, in the order messages go: the entry's heads, its pieces, then parts.
+    rank: Rank,
 }
 
-/// Every message of the file: the remote manifest first (so no manifest on Discord outlives
-/// the parts it names), then the recorded parts, then, for an upload that never finished, a
-/// damaged part manifest or a manifest post never recorded, the file's messages Discord holds
-/// that no manifest records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Head,
+    Piece,
+    Part,
+}
+
+/// Every message of the file we posted: its catalogue entries (the recorded one and any other
+/// a kill or a failed delete left, heads before pieces, so no entry on Discord outlives the
+/// parts it names), then the recorded parts, then parts no record names (an upload that never
+/// finished, a damaged part manifest). Messages others posted under the file's names are
+/// reported and left alone.
 async fn targets(s: &Session, store: &BotStore, file: &FileManifest) -> Result<Vec<Target>> {
+    let target = |channel, message, part, bytes, rank| Target {
+        channel,
+        message,
+        part,
+        bytes,
+        rank,
+    };
     let mut out: Vec<Target> = file
         .remote_manifest
         .iter()
-        .map(|r| Target {
-            channel: r.channel_id,
-            message: r.message_id,
-            part: None,
-            bytes: 0,
-        })
+        .map(|r| target(r.channel_id, r.message_id, None, 0, Rank::Head))
         .collect();
     let loaded = s.catalog.load_parts(&file.id)?;
-    out.extend(loaded.parts.iter().map(|p| Target {
-        channel: p.channel_id,
-        message: p.message_id,
-        part: Some(p.index),
-        bytes: p.length,
+    out.extend(loaded.parts.iter().map(|p| {
+        target(
+            p.channel_id,
+            p.message_id,
+            Some(p.index),
+            p.length,
+            Rank::Part,
+        )
     }));
-    if file.status == Status::Complete
-        && file.remote_manifest.is_some()
-        && loaded.quarantined.is_empty()
-    {
-        return Ok(out);
-    }
-    let mut channels: Vec<u64> = file.channels.clone();
-    channels.extend(out.iter().map(|t| t.channel));
-    channels.sort_unstable();
-    channels.dedup();
     let mut seen: HashSet<u64> = out.iter().map(|t| t.message).collect();
-    let manifest = manifest_name(&file.id);
-    let ours = |name: &str| parse_attachment_name(&file.id, name).is_some() || name == manifest;
-    for channel in channels {
-        let found = store
-            .find_parts(channel, &ours, file.created_at - SCAN_MARGIN)
-            .await
-            .map_err(|e| anyhow!("cannot look for the parts of {} on Discord: {e}", file.id))?;
-        for p in found {
-            if seen.insert(p.message_id) {
-                out.push(Target {
-                    channel: p.channel_id,
-                    message: p.message_id,
-                    part: None,
-                    bytes: p.size,
-                });
-            }
+    let id = file.id.as_str();
+    let wanted = |name: &str| {
+        parse_attachment_name(id, name).is_some()
+            || EntryName::parse(name).is_some_and(|n| n.id() == id)
+    };
+    let trust = entries::trust(s, store).await?;
+    let found = entries::scan(
+        store,
+        &trust,
+        &entries::entry_channels(s, file),
+        &wanted,
+        file.created_at - entries::SCAN_MARGIN,
+    )
+    .await
+    .map_err(|e| anyhow!("cannot look for the messages of {id} on Discord: {e}"))?;
+    found.warn_strangers(&format!("part of {id}"));
+    for p in found.ours {
+        let rank = match EntryName::parse(&p.filename) {
+            Some(EntryName::Head(_)) => Rank::Head,
+            Some(EntryName::Piece(..)) => Rank::Piece,
+            None => Rank::Part,
+        };
+        if seen.insert(p.message_id) {
+            out.push(target(p.channel_id, p.message_id, None, p.size, rank));
         }
     }
+    out.sort_by_key(|t| t.rank);
     Ok(out)
+}
+
+/// The order of deletion: every head outside the first head's channel alone, then that
+/// channel (its heads first, so its first request removes them), then the other channels, those
+/// holding pieces first. So the first request already removes the recorded entry, and no entry
+/// is left naming a deleted part, wherever a delete stops.
+fn order(targets: Vec<Target>) -> Vec<(u64, Vec<Target>)> {
+    let lead = targets
+        .iter()
+        .find(|t| t.rank == Rank::Head)
+        .map(|t| t.channel);
+    let (early, rest): (Vec<Target>, Vec<Target>) = targets
+        .into_iter()
+        .partition(|t| t.rank == Rank::Head && Some(t.channel) != lead);
+    let mut out: Vec<(u64, Vec<Target>)> = group(early);
+    let mut later = group(rest);
+    later.sort_by_key(|(channel, ts)| {
+        let first = ts.iter().map(|t| t.rank).min();
+        (Some(*channel) != lead, first, *channel)
+    });
+    out.extend(later);
+    out
+}
+
+/// Targets by channel, each channel's in the order given.
+fn group(targets: Vec<Target>) -> Vec<(u64, Vec<Target>)> {
+    let mut by_channel: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
+    for t in targets {
+        by_channel.entry(t.channel).or_default().push(t);
+    }
+    by_channel.into_iter().collect()
 }
 
 /// How one channel's messages go.
@@ -258,11 +301,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn all(&mut self, targets: Vec<Target>) -> Result<()> {
-        let mut by_channel: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
-        for t in targets {
-            by_channel.entry(t.channel).or_default().push(t);
-        }
-        for (channel, targets) in by_channel {
+        for (channel, targets) in order(targets) {
             self.channel(channel, plan(targets, now_ms())).await?;
         }
         Ok(())
@@ -328,6 +367,7 @@ mod tests {
             message: ((ms - DISCORD_EPOCH_MS) << 22) | n,
             part: Some(n),
             bytes: 1,
+            rank: Rank::Part,
         }
     }
 

@@ -7,6 +7,7 @@ use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
 use super::{FileJson, Session};
+use crate::catalog::remote::uncovered;
 use crate::catalog::{FileManifest, MessageRef, PartRecord, Status};
 use crate::render::{human_bytes, relative_age};
 
@@ -48,8 +49,21 @@ pub fn info(s: &Session, id: &str, json: bool) -> Result<()> {
             path.display()
         );
     }
+    let unrecorded = match file.status {
+        Status::Complete => uncovered(&loaded.parts, file.size),
+        Status::Incomplete => Vec::new(),
+    };
+    for (from, to) in &unrecorded {
+        eprintln!(
+            "warning: bytes {from}..{to} of {id} have no part record; `resume {id}` restores it from Discord"
+        );
+    }
     let parts = loaded.parts;
-    let next = next_command(&file);
+    let next = if unrecorded.is_empty() {
+        next_command(&file)
+    } else {
+        format!("resume {id}")
+    };
     let summary = FileJson::of(&s.catalog, &file);
     if json {
         let out = InfoJson {
@@ -72,8 +86,8 @@ pub fn info(s: &Session, id: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// What to run next: `resume` for an unfinished upload, else `download`, or `undelete` first
-/// for a hidden file.
+/// What to run next: `resume` for an unfinished upload (or one missing part records), else
+/// `download`, or `undelete` first for a hidden file.
 fn next_command(file: &FileManifest) -> String {
     match (file.status, file.hidden) {
         (Status::Incomplete, _) => format!("resume {}", file.id),

@@ -4,11 +4,13 @@
 mod delete;
 pub mod download;
 mod duplicate;
+pub mod entries;
 mod help;
 mod info;
 mod list;
 mod publish;
 pub mod recover;
+mod repair;
 pub mod upload;
 mod verify;
 

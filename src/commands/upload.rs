@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{FileJson, Session};
+use crate::catalog::remote::uncovered;
 use crate::catalog::{layout, FileManifest, Status, FORMAT_VERSION};
 use crate::config::PartSize;
 use crate::progress::{Progress, ProgressMode};
@@ -98,13 +99,22 @@ pub async fn resume(
     let _lock = s.catalog.lock(id)?;
     let mut file = s.catalog.load_file(id)?;
     if file.status == Status::Complete {
-        if file.remote_manifest.is_none() {
-            super::publish::publish_manifest(s, &mut file).await?;
-        }
+        let repaired = resume_complete(s, &mut file).await?;
         if json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&FileJson::of(&s.catalog, &file))?
+            );
+        } else if repaired > 0 {
+            println!(
+                "{} ({}) is complete; {repaired} missing part {} restored from Discord.",
+                file.id,
+                file.name,
+                if repaired == 1 {
+                    "record was"
+                } else {
+                    "records were"
+                }
             );
         } else {
             println!(
@@ -139,6 +149,30 @@ pub async fn resume(
         );
     }
     transfer(s, file, parts, json, cancel).await
+}
+
+/// A complete file: nothing to do when its part records cover it and its catalogue entry is
+/// recorded. Else restores the missing records from Discord, then makes sure its entry there is
+/// the recorded one and the only one (posting it if need be).
+async fn resume_complete(s: &Session, file: &mut FileManifest) -> Result<usize> {
+    let id = file.id.clone();
+    let have = s.catalog.load_parts(&id)?.parts;
+    if file.remote_manifest.is_some() && uncovered(&have, file.size).is_empty() {
+        return Ok(0);
+    }
+    let store = s.store()?;
+    let trust = super::entries::trust(s, &store).await?;
+    let remote = super::repair::look(s, &store, &trust, file).await?;
+    let repaired = super::repair::repair(s, &store, file, &remote)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resume {id}: {e:#}"))?;
+    match (&remote.entry, file.remote_manifest) {
+        (Some((posted, _)), Some(recorded)) if posted.head == recorded => {
+            super::entries::sweep_found(&store, &remote.found, posted, None).await?;
+        }
+        _ => super::publish::publish_manifest(s, file).await?,
+    }
+    Ok(repaired)
 }
 
 async fn transfer(

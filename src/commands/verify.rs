@@ -7,7 +7,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Session;
-use crate::catalog::PartRecord;
+use crate::catalog::remote::uncovered;
+use crate::catalog::{FileManifest, LoadedParts, PartRecord, Status};
 use crate::store::PartStore;
 use crate::transfer::download::{fetch_part, locate_checked, FetchError};
 
@@ -27,7 +28,9 @@ pub async fn verify(
     cancel: CancellationToken,
 ) -> Result<()> {
     let file = s.catalog.load_file(id)?;
-    let parts = s.catalog.load_parts(id)?.parts;
+    let loaded = s.catalog.load_parts(id)?;
+    let records = record_problems(&file, &loaded);
+    let parts = loaded.parts;
     let store = s.store()?;
     let checks = stream::iter(parts.iter())
         .map(|p| {
@@ -59,11 +62,11 @@ pub async fn verify(
     let what = if full { "size and SHA-256" } else { "size" };
     if json {
         let v = serde_json::json!({
-            "id": file.id, "ok": problems.is_empty(), "full": full,
-            "parts_checked": parts.len(), "problems": problems,
+            "id": file.id, "ok": problems.is_empty() && records.is_empty(), "full": full,
+            "parts_checked": parts.len(), "problems": problems, "record_problems": records,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if problems.is_empty() {
+    } else if problems.is_empty() && records.is_empty() {
         println!(
             "{} of {} ({}) on Discord with their recorded {what}.",
             match parts.len() {
@@ -74,6 +77,9 @@ pub async fn verify(
             file.id
         );
     } else {
+        for r in &records {
+            println!("{r}");
+        }
         for p in &problems {
             println!(
                 "part {} (bytes {}..{}): {}",
@@ -84,6 +90,18 @@ pub async fn verify(
             );
         }
     }
+    if !records.is_empty() {
+        bail!(
+            "{id} has {} missing or damaged part {}{}; run `resume {id}` to restore them from Discord",
+            records.len(),
+            if records.len() == 1 { "record" } else { "records" },
+            if problems.is_empty() {
+                String::new()
+            } else {
+                format!(", and {} of its recorded parts are missing or damaged", problems.len())
+            }
+        );
+    }
     if !problems.is_empty() {
         bail!(
             "{} of {} of {id} {} missing or damaged",
@@ -93,6 +111,24 @@ pub async fn verify(
         );
     }
     Ok(())
+}
+
+/// Part manifests on disk that are damaged, and for a complete file the bytes no record
+/// covers: every one a part `verify` could not check.
+fn record_problems(file: &FileManifest, loaded: &LoadedParts) -> Vec<String> {
+    let mut out: Vec<String> = loaded
+        .quarantined
+        .iter()
+        .map(|p| format!("the part manifest {} is damaged (moved aside)", p.display()))
+        .collect();
+    if file.status == Status::Complete {
+        out.extend(
+            uncovered(&loaded.parts, file.size)
+                .into_iter()
+                .map(|(from, to)| format!("bytes {from}..{to}: no part record on disk")),
+        );
+    }
+    out
 }
 
 async fn check<S: PartStore>(store: &S, p: &PartRecord, full: bool) -> Result<(), FetchError> {

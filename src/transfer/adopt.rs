@@ -36,8 +36,17 @@ pub async fn adopt_orphans<S: PartStore>(
     let is_part = |name: &str| parse_attachment_name(&file.id, name).is_some();
     let mut adopted = 0;
     let mut seen = HashSet::new();
+    let trusted = store.trusted_authors().await?;
     for channel in channels {
         for remote in store.find_parts(channel, &is_part, since).await? {
+            if !trusted.contains(&remote.author_id) {
+                tracing::warn!(
+                    message = remote.message_id,
+                    "{} in channel {channel} was not posted by this bot; not adopted",
+                    remote.filename
+                );
+                continue;
+            }
             let Some(index) = parse_attachment_name(&file.id, &remote.filename) else {
                 continue;
             };

@@ -132,3 +132,26 @@ async fn unknown_id_is_one_sentence() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_part_record_is_warned_and_resume_is_next() {
+    let env = Env::new().await;
+    let s = env.session();
+    let m = round_trip(&env, &s, 3 * PART as usize).await;
+    let parts = env.data_dir().join("files").join(&m.id).join("parts");
+    std::fs::remove_file(parts.join("1.json")).unwrap();
+    let (ok, out, err) = info(&env, &m.id, false).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "bytes {PART}..{} of {} have no part record",
+            2 * PART,
+            m.id
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        out.trim().lines().last().unwrap(),
+        format!("Next: `resume {}`", m.id)
+    );
+}

@@ -82,7 +82,7 @@ async fn a_newer_manifest_is_reported_not_guessed() {
     let err = recover::recover(&fresh, false, CancellationToken::new())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("1 manifest on Discord"), "{err}");
+    assert!(err.to_string().contains("1 catalogue entry"), "{err}");
     assert_eq!(
         fresh.catalog.ids().len(),
         1,
