@@ -194,15 +194,9 @@ async fn targets(s: &Session, store: &BotStore, file: &FileManifest) -> Result<V
             || EntryName::parse(name).is_some_and(|n| n.id() == id)
     };
     let trust = entries::trust(s, store).await?;
-    let found = entries::scan(
-        store,
-        &trust,
-        &entries::entry_channels(s, file),
-        &wanted,
-        file.created_at - entries::SCAN_MARGIN,
-    )
-    .await
-    .map_err(|e| anyhow!("cannot look for the messages of {id} on Discord: {e}"))?;
+    let found = entries::scan_file(s, store, &trust, file, &wanted)
+        .await
+        .map_err(|e| anyhow!("cannot look for the messages of {id} on Discord: {e}"))?;
     found.warn_strangers(&format!("part of {id}"));
     for p in found.ours {
         let rank = match EntryName::parse(&p.filename) {

@@ -17,7 +17,7 @@ const MARGIN: u64 = 64 * 1024;
 /// Below this an entry is not split further: a 413 then is not about size.
 const MIN_BUDGET: u64 = 2048;
 /// How far before `created_at` a file's messages are looked for (clock skew).
-pub const SCAN_MARGIN: time::Duration = time::Duration::minutes(10);
+const SCAN_MARGIN: time::Duration = time::Duration::minutes(10);
 
 /// The messages that count as ours: posted by a trusted author (the bot's own user; see
 /// [`PartStore::trusted_authors`]), in the configured channels.
@@ -78,15 +78,45 @@ pub async fn scan(
     Ok(found)
 }
 
-/// The channels a file's entries may be in: where its parts go, where its entry was recorded,
-/// and the configured ones.
-pub fn entry_channels(s: &Session, file: &FileManifest) -> Vec<u64> {
+/// The channels a file's messages are in: where its parts go (the first one also takes its
+/// entries) and where its entry was recorded.
+fn file_channels(file: &FileManifest) -> Vec<u64> {
     let mut channels = file.channels.clone();
     channels.extend(file.remote_manifest.map(|r| r.channel_id));
-    channels.extend(&s.config.channels);
     channels.sort_unstable();
     channels.dedup();
     channels
+}
+
+/// Every attachment named `wanted` of `file`'s, posted since shortly before it was created:
+/// in its own channels (where an error is an error) and in the other configured channels,
+/// where one the bot cannot read is noted and passed over (nothing of the file can be there
+/// unless the config changed).
+pub async fn scan_file(
+    s: &Session,
+    store: &BotStore,
+    trust: &Trust,
+    file: &FileManifest,
+    wanted: &NameFilter<'_>,
+) -> Result<Found, StoreError> {
+    let since = file.created_at - SCAN_MARGIN;
+    let own = file_channels(file);
+    let mut found = scan(store, trust, &own, wanted, since).await?;
+    let mut others: Vec<u64> = s.config.channels.clone();
+    others.retain(|c| !own.contains(c));
+    for channel in others {
+        match scan(store, trust, &[channel], wanted, since).await {
+            Ok(more) => {
+                found.ours.extend(more.ours);
+                found.strangers.extend(more.strangers);
+            }
+            Err(e @ (StoreError::MissingAccess { .. } | StoreError::UnknownChannel { .. })) => {
+                tracing::warn!("not looking for {} in channel {channel}: {e}", file.id);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
 }
 
 /// Reads the entry whose head is `head` (one of ours), its pieces included, and checks it:
@@ -243,14 +273,7 @@ pub async fn sweep(
     let trust = trust(s, store).await?;
     let id = file.id.as_str();
     let is_entry = |name: &str| EntryName::parse(name).is_some_and(|n| n.id() == id);
-    let found = scan(
-        store,
-        &trust,
-        &entry_channels(s, file),
-        &is_entry,
-        file.created_at - SCAN_MARGIN,
-    )
-    .await?;
+    let found = scan_file(s, store, &trust, file, &is_entry).await?;
     found.warn_strangers(&format!("a catalogue entry of {id}"));
     sweep_found(store, &found, keep, also).await
 }

@@ -6,7 +6,7 @@
 use anyhow::{anyhow, bail, Result};
 use time::OffsetDateTime;
 
-use super::entries::{entry_channels, read_entry, scan, Found, Posted, SCAN_MARGIN};
+use super::entries::{read_entry, scan_file, Found, Posted};
 use super::Session;
 use crate::catalog::layout::PartSpan;
 use crate::catalog::remote::{uncovered, EntryName, RemoteManifest, Trust};
@@ -33,8 +33,7 @@ pub async fn look(
         parse_attachment_name(id, name).is_some()
             || EntryName::parse(name).is_some_and(|n| n.id() == id)
     };
-    let since = file.created_at - SCAN_MARGIN;
-    let found = scan(store, trust, &entry_channels(s, file), &wanted, since)
+    let found = scan_file(s, store, trust, file, &wanted)
         .await
         .map_err(|e| anyhow!("cannot look for {id} on Discord: {e}"))?;
     found.warn_strangers(&format!("part of {id}"));

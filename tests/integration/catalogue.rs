@@ -10,7 +10,7 @@ use dstore::catalog::Status;
 use dstore::cli::Command;
 use dstore::commands::{recover, Session};
 use dstore::config::PartSize;
-use dstore_emulator::{FaultAction, FaultRoute};
+use dstore_emulator::{Access, FaultAction, FaultRoute};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{dstore, run};
@@ -473,4 +473,17 @@ async fn resume_never_adopts_a_part_a_stranger_posted() {
         "{parts:?}"
     );
     assert_eq!(env.stored_bytes(&s, &id), bytes);
+}
+
+#[tokio::test]
+async fn a_configured_channel_the_file_never_used_may_be_unreadable() {
+    let env = Env::new().await;
+    let s = env.session();
+    let m = round_trip(&env, &s, 2 * PART as usize).await;
+    // Later the config lists a channel the bot cannot see: the file's own are enough.
+    let c = env.emu.add_channel(env.emu.guild_id());
+    env.emu.set_channel_access(c, Access::NoAccess);
+    let later = env.session_with(|cfg| cfg.channels = vec![env.emu.channel_id(), c]);
+    delete(&later, &m.id, false).await.unwrap();
+    assert!(env.emu.messages(env.emu.channel_id()).is_empty());
 }
