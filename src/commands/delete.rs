@@ -208,30 +208,45 @@ async fn targets(s: &Session, store: &BotStore, file: &FileManifest) -> Result<V
             out.push(target(p.channel_id, p.message_id, None, p.size, rank));
         }
     }
-    out.sort_by_key(|t| t.rank);
     Ok(out)
 }
 
-/// The order of deletion: every head outside the first head's channel alone, then that
-/// channel (its heads first, so its first request removes them), then the other channels, those
-/// holding pieces first. So the first request already removes the recorded entry, and no entry
-/// is left naming a deleted part, wherever a delete stops.
-fn order(targets: Vec<Target>) -> Vec<(u64, Vec<Target>)> {
-    let lead = targets
-        .iter()
-        .find(|t| t.rank == Rank::Head)
-        .map(|t| t.channel);
-    let (early, rest): (Vec<Target>, Vec<Target>) = targets
+/// The deletes in order, channel by channel. Every catalogue head goes first, so no entry on
+/// Discord is left naming a deleted part wherever a delete stops: in the first request of its
+/// channel's deletes when that one request takes every head (one channel, young messages: the
+/// usual case), else alone before anything else. Then the channel of the recorded entry, then
+/// channels holding pieces, then the rest.
+fn schedule(mut targets: Vec<Target>, now_ms: u64) -> Vec<(u64, Vec<Step>)> {
+    targets.sort_by_key(|t| t.rank);
+    let is_head = |t: &&Target| t.rank == Rank::Head;
+    let heads = targets.iter().filter(is_head).count();
+    let lead = targets.iter().find(is_head).map(|t| t.channel);
+    let sorted = |mut groups: Vec<(u64, Vec<Target>)>| {
+        groups.sort_by_key(|(channel, ts)| {
+            let first = ts.iter().map(|t| t.rank).min();
+            (Some(*channel) != lead, first, *channel)
+        });
+        groups
+    };
+    let together: Vec<(u64, Vec<Step>)> = sorted(group(targets.clone()))
         .into_iter()
-        .partition(|t| t.rank == Rank::Head && Some(t.channel) != lead);
-    let mut out: Vec<(u64, Vec<Target>)> = group(early);
-    let mut later = group(rest);
-    later.sort_by_key(|(channel, ts)| {
-        let first = ts.iter().map(|t| t.rank).min();
-        (Some(*channel) != lead, first, *channel)
-    });
-    out.extend(later);
-    out
+        .map(|(channel, ts)| (channel, plan(ts, now_ms)))
+        .collect();
+    let first_takes_all = match together.first().and_then(|(_, steps)| steps.first()) {
+        Some(Step::Bulk(batch)) => batch.iter().filter(is_head).count() == heads,
+        Some(Step::Single(t)) => heads == 0 || (heads == 1 && t.rank == Rank::Head),
+        None => true,
+    };
+    if first_takes_all {
+        return together;
+    }
+    let (first, rest): (Vec<Target>, Vec<Target>) =
+        targets.into_iter().partition(|t| t.rank == Rank::Head);
+    group(first)
+        .into_iter()
+        .chain(sorted(group(rest)))
+        .map(|(channel, ts)| (channel, plan(ts, now_ms)))
+        .collect()
 }
 
 /// Targets by channel, each channel's in the order given.
@@ -295,8 +310,8 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn all(&mut self, targets: Vec<Target>) -> Result<()> {
-        for (channel, targets) in order(targets) {
-            self.channel(channel, plan(targets, now_ms())).await?;
+        for (channel, steps) in schedule(targets, now_ms()) {
+            self.channel(channel, steps).await?;
         }
         Ok(())
     }
@@ -388,6 +403,65 @@ mod tests {
         assert_eq!(shape, [100, 100, 1, 1, 1]);
         assert!(matches!(steps[2], Step::Single(t) if t.part == Some(200)));
         assert!(matches!(steps[3], Step::Single(t) if t.part == Some(500)));
+    }
+
+    fn ranked(t: Target, channel: u64, rank: Rank) -> Target {
+        Target { channel, rank, ..t }
+    }
+
+    /// The steps of a schedule as (channel, message numbers), message numbers from `at`.
+    fn shape(s: Vec<(u64, Vec<Step>)>) -> Vec<(u64, Vec<u64>)> {
+        let n = |t: &Target| t.message & 0x3f_ffff;
+        s.into_iter()
+            .flat_map(|(c, steps)| {
+                steps.into_iter().map(move |step| match step {
+                    Step::Bulk(b) => (c, b.iter().map(n).collect()),
+                    Step::Single(t) => (c, vec![n(&t)]),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn catalogue_heads_go_first_in_any_channel_order() {
+        let now = 1_700_000_000_000;
+        let young = |n| at(now - DAY_MS, n);
+        // One channel, all young: one bulk request with the head first.
+        let one = vec![ranked(young(9), 1, Rank::Head), young(0), young(1)];
+        assert_eq!(shape(schedule(one, now)), [(1, vec![9, 0, 1])]);
+        // The entry in channel 5, parts in 1 and 5: channel 5 (its head) goes first.
+        let two = vec![
+            ranked(young(9), 5, Rank::Head),
+            young(0),
+            ranked(young(1), 5, Rank::Part),
+            young(2),
+        ];
+        assert_eq!(
+            shape(schedule(two, now)),
+            [(5, vec![9, 1]), (1, vec![0, 2])]
+        );
+        // A stray head elsewhere, or one too old to go in the first bulk: heads alone first.
+        let stray = vec![
+            ranked(young(9), 5, Rank::Head),
+            ranked(young(8), 1, Rank::Head),
+            ranked(young(1), 5, Rank::Part),
+            young(2),
+            ranked(young(7), 1, Rank::Piece),
+        ];
+        assert_eq!(
+            shape(schedule(stray, now)),
+            [(1, vec![8]), (5, vec![9]), (5, vec![1]), (1, vec![7, 2])]
+        );
+        let old_stray = vec![
+            ranked(young(9), 1, Rank::Head),
+            ranked(at(now - 20 * DAY_MS, 8), 1, Rank::Head),
+            young(1),
+            young(2),
+        ];
+        assert_eq!(
+            shape(schedule(old_stray, now)),
+            [(1, vec![9]), (1, vec![8]), (1, vec![1, 2])]
+        );
     }
 
     #[test]
