@@ -94,8 +94,11 @@ async fn mirror_hidden(s: &Session, file: &mut FileManifest, command: &str) -> R
     }
     let id = file.id.clone();
     super::publish::publish_manifest(s, file).await.map_err(|e| {
-        anyhow::anyhow!(
-            "{id} is changed here, but its manifest on Discord could not be updated ({e:#}); run `{command} {id}` again"
+        if e.downcast_ref::<entries::Refused>().is_some() {
+            return anyhow!("{id} is changed here only: {e}, and `{command} {id}` again");
+        }
+        anyhow!(
+            "{id} is changed here, but its catalogue entry on Discord could not be updated ({e:#}); run `{command} {id}` again"
         )
     })
 }

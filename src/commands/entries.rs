@@ -313,9 +313,19 @@ pub async fn sweep_found(
     Ok(stale.len())
 }
 
+/// An entry that was not posted because it would not describe the file whole.
+#[derive(Debug, thiserror::Error)]
+#[error("the catalogue entry of {id} was not posted to Discord: {why}; run `verify {id}` to see which parts are missing, then `resume {id}` to repair them")]
+pub struct Refused {
+    pub id: String,
+    pub why: RemoteError,
+}
+
 /// Why an entry cannot be built, as a sentence about `id`.
-pub fn refused(id: &str, e: &RemoteError) -> anyhow::Error {
-    anyhow!(
-        "the catalogue entry of {id} was not posted to Discord: {e}; run `verify {id}` to see which parts are missing, then `resume {id}` to repair them"
-    )
+pub fn refused(id: &str, e: RemoteError) -> anyhow::Error {
+    Refused {
+        id: id.to_string(),
+        why: e,
+    }
+    .into()
 }

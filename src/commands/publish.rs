@@ -17,13 +17,13 @@ pub async fn publish_manifest(s: &Session, file: &mut FileManifest) -> Result<()
     let loaded = s.catalog.load_parts(&id)?;
     if let Some(path) = loaded.quarantined.first() {
         let e = RemoteError::Untiled(format!("the part manifest {} is damaged", path.display()));
-        return Err(refused(&id, &e));
+        return Err(refused(&id, e));
     }
     if let Some((from, to)) = uncovered(&loaded.parts, file.size).first() {
         let e = RemoteError::Untiled(format!("bytes {from}..{to} have no part record"));
-        return Err(refused(&id, &e));
+        return Err(refused(&id, e));
     }
-    let entry = RemoteManifest::of(file, &loaded.parts).map_err(|e| refused(&id, &e))?;
+    let entry = RemoteManifest::of(file, &loaded.parts).map_err(|e| refused(&id, e))?;
     let store = s.store()?;
     let Some(&channel) = file.channels.first() else {
         anyhow::bail!("{id} has no channel in its file.json, so its catalogue entry has nowhere to go; `info {id}` shows it");

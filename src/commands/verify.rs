@@ -92,13 +92,15 @@ pub async fn verify(
     }
     if !records.is_empty() {
         bail!(
-            "{id} has {} missing or damaged part {}{}; run `resume {id}` to restore them from Discord",
-            records.len(),
-            if records.len() == 1 { "record" } else { "records" },
+            "{id} has {} missing or damaged on disk{}; `resume {id}` restores the records from Discord",
+            crate::render::plural(records.len() as u64, "part record"),
             if problems.is_empty() {
                 String::new()
             } else {
-                format!(", and {} of its recorded parts are missing or damaged", problems.len())
+                format!(
+                    ", and {} of its recorded parts are missing or damaged on Discord",
+                    problems.len()
+                )
             }
         );
     }

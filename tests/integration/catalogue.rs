@@ -107,12 +107,12 @@ async fn verify_reports_a_missing_or_damaged_part_record() {
     std::fs::remove_file(part_json(&env, &m.id, 1)).unwrap();
     let e = verify(&s, &m.id).await.unwrap_err().to_string();
     assert!(
-        e.contains("1 missing or damaged part record") && e.contains(&format!("`resume {}`", m.id)),
+        e.contains("1 part record missing or damaged") && e.contains(&format!("`resume {}`", m.id)),
         "{e}"
     );
     std::fs::write(part_json(&env, &m.id, 2), b"{\"format\":1,\"ind").unwrap();
     let e = verify(&s, &m.id).await.unwrap_err().to_string();
-    assert!(e.contains("2 missing or damaged part records"), "{e}");
+    assert!(e.contains("2 part records missing or damaged"), "{e}");
 }
 
 #[tokio::test]
@@ -207,6 +207,13 @@ async fn no_entry_is_posted_whose_parts_do_not_tile_the_file() {
     let e = delete(&s, &m.id, true).await.unwrap_err().to_string();
     assert!(
         e.contains("was not posted") && e.contains(&format!("bytes {}..{}", 2 * PART, 3 * PART)),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "then `resume {}` to repair them, and `delete --keep-remote {}` again",
+            m.id, m.id
+        )),
         "{e}"
     );
     let e = cmd(&s, Command::Undelete { id: m.id.clone() })
