@@ -2,6 +2,11 @@
 //! wrapped), at most one plain line a second when stderr is not a terminal, nothing when hidden
 //! (tests, `--json`). The rate counts only bytes moved in this run, and a rate-limit wait is
 //! shown as such instead of a falling rate.
+//!
+//! The line is drawn here rather than by indicatif: indicatif 0.17 pads its last line with
+//! spaces to the terminal's full width (to push later writes onto the next line), so the `^C`
+//! a terminal echoes on Ctrl-C wraps, and erasing the bar then leaves its line on the screen.
+//! One line, `\r` and `ESC[2K`, is all this needs.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
