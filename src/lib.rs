@@ -11,6 +11,7 @@ pub mod logging;
 pub mod progress;
 pub mod render;
 pub mod repl;
+pub mod repo;
 pub mod store;
 pub mod transfer;
 

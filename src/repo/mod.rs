@@ -1,0 +1,6 @@
+//! Format 2, the repository on Discord (docs/format.md): keys and sealing, content-defined
+//! chunks, packs of chunks, and the sealed catalogue.
+
+pub mod chunker;
+pub mod crypto;
+pub mod pack;
