@@ -67,15 +67,14 @@ pub async fn verify(
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if problems.is_empty() && records.is_empty() {
-        println!(
-            "{} of {} ({}) on Discord with their recorded {what}.",
-            match parts.len() {
-                1 => "The one part is".to_string(),
-                n => format!("All {n} parts are"),
-            },
-            file.name,
-            file.id
-        );
+        let (name, id) = (&file.name, &file.id);
+        match parts.len() {
+            0 => println!("{name} ({id}) is empty: it has no parts to check."),
+            1 => println!("The one part of {name} ({id}) is on Discord with its recorded {what}."),
+            n => println!(
+                "All {n} parts of {name} ({id}) are on Discord with their recorded {what}."
+            ),
+        }
     } else {
         for r in &records {
             println!("{r}");

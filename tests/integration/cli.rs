@@ -497,3 +497,24 @@ async fn help_version_completions_and_the_config_commands() {
     let out = run(cmd(&["--concurrency", "0", "list"]), "").await;
     assert!(text(&out).1.contains("--concurrency"), "{}", text(&out).1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_says_in_a_sentence_that_every_part_is_there() {
+    let env = Env::new().await;
+    let path = env.file("two.bin", 2 * PART as usize);
+    let mut up = dstore(&env);
+    up.arg("upload").arg(&path).arg("--json");
+    let out = run(up, "").await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    let mut check = dstore(&env);
+    check.args(["verify", &id]);
+    let out = run(check, "").await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!("All 2 parts of two.bin ({id}) are on Discord with their recorded size.")
+    );
+}
