@@ -350,17 +350,14 @@ async fn on_a_terminal_it_asks_first() {
     for (answer, reply) in [("n", "Nothing was deleted."), ("yes", "Deleted ")] {
         let mut c = dstore(&env);
         c.args(["delete", &m.id]);
-        let mut p = expectrl::Session::spawn(c).unwrap();
-        p.set_expect_timeout(Some(Duration::from_secs(30)));
         let question = question.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::pty::on_terminal(c, move |p| {
             p.expect(question.as_str()).unwrap();
             p.send_line(answer).unwrap();
             p.expect(reply).unwrap();
             p.expect(expectrl::Eof).unwrap();
         })
-        .await
-        .unwrap();
+        .await;
         if answer == "n" {
             assert_eq!(env.attachments_of(&m.id).len(), 2);
             assert!(s.catalog.contains(&m.id));

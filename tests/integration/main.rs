@@ -12,6 +12,7 @@ mod hardening_upload;
 mod info;
 mod network;
 mod prompt;
+mod pty;
 mod recover;
 mod repl;
 mod resume;

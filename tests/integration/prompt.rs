@@ -3,58 +3,44 @@
 
 use std::time::Duration;
 
-use dstore_emulator::{FaultAction, FaultRoute};
 use expectrl::{ControlCode, Regex};
 
 use crate::common::{Env, PART};
-use crate::repl::{expect, spawn};
+use crate::pty::{exit, expect, on_prompt, stalling_file, start_upload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_typed_during_a_transfer_all_run_in_order() {
     let env = Env::new().await;
     // One part hangs for a while, so the lines below are typed while the upload runs.
-    env.fault(
-        FaultRoute::CreateMessage,
-        1,
-        1,
-        FaultAction::Stall(Duration::from_secs(6)),
-    );
-    let path = env.file("slow.bin", 3 * PART as usize);
-    let mut p = spawn(&env);
-    let path_text = path.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        expect(&mut p, "dstore> ");
-        p.send_line(format!("upload {path_text}")).unwrap();
-        expect(&mut p, "Uploading");
+    let path = stalling_file(&env, "slow.bin", 3, 1, Duration::from_secs(6));
+    on_prompt(&env, move |p| {
+        start_upload(p, &path);
+        expect(p, "Uploading");
         p.send_line("help").unwrap();
         p.send_line("list").unwrap();
         p.send_line("help list").unwrap();
-        expect(&mut p, "Stored slow.bin");
-        expect(&mut p, "Commands:");
+        expect(p, "Stored slow.bin");
+        expect(p, "Commands:");
         p.expect(Regex(r"ID +NAME +SIZE")).unwrap();
-        expect(&mut p, "Also show files hidden");
-        expect(&mut p, "dstore> ");
-        p.send_line("exit").unwrap();
-        p.expect(expectrl::Eof).unwrap();
+        expect(p, "Also show files hidden");
+        expect(p, "dstore> ");
+        exit(p);
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_survives_a_killed_session() {
     let env = Env::new().await;
-    let mut p = spawn(&env);
-    tokio::task::spawn_blocking(move || {
-        expect(&mut p, "dstore> ");
+    on_prompt(&env, |p| {
+        expect(p, "dstore> ");
         p.send_line("list --json").unwrap();
-        expect(&mut p, "[]");
-        expect(&mut p, "dstore> ");
+        expect(p, "[]");
+        expect(p, "dstore> ");
         p.get_process_mut().kill(expectrl::Signal::SIGKILL).unwrap();
         let _ = p.get_process_mut().wait();
     })
-    .await
-    .unwrap();
+    .await;
     let history = std::fs::read_to_string(env.data_dir().join("history.txt")).unwrap_or_default();
     assert!(history.contains("list --json"), "history: {history:?}");
 }
@@ -67,52 +53,38 @@ async fn ctrl_c_at_a_question_answers_no() {
         .await
         .unwrap();
     let id = m.id.clone();
-    let mut p = spawn(&env);
-    tokio::task::spawn_blocking(move || {
-        expect(&mut p, "dstore> ");
+    on_prompt(&env, move |p| {
+        expect(p, "dstore> ");
         p.send_line(format!("delete {id}")).unwrap();
-        expect(&mut p, "[y/N]");
+        expect(p, "[y/N]");
         p.send(ControlCode::EndOfText).unwrap();
-        expect(&mut p, "Nothing was deleted.");
-        expect(&mut p, "dstore> ");
+        expect(p, "Nothing was deleted.");
+        expect(p, "dstore> ");
         // The prompt reads the next line whole: nothing is left reading the terminal.
         p.send_line("list").unwrap();
-        expect(&mut p, "keep.bin");
-        expect(&mut p, "dstore> ");
-        p.send_line("exit").unwrap();
-        p.expect(expectrl::Eof).unwrap();
+        expect(p, "keep.bin");
+        expect(p, "dstore> ");
+        exit(p);
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(env.attachments_of(&m.id).len(), 2, "no part was deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_upload_is_reported_once_and_its_line_erased() {
     let env = Env::new().await;
-    env.fault(
-        FaultRoute::CreateMessage,
-        1,
-        3,
-        FaultAction::Stall(Duration::from_secs(60)),
-    );
-    let path = env.file("stuck.bin", 4 * PART as usize);
-    let mut p = spawn(&env);
-    let path_text = path.display().to_string();
-    let shown = tokio::task::spawn_blocking(move || {
-        expect(&mut p, "dstore> ");
-        p.send_line(format!("upload {path_text}")).unwrap();
-        expect(&mut p, "Uploading");
-        expect(&mut p, "1/4 parts");
+    let path = stalling_file(&env, "stuck.bin", 4, 3, Duration::from_secs(60));
+    let shown = on_prompt(&env, move |p| {
+        start_upload(p, &path);
+        expect(p, "Uploading");
+        expect(p, "1/4 parts");
         p.send(ControlCode::EndOfText).unwrap();
         let found = p.expect("dstore> ").unwrap();
         let shown = String::from_utf8_lossy(found.before()).to_string();
-        p.send_line("exit").unwrap();
-        p.expect(expectrl::Eof).unwrap();
+        exit(p);
         shown
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(shown.matches("cancel").count(), 1, "{shown:?}");
     // Every drawing of the progress line leaves room for the echoed ^C, and the line is
     // erased before the error is printed.
@@ -226,46 +198,32 @@ async fn several_uploads_go_on_past_a_failure_and_the_command_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_banner_names_the_config_file() {
     let env = Env::new().await;
-    let mut p = spawn(&env);
     let config = env.dir.path().join("home/.config/dstore/config.toml");
-    tokio::task::spawn_blocking(move || {
-        expect(&mut p, &format!("Config file: {}", config.display()));
-        expect(&mut p, "dstore> ");
-        p.send_line("exit").unwrap();
-        p.expect(expectrl::Eof).unwrap();
+    on_prompt(&env, move |p| {
+        expect(p, &format!("Config file: {}", config.display()));
+        expect(p, "dstore> ");
+        exit(p);
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_typed_before_ctrl_c_still_runs() {
     let env = Env::new().await;
-    env.fault(
-        FaultRoute::CreateMessage,
-        1,
-        3,
-        FaultAction::Stall(Duration::from_secs(60)),
-    );
-    let path = env.file("stuck.bin", 4 * PART as usize);
-    let mut p = spawn(&env);
-    let path_text = path.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        expect(&mut p, "dstore> ");
-        p.send_line(format!("upload {path_text}")).unwrap();
-        expect(&mut p, "1/4 parts");
+    let path = stalling_file(&env, "stuck.bin", 4, 3, Duration::from_secs(60));
+    on_prompt(&env, move |p| {
+        start_upload(p, &path);
+        expect(p, "1/4 parts");
         p.send_line("list").unwrap();
         // The terminal takes in what is written to it a little later (the pty does not echo
         // here, so there is nothing to wait for).
         std::thread::sleep(Duration::from_millis(500));
         p.send(ControlCode::EndOfText).unwrap();
-        expect(&mut p, "cancelled after 1/4 parts");
+        expect(p, "cancelled after 1/4 parts");
         p.expect(Regex(r"ID +NAME +SIZE")).unwrap();
-        expect(&mut p, "incomplete");
-        expect(&mut p, "dstore> ");
-        p.send_line("exit").unwrap();
-        p.expect(expectrl::Eof).unwrap();
+        expect(p, "incomplete");
+        expect(p, "dstore> ");
+        exit(p);
     })
-    .await
-    .unwrap();
+    .await;
 }
