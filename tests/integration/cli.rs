@@ -276,22 +276,25 @@ async fn killed_repeatedly_at_any_instant_still_completes() {
     assert_eq!(env.stored_bytes(&s, &id), std::fs::read(&path).unwrap());
 }
 
+/// `dstore --emulator <args>` on `data_dir`: no token, no channel, no API base.
+fn emulator_mode(env: &Env, data_dir: &Path, args: &[&str]) -> Command {
+    let mut c = dstore(env);
+    c.env_remove("DSTORE_TOKEN")
+        .env_remove("DSTORE_CHANNELS")
+        .env_remove("DSTORE_API_BASE")
+        .env("DSTORE_DATA_DIR", data_dir)
+        .arg("--emulator")
+        .args(args);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulator_mode_needs_no_discord_and_keeps_its_state_between_runs() {
     let env = Env::new().await;
     let demo = env.dir.path().join("demo");
     let path = env.file("demo.bin", 3 * PART as usize);
     // No token, no channel, no API base: `--emulator` brings its own.
-    let cmd = |args: &[&str]| {
-        let mut c = dstore(&env);
-        c.env_remove("DSTORE_TOKEN")
-            .env_remove("DSTORE_CHANNELS")
-            .env_remove("DSTORE_API_BASE")
-            .env("DSTORE_DATA_DIR", &demo)
-            .arg("--emulator")
-            .args(args);
-        c
-    };
+    let cmd = |args: &[&str]| emulator_mode(&env, &demo, args);
     let out = run(cmd(&["list"]), "").await;
     assert!(out.status.success(), "{}", text(&out).1);
     assert!(text(&out).0.contains("No files yet"), "{}", text(&out).0);
@@ -346,16 +349,7 @@ async fn a_second_emulator_on_the_same_data_dir_is_refused() {
     use std::io::{BufRead, BufReader, Write};
     let env = Env::new().await;
     let demo = env.dir.path().join("demo");
-    let cmd = |args: &[&str]| {
-        let mut c = dstore(&env);
-        c.env_remove("DSTORE_TOKEN")
-            .env_remove("DSTORE_CHANNELS")
-            .env_remove("DSTORE_API_BASE")
-            .env("DSTORE_DATA_DIR", &demo)
-            .arg("--emulator")
-            .args(args);
-        c
-    };
+    let cmd = |args: &[&str]| emulator_mode(&env, &demo, args);
     // The first one runs the prompt on piped stdin and stays up until its stdin closes.
     let mut first = cmd(&[])
         .stdin(Stdio::piped())
