@@ -119,6 +119,34 @@ pub struct MessageRef {
     pub message_id: u64,
 }
 
+#[cfg(test)]
+impl FileManifest {
+    /// A manifest for tests: file `id` of `size` bytes in `part_size` parts, not yet complete,
+    /// on channel 7, its times all now.
+    pub(crate) fn fixture(id: &str, size: u64, part_size: u64) -> Self {
+        let now = OffsetDateTime::now_utc();
+        FileManifest {
+            format: FORMAT_VERSION,
+            id: id.into(),
+            name: "f.bin".into(),
+            source_path: "/tmp/f.bin".into(),
+            size,
+            mtime: now,
+            sha256: None,
+            part_size,
+            layout: layout::initial(size, part_size),
+            channels: vec![7],
+            status: Status::Incomplete,
+            created_at: now,
+            updated_at: now,
+            hidden: false,
+            remote_manifest: None,
+            mode: None,
+            source_stamp: None,
+        }
+    }
+}
+
 impl FileManifest {
     /// The channel part `index` goes to; `None` if the manifest names no channel.
     pub fn channel_for(&self, index: u64) -> Option<u64> {
@@ -189,7 +217,7 @@ pub fn parse_attachment_name(file_id: &str, name: &str) -> Option<u64> {
 }
 
 /// Snowflakes are strings in JSON, as Discord writes them (they exceed 2^53).
-mod snowflake {
+pub(super) mod snowflake {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {

@@ -328,25 +328,11 @@ mod tests {
     use time::OffsetDateTime;
 
     fn sample(id: &str) -> FileManifest {
-        let now = OffsetDateTime::now_utc();
         FileManifest {
-            format: FORMAT_VERSION,
-            id: id.into(),
             name: "a b.bin".into(),
             source_path: "/tmp/a b.bin".into(),
-            size: 25,
-            mtime: now,
-            sha256: None,
-            part_size: 10,
-            layout: layout::initial(25, 10),
             channels: vec![1234567890123456789],
-            status: Status::Incomplete,
-            created_at: now,
-            updated_at: now,
-            hidden: false,
-            remote_manifest: None,
-            mode: None,
-            source_stamp: None,
+            ..FileManifest::fixture(id, 25, 10)
         }
     }
 

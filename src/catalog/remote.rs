@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::manifest::snowflake;
 use super::{layout, FileManifest, MessageRef, PartRecord, Status, FORMAT_VERSION};
 
 /// An entry whose parts are all in its head.
@@ -414,45 +415,16 @@ pub fn uncovered(parts: &[PartRecord], size: u64) -> Vec<(u64, u64)> {
     layout::gaps(&spans, size)
 }
 
-/// Snowflakes are strings in JSON, as Discord writes them (they exceed 2^53).
-mod snowflake {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::FORMAT_VERSION;
 
     fn file(id: &str, size: u64, part_size: u64) -> (FileManifest, Vec<PartRecord>) {
-        let now = OffsetDateTime::now_utc();
         let m = FileManifest {
-            format: FORMAT_VERSION,
-            id: id.into(),
-            name: "f.bin".into(),
-            source_path: "/tmp/f.bin".into(),
-            size,
-            mtime: now,
             sha256: Some("ab".repeat(32)),
-            part_size,
-            layout: layout::initial(size, part_size),
-            channels: vec![7],
             status: Status::Complete,
-            created_at: now,
-            updated_at: now,
-            hidden: false,
-            remote_manifest: None,
-            mode: None,
-            source_stamp: None,
+            ..FileManifest::fixture(id, size, part_size)
         };
         let parts = m
             .planned()
@@ -467,7 +439,7 @@ mod tests {
                 message_id: 1000 + s.index,
                 attachment_id: 2000 + s.index,
                 attachment_name: crate::catalog::attachment_name(id, s.index),
-                uploaded_at: now,
+                uploaded_at: m.created_at,
             })
             .collect();
         (m, parts)
