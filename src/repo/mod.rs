@@ -3,4 +3,6 @@
 
 pub mod chunker;
 pub mod crypto;
+pub mod keys;
 pub mod pack;
+pub mod passphrase;
