@@ -95,8 +95,22 @@ impl Default for KdfParams {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The tag did not verify: the passphrase is wrong (or the key file is another repository's).
-    #[error("the passphrase is wrong: it opens no key of this repository")]
+    #[error("the passphrase does not open this key file")]
     WrongPassphrase,
+    /// [`open_any`]: the passphrase opened none of the repository's key files.
+    #[error("the passphrase opens none of the {count} key file{} of this repository; check it (DSTORE_PASSPHRASE, its file or command, or what you typed)", if *count == 1 { "" } else { "s" })]
+    NoneOpens {
+        /// How many key files were tried (or skipped as unreadable).
+        count: usize,
+    },
+    /// [`open_any`] with no key file at all.
+    #[error("this repository is encrypted but has no key file in its first channel; a copy may be in the data dir's repo/keys/ folder")]
+    NoKeyFiles,
+    /// A key file of a later format.
+    #[error(
+        "a key file was written by a newer dstore (key file format {0}); upgrade dstore to use it"
+    )]
+    Newer(u32),
     /// The key file is not JSON of the expected shape, or its fields are out of range.
     #[error("a key file is damaged or not a dstore key file ({0}); `dstore key list` shows the key files")]
     Malformed(String),
@@ -134,8 +148,42 @@ impl KeyFile {
         passphrase: &Passphrase,
         params: KdfParams,
     ) -> Result<KeyFile, KeyError> {
-        let mut salt = [0u8; SALT_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
+        Self::create_among(master, repo_id, passphrase, params, &[])
+    }
+
+    /// [`KeyFile::create`] with a salt whose key ID (its first 8 hex) none of `existing` has, so
+    /// `key add` never gives two key files one name.
+    pub fn create_among(
+        master: &MasterKey,
+        repo_id: &RepoId,
+        passphrase: &Passphrase,
+        params: KdfParams,
+        existing: &[KeyFile],
+    ) -> Result<KeyFile, KeyError> {
+        let mut random = || {
+            let mut salt = [0u8; SALT_LEN];
+            rand::rngs::OsRng.fill_bytes(&mut salt);
+            salt
+        };
+        Self::create_from(master, repo_id, passphrase, params, existing, &mut random)
+    }
+
+    /// [`KeyFile::create_among`] drawing salts from `salts`.
+    fn create_from(
+        master: &MasterKey,
+        repo_id: &RepoId,
+        passphrase: &Passphrase,
+        params: KdfParams,
+        existing: &[KeyFile],
+        salts: &mut dyn FnMut() -> [u8; SALT_LEN],
+    ) -> Result<KeyFile, KeyError> {
+        let salt = loop {
+            let salt = salts();
+            let id = hex::encode(&salt[..4]);
+            if existing.iter().all(|k| k.id() != id) {
+                break salt;
+            }
+        };
         let kek = kek(passphrase, &salt, params)?;
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -160,6 +208,9 @@ impl KeyFile {
     /// Unwraps the master key with `passphrase`; a wrong passphrase (or a key file of another
     /// repository) gives [`KeyError::WrongPassphrase`].
     pub fn open(&self, repo_id: &RepoId, passphrase: &Passphrase) -> Result<MasterKey, KeyError> {
+        if self.format > FORMAT {
+            return Err(KeyError::Newer(self.format));
+        }
         if self.format != FORMAT || self.kdf != KDF {
             return Err(KeyError::Malformed(format!(
                 "format {} with kdf {:?}, expected format 2 with argon2id",
@@ -218,6 +269,45 @@ impl KeyFile {
     pub fn from_json(bytes: &[u8]) -> Result<KeyFile, KeyError> {
         serde_json::from_slice(bytes).map_err(|e| KeyError::Malformed(format!("{e}")))
     }
+}
+
+/// What [`open_any`] found: the master key, which key file opened it, and the key files that could
+/// not be tried (damaged, or of a newer format), to report.
+#[derive(Debug)]
+pub struct Opened {
+    /// The repository's master key.
+    pub master: MasterKey,
+    /// The index in the given list of the key file that opened.
+    pub index: usize,
+    /// Key files skipped before it, with why.
+    pub skipped: Vec<(usize, KeyError)>,
+}
+
+/// Tries `passphrase` on each key file in the order given (newest first, by the format) until one
+/// opens. A damaged or newer key file is skipped (and listed); when none opens, one error says so.
+pub fn open_any(
+    files: &[KeyFile],
+    repo_id: &RepoId,
+    passphrase: &Passphrase,
+) -> Result<Opened, KeyError> {
+    if files.is_empty() {
+        return Err(KeyError::NoKeyFiles);
+    }
+    let mut skipped = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        match file.open(repo_id, passphrase) {
+            Ok(master) => {
+                return Ok(Opened {
+                    master,
+                    index,
+                    skipped,
+                })
+            }
+            Err(KeyError::WrongPassphrase) => {}
+            Err(e) => skipped.push((index, e)),
+        }
+    }
+    Err(KeyError::NoneOpens { count: files.len() })
 }
 
 /// "dstore key v2" || repo_id.

@@ -38,7 +38,7 @@ fn wrong_passphrase_is_one_clear_error() {
     assert!(matches!(err, KeyError::WrongPassphrase), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "the passphrase is wrong: it opens no key of this repository"
+        "the passphrase does not open this key file"
     );
     // A key file of another repository does not open here, even with its own passphrase.
     let err = file.open(&RepoId([0x22; 16]), &pass("right")).unwrap_err();
@@ -260,4 +260,57 @@ fn create_refuses_costs_argon2_refuses() {
         KeyFile::create(&master, &repo(), &pass("p"), bad),
         Err(KeyError::Params(_))
     ));
+}
+
+#[test]
+fn open_any_tries_each_key_file_and_reports_the_skipped() {
+    let master = MasterKey::random();
+    let alice = KeyFile::create(&master, &repo(), &pass("alice"), FAST).unwrap();
+    let bob = KeyFile::create(&master, &repo(), &pass("bob"), FAST).unwrap();
+    let newer = KeyFile {
+        format: 3,
+        ..alice.clone()
+    };
+    let files = [newer, alice, bob];
+    let opened = open_any(&files, &repo(), &pass("bob")).unwrap();
+    assert_eq!((opened.index, &opened.master), (2, &master));
+    assert_eq!(opened.skipped.len(), 1);
+    assert!(matches!(opened.skipped[0], (0, KeyError::Newer(3))));
+    assert!(opened.skipped[0].1.to_string().contains("upgrade dstore"));
+
+    let err = open_any(&files, &repo(), &pass("carol")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the passphrase opens none of the 3 key files of this repository; \
+         check it (DSTORE_PASSPHRASE, its file or command, or what you typed)"
+    );
+    let err = open_any(&files[1..2], &repo(), &pass("carol")).unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("the passphrase opens none of the 1 key file of"));
+    let err = open_any(&[], &repo(), &pass("bob")).unwrap_err();
+    assert!(matches!(err, KeyError::NoKeyFiles), "{err:?}");
+}
+
+#[test]
+fn create_among_never_reuses_a_key_id() {
+    let master = MasterKey::random();
+    let first = KeyFile::create(&master, &repo(), &pass("a"), FAST).unwrap();
+    let taken: [u8; 16] = hex::decode(&first.salt).unwrap().try_into().unwrap();
+    // A salt source that first repeats the taken key ID (with other trailing bytes).
+    let mut draws = vec![[7u8; 16], taken, taken];
+    draws[1][15] ^= 1;
+    let mut salts = || draws.pop().unwrap();
+    let second = KeyFile::create_from(
+        &master,
+        &repo(),
+        &pass("b"),
+        FAST,
+        std::slice::from_ref(&first),
+        &mut salts,
+    )
+    .unwrap();
+    assert_eq!(second.salt, hex::encode([7u8; 16]));
+    assert_ne!(second.file_name(), first.file_name());
+    assert_eq!(second.open(&repo(), &pass("b")).unwrap(), master);
 }

@@ -214,22 +214,29 @@ impl Prompt for Terminal {
     }
 
     fn ask(&mut self, prompt: &str) -> io::Result<Option<String>> {
-        let mut stderr = io::stderr();
-        stderr.write_all(prompt.as_bytes())?;
-        stderr.flush()?;
         // An unbuffered handle on fd 0, so nothing typed after the line is swallowed.
         let input = File::from(io::stdin().as_fd().try_clone_to_owned()?);
-        let line = {
-            let _raw = NoEcho::set(&input)?;
-            read_hidden_line(&mut &input)
-        };
-        stderr.write_all(b"\n")?;
-        line
+        ask_on(&input, &mut io::stderr(), prompt)
     }
 }
 
+/// Writes `prompt` to `out`, reads a line from the terminal `input` with echo off, then ends the
+/// prompt's line (the Enter typed was not echoed).
+fn ask_on(input: &File, out: &mut dyn Write, prompt: &str) -> io::Result<Option<String>> {
+    out.write_all(prompt.as_bytes())?;
+    out.flush()?;
+    let line = {
+        let _raw = NoEcho::set(input)?;
+        read_hidden_line(&mut &*input)
+    };
+    out.write_all(b"\n")?;
+    out.flush()?;
+    line
+}
+
 /// The terminal without echo, line editing or signals (so Ctrl-C is read as a key and the
-/// terminal's settings always come back); restored on drop.
+/// terminal's settings always come back); restored on drop. Set and restored at once (TCSANOW),
+/// not flushing: a passphrase typed ahead of the prompt is read, not lost.
 struct NoEcho<'a>(&'a File, nix::sys::termios::Termios);
 
 impl<'a> NoEcho<'a> {
@@ -243,14 +250,14 @@ impl<'a> NoEcho<'a> {
             .remove(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG);
         raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
         raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
-        tcsetattr(fd, SetArg::TCSAFLUSH, &raw).map_err(io::Error::from)?;
+        tcsetattr(fd, SetArg::TCSANOW, &raw).map_err(io::Error::from)?;
         Ok(NoEcho(fd, original))
     }
 }
 
 impl Drop for NoEcho<'_> {
     fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(self.0, nix::sys::termios::SetArg::TCSAFLUSH, &self.1);
+        let _ = nix::sys::termios::tcsetattr(self.0, nix::sys::termios::SetArg::TCSANOW, &self.1);
     }
 }
 

@@ -253,3 +253,56 @@ fn hidden_line_editing() {
     assert_eq!(read(b"\r"), Some(String::new()));
     assert!(read_hidden_line(&mut Cursor::new(vec![0xff, b'\r'])).is_err());
 }
+
+/// The real prompt on a pseudo-terminal: echo is off while the line is read (nothing typed comes
+/// back on the terminal), and the terminal's settings are restored afterwards.
+#[test]
+fn terminal_prompt_reads_without_echo_and_restores_the_terminal() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut master = File::from(pty.master);
+    let slave = File::from(pty.slave);
+    let before = tcgetattr(&slave).unwrap();
+    assert!(before.local_flags.contains(LocalFlags::ECHO));
+
+    let reader = slave.try_clone().unwrap();
+    let asking = std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        let line = ask_on(&reader, &mut shown, "Passphrase: ").unwrap();
+        (line, shown)
+    });
+    // Type only once echo is off, as a person would after the prompt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tcgetattr(&slave)
+        .unwrap()
+        .local_flags
+        .contains(LocalFlags::ECHO)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "echo never turned off"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    master.write_all(b"s3cret words\r").unwrap();
+    let (line, shown) = asking.join().unwrap();
+    assert_eq!(line.as_deref(), Some("s3cret words"));
+    assert_eq!(shown, b"Passphrase: \n");
+
+    let after = tcgetattr(&slave).unwrap();
+    assert_eq!(after.local_flags, before.local_flags);
+    // Everything the terminal displayed up to a marker written now: no echo of the passphrase.
+    (&slave).write_all(b"END\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !seen.windows(3).any(|w| w == b"END") {
+        let n = master.read(&mut buf).unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        !seen.contains("s3cret"),
+        "the passphrase was echoed: {seen:?}"
+    );
+}
