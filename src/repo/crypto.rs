@@ -2,20 +2,19 @@
 //! "Catalogue entry"): subkeys derived from the master key, chunk and pack IDs, sealed boxes with
 //! their associated data, and the opaque attachment names.
 //!
-//! A sealed box is `nonce(24) || ciphertext || tag(16)` under XChaCha20-Poly1305, with a random
-//! nonce from the OS: random 192-bit nonces never repeat, even across resumes on several machines.
+//! A sealed box is `nonce(24) || ciphertext || tag(16)` under XChaCha20-Poly1305 (src/repo/xchacha.rs),
+//! with a random nonce from the OS: random 192-bit nonces never repeat, even across resumes on several machines.
 //! An unencrypted repository uses the same calls with the plain scheme: IDs are SHA-256, blobs,
 //! headers and entries are stored as they are, and names are keyed with 32 zero bytes.
 
 use std::fmt;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use rand::RngCore;
 use sha2::Sha256;
 
 use super::keys::MasterKey;
+use super::xchacha::XChaCha;
 
 /// Length of a repository ID in bytes.
 pub const REPO_ID_LEN: usize = 16;
@@ -129,8 +128,8 @@ pub enum CryptoError {
 #[derive(Clone)]
 struct Sealing {
     id_key: [u8; 32],
-    data: XChaCha20Poly1305,
-    catalogue: XChaCha20Poly1305,
+    data: XChaCha,
+    catalogue: XChaCha,
 }
 
 /// The keys of an open repository (encrypted) or the plain scheme (unencrypted). Cheap to clone,
@@ -181,8 +180,8 @@ impl Keys {
             name_key,
             sealing: Some(Sealing {
                 id_key,
-                data: XChaCha20Poly1305::new(&data_key.into()),
-                catalogue: XChaCha20Poly1305::new(&cat_key.into()),
+                data: XChaCha::new(data_key),
+                catalogue: XChaCha::new(cat_key),
             }),
         }
     }
@@ -245,10 +244,25 @@ impl Keys {
     /// Seals a chunk's body (compressed when `flags` bit0 is set, raw otherwise) with data_key and
     /// ad = "dstore v2 chunk" || repo_id || chunk_id || flags. Unencrypted: the body as it is.
     pub fn seal_blob(&self, id: &ChunkId, flags: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(body.len() + self.overhead());
+        self.seal_blob_into(id, flags, body, &mut out);
+        out
+    }
+
+    /// [`Keys::seal_blob`] appended to `out` (a pack being assembled), with no other copy; returns
+    /// the sealed length.
+    pub fn seal_blob_into(&self, id: &ChunkId, flags: u8, body: &[u8], out: &mut Vec<u8>) -> usize {
         match &self.sealing {
-            Some(s) => seal(&s.data, &self.blob_ad(id, flags), body),
-            None => body.to_vec(),
+            Some(s) => seal_onto(
+                &s.data,
+                &self.blob_ad(id, flags),
+                body,
+                &random_nonce(),
+                out,
+            ),
+            None => out.extend_from_slice(body),
         }
+        body.len() + self.overhead()
     }
 
     /// Opens a blob sealed by [`Keys::seal_blob`] under the same ID and flags, checking its tag.
@@ -422,46 +436,43 @@ impl PackHasher {
 }
 
 /// nonce(24) || ciphertext || tag(16), with a fresh nonce from the OS RNG, in one allocation.
-fn seal(aead: &XChaCha20Poly1305, ad: &[u8], plain: &[u8]) -> Vec<u8> {
+pub(super) fn seal(aead: &XChaCha, ad: &[u8], plain: &[u8]) -> Vec<u8> {
+    seal_with_nonce(aead, ad, plain, &random_nonce())
+}
+
+/// 24 bytes from the OS RNG.
+fn random_nonce() -> [u8; NONCE_LEN] {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    seal_with_nonce(aead, ad, plain, &nonce)
+    nonce
 }
 
 /// [`seal`] with a given nonce (known-answer tests pin the layout with it).
-fn seal_with_nonce(
-    aead: &XChaCha20Poly1305,
-    ad: &[u8],
-    plain: &[u8],
-    nonce: &[u8; NONCE_LEN],
-) -> Vec<u8> {
+fn seal_with_nonce(aead: &XChaCha, ad: &[u8], plain: &[u8], nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
     let mut out = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
-    out.extend_from_slice(nonce);
-    out.extend_from_slice(plain);
-    // Encryption fails only for a message longer than the cipher's 256 GiB limit, far above any
-    // attachment; there is no error to return.
-    let tag = aead
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), ad, &mut out[NONCE_LEN..])
-        .unwrap_or_else(|_| unreachable!("a sealed object is far below XChaCha20's length limit"));
-    out.extend_from_slice(&tag);
+    seal_onto(aead, ad, plain, nonce, &mut out);
     out
 }
 
+/// Appends nonce || ciphertext || tag to `out`.
+fn seal_onto(aead: &XChaCha, ad: &[u8], plain: &[u8], nonce: &[u8; NONCE_LEN], out: &mut Vec<u8>) {
+    out.reserve(plain.len() + SEAL_OVERHEAD);
+    out.extend_from_slice(nonce);
+    let start = out.len();
+    out.extend_from_slice(plain);
+    let tag = aead.seal_in_place(nonce, ad, &mut out[start..]);
+    out.extend_from_slice(&tag);
+}
+
 /// Opens nonce || ciphertext || tag; `None` when too short or when the tag does not verify.
-fn open(aead: &XChaCha20Poly1305, ad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-    if sealed.len() < SEAL_OVERHEAD {
-        return None;
-    }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let mut plain = ciphertext.to_vec();
-    aead.decrypt_in_place_detached(
-        XNonce::from_slice(nonce),
-        ad,
-        &mut plain,
-        Tag::from_slice(tag),
-    )
-    .ok()?;
+pub(super) fn open(aead: &XChaCha, ad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    let body_len = sealed.len().checked_sub(SEAL_OVERHEAD)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&sealed[..NONCE_LEN]);
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&sealed[NONCE_LEN + body_len..]);
+    let mut plain = sealed[NONCE_LEN..NONCE_LEN + body_len].to_vec();
+    aead.open_in_place(&nonce, ad, &mut plain, &tag).ok()?;
     Some(plain)
 }
 

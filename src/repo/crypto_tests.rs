@@ -56,7 +56,7 @@ fn subkeys_match_independent_hkdf() {
         (&sealing(&k).data, KAT_DATA_KEY),
         (&sealing(&k).catalogue, KAT_CAT_KEY),
     ] {
-        let reference = XChaCha20Poly1305::new(&unhex::<32>(want).into());
+        let reference = XChaCha::new(unhex::<32>(want));
         assert_eq!(
             seal_with_nonce(aead, b"ad", b"body", &nonce),
             seal_with_nonce(&reference, b"ad", b"body", &nonce)
@@ -88,6 +88,47 @@ fn subkeys_are_distinct_and_depend_on_master_and_repo() {
     }
 }
 
+/// Whole sealed objects computed independently in Python (HKDF with `hmac`, HChaCha20 written out
+/// from draft-irtf-cfrg-xchacha section 2.2, ChaCha20-Poly1305 from `cryptography`), with the
+/// master key and repo_id above and the nonce 0x11 * 24.
+const KAT_NONCE: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
+const KAT_BLOB: &str = "111111111111111111111111111111111111111111111111\
+                        f0cc300efffb319027af2927cbdd923c79be6fe934ae1a8112d6";
+const KAT_HEADER: &str = "111111111111111111111111111111111111111111111111\
+                          91a44560942ed9656f0467681cae3a32c222234ba3";
+const KAT_ENTRY: &str = "111111111111111111111111111111111111111111111111\
+                         291a7b4848420795072f0481802be8ff89cd0cf4d4fcf294f1b307b4";
+
+#[test]
+fn sealed_objects_match_an_independent_implementation() {
+    let k = keys();
+    let s = sealing(&k);
+    let cid = [0x22u8; 32];
+    let blob = hex::decode(KAT_BLOB).unwrap();
+    assert_eq!(k.open_blob(&cid, 1, &blob).unwrap(), b"chunk body");
+    assert_eq!(
+        seal_with_nonce(&s.data, &k.blob_ad(&cid, 1), b"chunk body", &KAT_NONCE),
+        blob
+    );
+    let header = hex::decode(KAT_HEADER).unwrap();
+    assert_eq!(k.open_header(&header).unwrap(), b"\x02\0\0\0\0");
+    assert_eq!(
+        seal_with_nonce(&s.data, &k.ad(AD_HEADER), b"\x02\0\0\0\0", &KAT_NONCE),
+        header
+    );
+    let entry = hex::decode(KAT_ENTRY).unwrap();
+    assert_eq!(k.open_entry(&entry).unwrap(), br#"{"name":"a"}"#);
+    assert_eq!(
+        seal_with_nonce(
+            &s.catalogue,
+            &k.ad(AD_ENTRY),
+            br#"{"name":"a"}"#,
+            &KAT_NONCE
+        ),
+        entry
+    );
+}
+
 /// draft-irtf-cfrg-xchacha-03, appendix A.3.1.
 #[test]
 fn xchacha20poly1305_matches_draft_vector() {
@@ -102,7 +143,7 @@ fn xchacha20poly1305_matches_draft_vector() {
                       2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9\
                       21f9664c97637da9768812f615c68b13b52e";
     let tag = "c0875924c1c7987947deafd8780acf49";
-    let aead = XChaCha20Poly1305::new(&key.into());
+    let aead = XChaCha::new(key);
     let sealed = seal_with_nonce(&aead, &ad, plain, &nonce);
     let want = format!("{}{ciphertext}{tag}", hex::encode(nonce));
     assert_eq!(hex::encode(&sealed), want);
@@ -174,7 +215,7 @@ fn sealed_blob_has_the_layout_and_associated_data_of_the_format() {
     ad.extend_from_slice(&repo().0);
     ad.extend_from_slice(&id);
     ad.push(1);
-    let reference = XChaCha20Poly1305::new(&unhex::<32>(KAT_DATA_KEY).into());
+    let reference = XChaCha::new(unhex::<32>(KAT_DATA_KEY));
     assert_eq!(open(&reference, &ad, &sealed).unwrap(), b"body");
 
     let mut hd = b"dstore v2 pack header".to_vec();
@@ -183,8 +224,23 @@ fn sealed_blob_has_the_layout_and_associated_data_of_the_format() {
 
     let mut ed = b"dstore v2 entry".to_vec();
     ed.extend_from_slice(&repo().0);
-    let cat = XChaCha20Poly1305::new(&unhex::<32>(KAT_CAT_KEY).into());
+    let cat = XChaCha::new(unhex::<32>(KAT_CAT_KEY));
     assert_eq!(open(&cat, &ed, &k.seal_entry(b"{}")).unwrap(), b"{}");
+}
+
+#[test]
+fn seal_blob_into_appends_to_a_pack() {
+    for k in [keys(), Keys::unencrypted(repo(), 1)] {
+        let (a, b) = (k.chunk_id(b"first"), k.chunk_id(b"second"));
+        let mut pack = b"prefix".to_vec();
+        let la = k.seal_blob_into(&a, 0, b"first", &mut pack);
+        let lb = k.seal_blob_into(&b, 1, b"second", &mut pack);
+        assert_eq!((la, lb), (5 + k.overhead(), 6 + k.overhead()));
+        assert_eq!(pack.len(), 6 + la + lb);
+        assert_eq!(&pack[..6], b"prefix");
+        assert_eq!(k.open_blob(&a, 0, &pack[6..6 + la]).unwrap(), b"first");
+        assert_eq!(k.open_blob(&b, 1, &pack[6 + la..]).unwrap(), b"second");
+    }
 }
 
 #[test]

@@ -5,13 +5,12 @@
 use std::fmt;
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use super::crypto::{RepoId, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN};
+use super::crypto::{self, RepoId, SEAL_OVERHEAD};
 use super::passphrase::Passphrase;
+use super::xchacha::XChaCha;
 
 /// Length of the master key in bytes.
 pub const MASTER_KEY_LEN: usize = 32;
@@ -185,15 +184,7 @@ impl KeyFile {
             }
         };
         let kek = kek(passphrase, &salt, params)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let mut body = master.as_bytes().to_vec();
-        let tag = XChaCha20Poly1305::new(&kek.into())
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &ad(repo_id), &mut body)
-            .unwrap_or_else(|_| unreachable!("32 bytes is within XChaCha20's length limit"));
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&body);
-        sealed.extend_from_slice(&tag);
+        let sealed = crypto::seal(&XChaCha::new(kek), &ad(repo_id), master.as_bytes());
         Ok(KeyFile {
             format: FORMAT,
             kdf: KDF.to_string(),
@@ -224,19 +215,10 @@ impl KeyFile {
         hex::decode_to_slice(&self.sealed, &mut sealed)
             .map_err(|_| KeyError::Malformed("its sealed key is not 72 bytes of hex".into()))?;
         let kek = kek(passphrase, &salt, self.params())?;
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (ciphertext, tag) = rest.split_at(MASTER_KEY_LEN);
-        debug_assert_eq!(tag.len(), TAG_LEN);
+        let opened = crypto::open(&XChaCha::new(kek), &ad(repo_id), &sealed)
+            .ok_or(KeyError::WrongPassphrase)?;
         let mut key = [0u8; MASTER_KEY_LEN];
-        key.copy_from_slice(ciphertext);
-        XChaCha20Poly1305::new(&kek.into())
-            .decrypt_in_place_detached(
-                XNonce::from_slice(nonce),
-                &ad(repo_id),
-                &mut key,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| KeyError::WrongPassphrase)?;
+        key.copy_from_slice(&opened);
         Ok(MasterKey(key))
     }
 

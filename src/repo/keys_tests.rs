@@ -2,6 +2,8 @@
 //! holds, and the default costs.
 
 use super::*;
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 
 /// Argon2id's smallest costs for one lane, so each derivation takes well under a millisecond.
 const FAST: KdfParams = KdfParams {
@@ -100,7 +102,8 @@ fn key_file_json_has_the_format_fields_and_no_secret() {
 }
 
 /// The sealed master key is AEAD(kek, master, ad = "dstore key v2" || repo_id) with kek from
-/// Argon2id as the format says: checked by unwrapping with a kek computed here.
+/// Argon2id as the format says: checked by unwrapping with a kek computed here and RustCrypto's
+/// XChaCha20Poly1305, the format's reference.
 #[test]
 fn sealed_master_key_follows_the_format() {
     let master = MasterKey::from_bytes([0x5a; 32]);

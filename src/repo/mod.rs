@@ -6,3 +6,4 @@ pub mod crypto;
 pub mod keys;
 pub mod pack;
 pub mod passphrase;
+mod xchacha;
