@@ -1,1 +1,193 @@
-//! Content-defined chunking and the per-chunk compression decision (docs/format.md, "Chunks").
+//! Content-defined chunking (docs/format.md, "Chunks"): FastCDC 2020 with a seeded gear table,
+//! streamed over any reader with memory bounded by twice the maximum chunk size.
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::{self, Normalization};
+use serde::{Deserialize, Serialize};
+
+/// The chunker parameters of a repository's config (`"chunker":{"min":..,"avg":..,"max":..}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    /// 512 KiB, 1 MiB, 8 MiB (FORMAT2.md).
+    fn default() -> Self {
+        ChunkerParams {
+            min: 512 * 1024,
+            avg: 1024 * 1024,
+            max: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Chunker parameters that fastcdc would refuse (it panics on them), as read from a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the repository config's chunker sizes (min {min}, avg {avg}, max {max}) are out of range: \
+     they need {}..={} <= avg in {}..={} <= max in {}..={}, with min <= avg <= max; \
+     the config is damaged or written by another tool",
+    v2020::MINIMUM_MIN,
+    v2020::MINIMUM_MAX,
+    v2020::AVERAGE_MIN,
+    v2020::AVERAGE_MAX,
+    v2020::MAXIMUM_MIN,
+    v2020::MAXIMUM_MAX
+)]
+pub struct BadChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl ChunkerParams {
+    /// Checks the bounds fastcdc asserts, so a damaged config is an error, not a panic.
+    pub fn validate(&self) -> Result<(), BadChunkerParams> {
+        let ok = (v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&self.min)
+            && (v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&self.avg)
+            && (v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&self.max)
+            && self.min <= self.avg
+            && self.avg <= self.max;
+        if ok {
+            Ok(())
+        } else {
+            Err(BadChunkerParams {
+                min: self.min,
+                avg: self.avg,
+                max: self.max,
+            })
+        }
+    }
+}
+
+/// One chunk: its offset in the stream and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// A streaming chunker over a reader. Cuts exactly where
+/// `FastCDC::with_level_and_seed(.., Normalization::Level1, seed)` cuts the whole input (the
+/// same `cut_gear` on a window that always holds `max` bytes or the rest of the input), while
+/// holding at most `2 * max` bytes of it. Yields `io::Result<Chunk>`; stops after an error.
+pub struct Chunker<R: Read> {
+    source: R,
+    buf: Vec<u8>,
+    /// Start of the unconsumed bytes in `buf`.
+    pos: usize,
+    /// End of the valid bytes in `buf`.
+    len: usize,
+    offset: u64,
+    eof: bool,
+    failed: bool,
+    min: usize,
+    avg: usize,
+    max: usize,
+    masks: [u64; 4],
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+}
+
+impl<R: Read> Chunker<R> {
+    /// A chunker with the repository's parameters and seed ([`super::crypto::Keys::chunker_seed`]).
+    pub fn new(source: R, params: ChunkerParams, seed: u64) -> Result<Self, BadChunkerParams> {
+        params.validate()?;
+        // The masks FastCDC::with_level_and_seed picks for Normalization::Level1.
+        let bits = v2020::logarithm2(params.avg);
+        let level = Normalization::Level1.bits();
+        let mask_s = v2020::MASKS[(bits + level) as usize];
+        let mask_l = v2020::MASKS[(bits - level) as usize];
+        let (gear, gear_ls) = v2020::get_gear_with_seed(seed);
+        let max = params.max as usize;
+        Ok(Chunker {
+            source,
+            buf: vec![0; 2 * max],
+            pos: 0,
+            len: 0,
+            offset: 0,
+            eof: false,
+            failed: false,
+            min: params.min as usize,
+            avg: params.avg as usize,
+            max,
+            masks: [mask_s, mask_l, mask_s << 1, mask_l << 1],
+            gear,
+            gear_ls,
+        })
+    }
+
+    /// Reads until the window holds `max` bytes or the input ends.
+    fn fill(&mut self) -> io::Result<()> {
+        while !self.eof && self.len - self.pos < self.max {
+            if self.len == self.buf.len() {
+                // Move the unconsumed (< max) bytes to the front: at most one copy per byte.
+                self.buf.copy_within(self.pos..self.len, 0);
+                self.len -= self.pos;
+                self.pos = 0;
+            }
+            match self.source.read(&mut self.buf[self.len..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        self.fill()?;
+        let window = &self.buf[self.pos..self.len];
+        if window.is_empty() {
+            return Ok(None);
+        }
+        let [mask_s, mask_l, mask_s_ls, mask_l_ls] = self.masks;
+        let (_, cut) = v2020::cut_gear(
+            window,
+            self.min,
+            self.avg,
+            self.max,
+            mask_s,
+            mask_l,
+            mask_s_ls,
+            mask_l_ls,
+            &self.gear,
+            &self.gear_ls,
+        );
+        // cut_gear returns 1..=window.len() for a non-empty window; guard anyway.
+        let cut = cut.clamp(1, window.len());
+        let chunk = Chunk {
+            offset: self.offset,
+            data: window[..cut].to_vec(),
+        };
+        self.pos += cut;
+        self.offset += cut as u64;
+        Ok(Some(chunk))
+    }
+}
+
+impl<R: Read> Iterator for Chunker<R> {
+    type Item = io::Result<Chunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_chunk() {
+            Ok(c) => c.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "chunker_tests.rs"]
+mod tests;

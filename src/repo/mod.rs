@@ -2,6 +2,7 @@
 //! chunks, packs of chunks, and the sealed catalogue.
 
 pub mod chunker;
+pub mod compress;
 pub mod crypto;
 pub mod keys;
 pub mod pack;

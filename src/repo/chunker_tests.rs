@@ -1,0 +1,177 @@
+use super::*;
+use proptest::prelude::*;
+use rand::{RngCore, SeedableRng};
+
+const SMALL: ChunkerParams = ChunkerParams {
+    min: 1024,
+    avg: 4096,
+    max: 16384,
+};
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+fn chunks(data: &[u8], params: ChunkerParams, seed: u64) -> Vec<Chunk> {
+    Chunker::new(data, params, seed)
+        .unwrap()
+        .collect::<io::Result<Vec<_>>>()
+        .unwrap()
+}
+
+/// A reader that returns at most `step` bytes per read, to exercise refilling.
+struct Trickle<'a>(&'a [u8], usize);
+impl Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.len().min(out.len()).min(self.1);
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn cuts_where_fastcdc_with_level_and_seed_cuts() {
+    let data = random(1 << 20, 1);
+    for seed in [0u64, 7, 0xdead_beef_1234_5678] {
+        let ours: Vec<(u64, usize)> = Chunker::new(Trickle(&data, 3000), SMALL, seed)
+            .unwrap()
+            .map(|c| c.map(|c| (c.offset, c.data.len())).unwrap())
+            .collect();
+        let theirs: Vec<(u64, usize)> = v2020::FastCDC::with_level_and_seed(
+            &data,
+            SMALL.min,
+            SMALL.avg,
+            SMALL.max,
+            Normalization::Level1,
+            seed,
+        )
+        .map(|c| (c.offset as u64, c.length))
+        .collect();
+        assert_eq!(ours, theirs, "seed {seed}");
+    }
+}
+
+#[test]
+fn different_seeds_cut_differently() {
+    let data = random(1 << 20, 2);
+    let a: Vec<u64> = chunks(&data, SMALL, 1).iter().map(|c| c.offset).collect();
+    let b: Vec<u64> = chunks(&data, SMALL, 2).iter().map(|c| c.offset).collect();
+    assert_ne!(a, b);
+    let common = a.iter().filter(|o| b.contains(o)).count();
+    assert!(
+        common < a.len() / 4,
+        "{common} of {} boundaries shared",
+        a.len()
+    );
+}
+
+#[test]
+fn empty_input_has_no_chunks() {
+    assert!(chunks(&[], SMALL, 1).is_empty());
+}
+
+#[test]
+fn zeros_cut_at_max() {
+    let data = vec![0u8; 5 * SMALL.max as usize + 10];
+    let c = chunks(&data, SMALL, 0);
+    assert_eq!(c.len(), 6);
+    assert!(c[..5].iter().all(|c| c.data.len() == SMALL.max as usize));
+}
+
+#[test]
+fn bad_params_are_an_error_not_a_panic() {
+    for p in [
+        ChunkerParams {
+            min: 0,
+            avg: 4096,
+            max: 16384,
+        },
+        ChunkerParams {
+            min: 8192,
+            avg: 4096,
+            max: 16384,
+        },
+        ChunkerParams {
+            min: 1024,
+            avg: 4096,
+            max: u32::MAX,
+        },
+        ChunkerParams {
+            min: 1024,
+            avg: 65536,
+            max: 16384,
+        },
+    ] {
+        let e = Chunker::new(&[][..], p, 0).err().unwrap();
+        assert!(e.to_string().contains("out of range"), "{e}");
+    }
+    ChunkerParams::default().validate().unwrap();
+}
+
+#[test]
+fn a_read_error_is_yielded_once() {
+    struct Fails;
+    impl Read for Fails {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk gone"))
+        }
+    }
+    let mut c = Chunker::new(Fails, SMALL, 0).unwrap();
+    assert!(c.next().unwrap().is_err());
+    assert!(c.next().is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn chunks_concatenate_to_the_input_within_bounds(
+        len in 0usize..200_000, seed in any::<u64>(), step in 1usize..70_000,
+    ) {
+        let data = random(len, seed);
+        let c: Vec<Chunk> = Chunker::new(Trickle(&data, step), SMALL, seed)
+            .unwrap().collect::<io::Result<_>>().unwrap();
+        let mut joined = Vec::new();
+        for (i, ch) in c.iter().enumerate() {
+            prop_assert_eq!(ch.offset, joined.len() as u64);
+            prop_assert!(ch.data.len() <= SMALL.max as usize);
+            if i + 1 < c.len() {
+                prop_assert!(ch.data.len() >= SMALL.min as usize);
+            }
+            joined.extend_from_slice(&ch.data);
+        }
+        prop_assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn boundaries_are_stable_under_an_insertion(
+        seed in any::<u64>(), at in 100_000usize..400_000, ins in 1usize..20_000,
+    ) {
+        let data = random(500_000, seed);
+        let mut edited = data[..at].to_vec();
+        edited.extend_from_slice(&random(ins, seed ^ 1));
+        edited.extend_from_slice(&data[at..]);
+        let before = chunks(&data, SMALL, seed);
+        let after = chunks(&edited, SMALL, seed);
+        let set = |cs: &[Chunk]| cs.iter().map(|c| c.data.clone()).collect::<std::collections::HashSet<_>>();
+        let after_set = set(&after);
+        let before_set = set(&before);
+        let max = SMALL.max as u64;
+        // Chunks wholly past the insertion by more than max are identical (resynchronised).
+        for c in before.iter().filter(|c| c.offset > at as u64 + max) {
+            prop_assert!(after_set.contains(&c.data), "chunk at {} lost", c.offset);
+        }
+        // Chunks ending before the insertion are untouched.
+        let pre: Vec<&Chunk> = before.iter().filter(|c| c.offset + (c.data.len() as u64) <= at as u64).collect();
+        for c in &pre {
+            prop_assert!(after_set.contains(&c.data));
+        }
+        // Most chunks of the whole file survive.
+        let kept = before.iter().filter(|c| after_set.contains(&c.data)).count();
+        prop_assert!(kept * 10 >= before.len() * 8, "{kept} of {} kept", before.len());
+        prop_assert!(before_set.len() > 10);
+    }
+}
