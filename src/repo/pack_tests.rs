@@ -293,3 +293,59 @@ proptest! {
         prop_assert!(bytes.len() <= limit);
     }
 }
+
+/// Throughput of chunk + compress + seal with the default parameters, 256 MiB each of random
+/// and text-like data (a 32 MiB sample repeated). Run with
+/// `cargo test --release --lib pack_throughput -- --ignored --nocapture`; prints, asserts nothing timed.
+#[test]
+#[ignore]
+fn pack_throughput() {
+    use crate::repo::chunker::{Chunker, ChunkerParams};
+    let keys = enc(1);
+    for (name, sample) in [("random", random(32 << 20, 9)), ("text", text(32 << 20, 9))] {
+        let total = 256usize << 20;
+        let reader = Repeat {
+            data: &sample,
+            pos: 0,
+            left: total,
+        };
+        let t = std::time::Instant::now();
+        let limit = pack_limit(10 << 20);
+        let mut w = PackWriter::new(&keys, limit);
+        let (mut stored, mut packs) = (0usize, 0usize);
+        for c in Chunker::new(reader, ChunkerParams::default(), keys.chunker_seed()).unwrap() {
+            let c = c.unwrap();
+            if !w.would_fit(c.data.len()) {
+                let (p, _) = std::mem::replace(&mut w, PackWriter::new(&keys, limit)).finish();
+                stored += p.len();
+                packs += 1;
+            }
+            w.add(keys.chunk_id(&c.data), &c.data).unwrap();
+        }
+        stored += w.finish().0.len();
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{name}: {:.0} MB/s, {:.2} s/GiB, stored {:.1}% in {} packs",
+            total as f64 / s / 1e6,
+            s * 4.0,
+            100.0 * stored as f64 / total as f64,
+            packs + 1
+        );
+    }
+}
+
+struct Repeat<'a> {
+    data: &'a [u8],
+    pos: usize,
+    left: usize,
+}
+
+impl std::io::Read for Repeat<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = out.len().min(self.left).min(self.data.len() - self.pos);
+        out[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos = (self.pos + n) % self.data.len();
+        self.left -= n;
+        Ok(n)
+    }
+}
