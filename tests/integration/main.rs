@@ -8,6 +8,7 @@ mod delete;
 mod disk;
 mod download;
 mod faults;
+mod format2;
 mod hardening_upload;
 mod info;
 mod network;
