@@ -197,13 +197,15 @@ impl<'k> PackWriter<'k> {
         };
         let plain_len = u32::try_from(plain.len()).map_err(|_| too_big.clone())?;
         let (flags, body) = compress::compress(plain);
-        let blob = self.keys.seal_blob(&id, flags, &body);
-        let sealed_len = u32::try_from(blob.len()).map_err(|_| too_big.clone())?;
-        if self.size_with(blob.len()) > self.limit {
+        let sealed = body.len() + self.keys.overhead();
+        let sealed_len = u32::try_from(sealed).map_err(|_| too_big.clone())?;
+        if self.size_with(sealed) > self.limit {
             return Err(too_big);
         }
         let offset = self.bytes.len() as u64;
-        self.bytes.extend_from_slice(&blob);
+        // Sealed straight onto the pack, no intermediate copy.
+        let written = self.keys.seal_blob_into(&id, flags, &body, &mut self.bytes);
+        debug_assert_eq!(written, sealed);
         self.header.entries.push(PackEntry {
             id,
             offset,
