@@ -205,34 +205,24 @@ fn assert_multi(stored: &Stored) {
 #[test]
 fn format2_independent_decoder_reads_encrypted_file() {
     let (keys, key_file) = encrypted_repo();
-    let file = sample_file();
-    let stored = store(&keys, &file);
-    assert_multi(&stored);
-    let dir = tempfile::tempdir().unwrap();
-    write_repo(dir.path(), &keys, Some(&key_file), &stored, &file);
-    let out = dir.path().join("out");
-    let o = decode(dir.path(), &out, PASSPHRASE);
-    assert!(
-        o.status.success(),
-        "decoder failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        std::fs::read(&out).unwrap() == file,
-        "decoded bytes differ from the original"
-    );
+    assert_round_trip(&keys, Some(&key_file), PASSPHRASE);
 }
 
 #[test]
 fn format2_independent_decoder_reads_unencrypted_file() {
     let keys = Keys::unencrypted(RepoId::random(), 0x1234_5678_9abc_def0);
+    assert_round_trip(&keys, None, "");
+}
+
+/// Stores the sample file with dstore's code and checks the decoder gives it back whole.
+fn assert_round_trip(keys: &Keys, key_file: Option<&KeyFile>, passphrase: &str) {
     let file = sample_file();
-    let stored = store(&keys, &file);
+    let stored = store(keys, &file);
     assert_multi(&stored);
     let dir = tempfile::tempdir().unwrap();
-    write_repo(dir.path(), &keys, None, &stored, &file);
+    write_repo(dir.path(), keys, key_file, &stored, &file);
     let out = dir.path().join("out");
-    let o = decode(dir.path(), &out, "");
+    let o = decode(dir.path(), &out, passphrase);
     assert!(
         o.status.success(),
         "decoder failed: {}",
