@@ -115,6 +115,33 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "timeout_at_least_one")]
     pub request_timeout_secs: Option<u64>,
     pub retries: Option<u32>,
+    pub format: Option<StorageFormat>,
+    pub encryption: Option<bool>,
+}
+
+/// Which storage format new uploads are written in (docs/format.md); every format is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFormat {
+    /// Plain parts and readable catalogue entries, as dstore before format 2 wrote them.
+    V1,
+    /// Encrypted, compressed, deduplicated chunks in packs, with a sealed catalogue.
+    V2,
+}
+
+impl<'de> Deserialize<'de> for StorageFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        StorageFormat::parse(&number_or_string(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl StorageFormat {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.trim() {
+            "1" => Ok(Self::V1),
+            "2" => Ok(Self::V2),
+            _ => bail!("the storage format must be 1 or 2, not {text:?}"),
+        }
+    }
 }
 
 /// The most parts in flight at once.
@@ -194,6 +221,10 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Base delay of the retry backoff; only tests shorten it.
     pub retry_base: Duration,
+    /// The storage format new uploads are written in.
+    pub format: StorageFormat,
+    /// Whether `init` makes an encrypted repository (the default).
+    pub encryption: bool,
 }
 
 /// Reads environment variables through a function, so tests can supply their own.
@@ -278,7 +309,13 @@ impl Config {
                 in_file("request_timeout_secs")
             );
         }
+        let format = match env("DSTORE_FORMAT") {
+            Some(f) => StorageFormat::parse(&f).context("DSTORE_FORMAT")?,
+            None => file.format.unwrap_or(StorageFormat::V1),
+        };
         Ok(Config {
+            format,
+            encryption: file.encryption.unwrap_or(true),
             token,
             channels,
             api_base: api_base.trim_end_matches('/').to_string(),

@@ -49,6 +49,8 @@ impl Env {
             retries: 5,
             source: None,
             retry_base: Duration::from_millis(10),
+            format: dstore::config::StorageFormat::V1,
+            encryption: true,
         }
     }
 
