@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::layout::{self, PartSpan, Segment};
+use super::packs::{ChunkRef, PackRef};
 
 /// The manifest format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -39,9 +40,12 @@ pub struct FileManifest {
     pub mtime: OffsetDateTime,
     /// SHA-256 of the whole file, hex; known once every byte has been read.
     pub sha256: Option<String>,
-    /// The part size in force now (smaller than at the start after a 413).
+    /// The part size in force now (smaller than at the start after a 413); 0 in format 2,
+    /// whose packs are not byte ranges of the file.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub part_size: u64,
-    /// Where each part index lies; see [`layout`].
+    /// Where each part index lies; see [`layout`]. Empty in format 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layout: Vec<Segment>,
     /// The channels parts go to, part `i` to `channels[i % len]`.
     #[serde(with = "snowflakes")]
@@ -64,6 +68,19 @@ pub struct FileManifest {
     /// while it uploads; `None` for recovered files and on platforms without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_stamp: Option<SourceStamp>,
+    /// Format 2: the version of the catalogue entry `remote_manifest` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_version: Option<u64>,
+    /// Format 2, once complete: the packs the chunks live in, as in the catalogue entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<PackRef>,
+    /// Format 2, once complete: the file's chunks in file order, as in the catalogue entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkRef>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The source file's change time, device and inode when the upload began (Unix).
@@ -143,6 +160,9 @@ impl FileManifest {
             remote_manifest: None,
             mode: None,
             source_stamp: None,
+            entry_version: None,
+            packs: Vec::new(),
+            chunks: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@ mod atomic;
 mod id;
 pub mod layout;
 mod manifest;
+pub mod packs;
 pub mod remote;
 
 use std::fs;
@@ -21,6 +22,7 @@ pub use manifest::{
     attachment_name, mode_of, parse_attachment_name, FileManifest, MessageRef, PartRecord,
     SourceStamp, Status, FORMAT_VERSION,
 };
+pub use packs::{ChunkRef, PackChunk, PackRecord, PackRef, FORMAT_V2};
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
@@ -28,7 +30,7 @@ pub enum CatalogError {
     UnknownId(String),
     #[error("the manifest {path} is damaged ({reason}); it was left as it is")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("the manifest {path} has format {found}, newer than this dstore understands ({FORMAT_VERSION}); upgrade dstore")]
+    #[error("the manifest {path} has format {found}, newer than this dstore understands; upgrade dstore")]
     NewerFormat { path: PathBuf, found: u32 },
     #[error("cannot access {path}: {source}; check that the data dir exists and is writable (--data-dir or DSTORE_DATA_DIR moves it)")]
     Io { path: PathBuf, source: io::Error },
@@ -135,7 +137,51 @@ impl Catalog {
             }
             r => r.map_err(io_err(&path))?,
         };
-        parse_versioned(&path, &bytes)
+        parse_versioned(&path, &bytes, FORMAT_V2)
+    }
+
+    /// Records pack `rec.index` of a format-2 file.
+    pub fn save_pack(&self, id: &str, rec: &PackRecord) -> Result<(), CatalogError> {
+        let path = self
+            .dir(id)
+            .join("parts")
+            .join(format!("{}.json", rec.index));
+        let json = encode(&path, rec)?;
+        write_atomic(&path, &json).map_err(io_err(&path))
+    }
+
+    /// Reads every pack record of a format-2 file, by index; damaged ones are moved aside, never
+    /// deleted (`resume` looks for their packs on Discord again).
+    pub fn load_packs(&self, id: &str) -> Result<Vec<PackRecord>, CatalogError> {
+        let dir = self.dir(id).join("parts");
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            r => r.map_err(io_err(&dir))?,
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            if part_index(&entry.file_name().to_string_lossy()).is_none() {
+                continue;
+            }
+            let path = entry.path();
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            match parse_versioned::<PackRecord>(&path, &bytes, FORMAT_V2) {
+                Ok(p) if p.format == FORMAT_V2 => out.push(p),
+                Ok(_) | Err(CatalogError::Corrupt { .. }) => {
+                    let aside = path.with_extension("json.corrupt");
+                    fs::rename(&path, &aside).map_err(io_err(&path))?;
+                    tracing::warn!(
+                        "the pack record {} was damaged; moved it to {} and will look for that pack on Discord",
+                        path.display(),
+                        aside.display()
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by_key(|p| p.index);
+        Ok(out)
     }
 
     pub fn save_part(&self, id: &str, p: &PartRecord) -> Result<(), CatalogError> {
@@ -160,7 +206,7 @@ impl Catalog {
             }
             let path = entry.path();
             let bytes = fs::read(&path).map_err(io_err(&path))?;
-            match parse_versioned::<PartRecord>(&path, &bytes) {
+            match parse_versioned::<PartRecord>(&path, &bytes, FORMAT_VERSION) {
                 Ok(p) => out.parts.push(p),
                 Err(CatalogError::Corrupt { .. }) => {
                     let aside = path.with_extension("json.corrupt");
@@ -299,16 +345,18 @@ fn remove_tree(dir: &Path) -> Result<(), CatalogError> {
 }
 
 /// Parses a manifest, telling a damaged file from one written by a newer dstore.
+/// Parses a manifest whose `format` is at most `newest`.
 fn parse_versioned<T: serde::de::DeserializeOwned>(
     path: &Path,
     bytes: &[u8],
+    newest: u32,
 ) -> Result<T, CatalogError> {
     #[derive(serde::Deserialize)]
     struct Version {
         format: u32,
     }
     match serde_json::from_slice::<Version>(bytes) {
-        Ok(v) if v.format > FORMAT_VERSION => {
+        Ok(v) if v.format > newest => {
             return Err(CatalogError::NewerFormat {
                 path: path.to_path_buf(),
                 found: v.format,

@@ -351,6 +351,9 @@ impl RemoteManifest {
             remote_manifest: Some(found),
             mode: self.mode,
             source_stamp: None,
+            entry_version: None,
+            packs: Vec::new(),
+            chunks: Vec::new(),
         };
         (file, self.parts)
     }

@@ -73,6 +73,9 @@ pub async fn upload(
         remote_manifest: None,
         mode: crate::catalog::mode_of(&meta),
         source_stamp: crate::catalog::SourceStamp::of(&meta),
+        entry_version: None,
+        packs: Vec::new(),
+        chunks: Vec::new(),
     };
     s.catalog.save_file(&file)?;
     let _lock = s.catalog.lock(&file.id)?;
