@@ -237,7 +237,7 @@ pub fn parse_attachment_name(file_id: &str, name: &str) -> Option<u64> {
 }
 
 /// Snowflakes are strings in JSON, as Discord writes them (they exceed 2^53).
-pub(super) mod snowflake {
+pub(crate) mod snowflake {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {

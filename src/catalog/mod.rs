@@ -6,6 +6,7 @@ mod id;
 pub mod layout;
 mod manifest;
 pub mod packs;
+pub(crate) use manifest::snowflake;
 pub mod remote;
 
 use std::fs;

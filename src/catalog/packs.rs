@@ -5,7 +5,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 
-use super::manifest::snowflake;
+use super::snowflake;
 use crate::repo::crypto::{ChunkId, PACK_ID_LEN};
 use crate::repo::pack::PackEntry;
 

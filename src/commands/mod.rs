@@ -12,6 +12,7 @@ mod publish;
 pub mod recover;
 mod repair;
 pub mod upload;
+pub mod upload2;
 mod verify;
 
 use std::path::{Path, PathBuf};

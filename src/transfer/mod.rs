@@ -14,7 +14,7 @@ use crate::catalog::CatalogError;
 use crate::store::{SourceChanged, StoreError};
 
 pub use adopt::adopt_orphans;
-pub use source::check_source;
+pub use source::{check_source, check_unchanged};
 pub use upload::{run_upload, UploadCtx};
 
 #[derive(Debug, Error)]

@@ -18,3 +18,4 @@ mod recover;
 mod repl;
 mod resume;
 mod upload;
+mod upload2;

@@ -1,0 +1,517 @@
+//! The format-2 upload pipeline (docs/format.md 4, 5, 8): a reader thread cuts the source into
+//! content-defined chunks, hashes the whole file, skips every chunk the repository already holds,
+//! and compresses and seals the rest into packs; packs are posted with bounded concurrency under
+//! opaque names, and each is recorded (`parts/<n>.json`) the moment Discord confirms it. Once
+//! every chunk is stored the file's chunk list is resolved through the index and the file is
+//! complete; its sealed catalogue entry is posted after.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::chunker::{Chunker, ChunkerParams};
+use super::crypto::{ChunkId, Keys, ObjectKind, PACK_ID_LEN};
+use super::index::ChunkIndex;
+use super::pack::{pack_limit, PackEntry, PackWriter, ENTRY_LEN, HEADER_FIXED, TRAILER_LEN};
+use crate::catalog::{Catalog, FileManifest, PackChunk, PackRecord, Status, FORMAT_V2};
+use crate::progress::Progress;
+use crate::store::{PartStore, PutPart, StoreError};
+use crate::transfer::{check_source, check_unchanged, UploadError};
+
+/// Per-file limits by boost tier, largest first (discord-api.md §1.1): after a 413 the next
+/// smaller one is tried.
+const TIER_LIMITS: [u64; 3] = [104_857_600, 52_428_800, 10_485_760];
+
+/// What a format-2 upload runs with.
+pub struct Upload2<S> {
+    pub store: Arc<S>,
+    pub catalog: Catalog,
+    pub keys: Keys,
+    pub chunker: ChunkerParams,
+    pub concurrency: usize,
+    pub cancel: CancellationToken,
+    /// The largest attachment every channel accepts (the part size in force).
+    pub attachment_limit: u64,
+}
+
+/// What an upload did, for the summary line and the benchmark.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Chunks of the file, and those already stored (in the repository or earlier in the file).
+    pub chunks: u64,
+    pub deduplicated: u64,
+    /// Plaintext bytes of the chunks this run sealed, and their sealed length.
+    pub new_plain: u64,
+    pub new_sealed: u64,
+    /// Packs posted by this run and their bytes.
+    pub packs: u64,
+    pub pack_bytes: u64,
+}
+
+/// One pack the reader finished: its number in this file's upload, bytes, ID and chunks.
+struct PackJob {
+    index: u64,
+    bytes: Vec<u8>,
+    pack_id: [u8; PACK_ID_LEN],
+    chunks: Vec<PackChunk>,
+    /// Bytes of the file the reader went through since the previous pack (stored or not).
+    covered: u64,
+}
+
+/// What the reader found once it went through the whole file.
+struct ReadEnd {
+    sha256: String,
+    size: u64,
+    ids: Vec<ChunkId>,
+    stats: Stats,
+    /// File bytes after the last pack (deduplicated chunks only).
+    tail: u64,
+}
+
+/// The smallest pack able to hold the largest chunk stored raw.
+fn smallest_pack(keys: &Keys, chunker: &ChunkerParams) -> u64 {
+    (chunker.max as usize
+        + keys.overhead()
+        + keys.overhead()
+        + HEADER_FIXED
+        + ENTRY_LEN
+        + TRAILER_LEN) as u64
+}
+
+/// Uploads the chunks of `file` that the repository does not hold, given the packs this file's
+/// upload already recorded (`records`), until the file is complete.
+pub async fn run<S: PartStore>(
+    ctx: &Upload2<S>,
+    mut file: FileManifest,
+    records: Vec<PackRecord>,
+    progress: &Progress,
+) -> Result<(FileManifest, Stats), UploadError> {
+    let began = check_source(&file)?;
+    if file.channels.is_empty() {
+        return Err(UploadError::Inconsistent(
+            "file.json names no channel to store packs in".into(),
+        ));
+    }
+    let mut limit = ctx.attachment_limit;
+    let mut index = ChunkIndex::build(&ctx.catalog)?;
+    let mut next = 0;
+    for r in &records {
+        index.add_pack(r.pack_ref(), r.chunks.iter().map(|c| c.entry));
+        next = next.max(r.index + 1);
+    }
+    let mut stats = Stats::default();
+    loop {
+        let packs = pack_limit(limit as usize) as u64;
+        if packs < smallest_pack(&ctx.keys, &ctx.chunker) {
+            return Err(UploadError::CannotShrink(limit));
+        }
+        check_unchanged(&file.source_path, &began)?;
+        progress.set_position(0);
+        match round(ctx, &file, &mut index, &mut next, packs as usize, progress).await? {
+            Round::Done(end) => {
+                check_unchanged(&file.source_path, &began)?;
+                if end.size != file.size {
+                    return Err(crate::store::SourceChanged::new(
+                        &file.source_path,
+                        format!(
+                            "it is {} bytes now, {} when the upload began",
+                            end.size, file.size
+                        ),
+                    )
+                    .into());
+                }
+                let (packs, chunks) = index.resolve(&end.ids).map_err(|id| {
+                    UploadError::Internal(format!(
+                        "chunk {} was neither stored nor found in the index",
+                        hex::encode(id)
+                    ))
+                })?;
+                let s = end.stats;
+                stats.chunks = s.chunks;
+                stats.deduplicated = s.deduplicated;
+                stats.new_plain += s.new_plain;
+                stats.new_sealed += s.new_sealed;
+                stats.packs += s.packs;
+                stats.pack_bytes += s.pack_bytes;
+                progress.part_done(end.tail);
+                file.sha256 = Some(end.sha256);
+                file.packs = packs;
+                file.chunks = chunks;
+                file.status = Status::Complete;
+                file.updated_at = OffsetDateTime::now_utc();
+                ctx.catalog.save_file(&file)?;
+                progress.finish();
+                return Ok((file, stats));
+            }
+            Round::Shrink(refused) => {
+                limit = TIER_LIMITS
+                    .iter()
+                    .copied()
+                    .find(|t| *t < refused)
+                    .unwrap_or(refused / 2);
+                tracing::warn!(
+                    "Discord refused a pack of {refused} bytes (413); continuing with packs for a limit of {limit} bytes"
+                );
+            }
+        }
+    }
+}
+
+enum Round {
+    Done(ReadEnd),
+    Shrink(u64),
+}
+
+/// One pass over the file: the reader thread feeds finished packs, which are posted here.
+async fn round<S: PartStore>(
+    ctx: &Upload2<S>,
+    file: &FileManifest,
+    index: &mut ChunkIndex,
+    next: &mut u64,
+    pack_size: usize,
+    progress: &Progress,
+) -> Result<Round, UploadError> {
+    let (tx, mut rx) = mpsc::channel::<PackJob>(1);
+    let stop = ctx.cancel.child_token();
+    let known: HashSet<ChunkId> = index.ids().copied().collect();
+    let reader = {
+        let (keys, params, path, stop) = (
+            ctx.keys.clone(),
+            ctx.chunker,
+            file.source_path.clone(),
+            stop.clone(),
+        );
+        let first = *next;
+        tokio::task::spawn_blocking(move || {
+            read(ReadCtx {
+                path,
+                keys,
+                params,
+                known,
+                first,
+                pack_size,
+                tx,
+                stop,
+            })
+        })
+    };
+    let mut inflight: JoinSet<Result<PackRecord, UploadError>> = JoinSet::new();
+    let mut covered: HashMap<u64, u64> = HashMap::new();
+    let mut reading = true;
+    let mut refused: Option<u64> = None;
+    let mut failure: Option<UploadError> = None;
+    let mut posted = Stats::default();
+    while reading || !inflight.is_empty() {
+        tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => {
+                inflight.abort_all();
+                stop.cancel();
+                return Err(UploadError::Cancelled);
+            }
+            Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                let err = match joined {
+                    Ok(Ok(rec)) => {
+                        progress.part_done(covered.remove(&rec.index).unwrap_or(0));
+                        posted.packs += 1;
+                        posted.pack_bytes += rec.size;
+                        index.add_pack(rec.pack_ref(), rec.chunks.iter().map(|c| c.entry));
+                        continue;
+                    }
+                    Ok(Err(UploadError::Store(StoreError::PartTooLarge { size }))) => {
+                        refused = Some(refused.map_or(size, |r| r.min(size)));
+                        reading = false;
+                        stop.cancel();
+                        continue;
+                    }
+                    Ok(Err(e)) => e,
+                    // Aborted after a fatal error: if Discord kept the pack, `resume` finds it
+                    // by its name.
+                    Err(j) if j.is_cancelled() => continue,
+                    Err(j) => UploadError::Internal(format!("a pack upload failed: {j}")),
+                };
+                if err.is_fatal() {
+                    inflight.abort_all();
+                }
+                stop.cancel();
+                failure.get_or_insert(err);
+                reading = false;
+            }
+            job = rx.recv(), if reading && inflight.len() < ctx.concurrency => match job {
+                Some(job) => {
+                    *next = job.index + 1;
+                    covered.insert(job.index, job.covered);
+                    inflight.spawn(post_pack(ctx.store.clone(), ctx.catalog.clone(), &ctx.keys, file, job));
+                }
+                None => reading = false,
+            },
+        }
+    }
+    drop(rx);
+    let end = reader
+        .await
+        .map_err(|j| UploadError::Internal(format!("the source reader failed: {j}")))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Some(size) = refused {
+        return Ok(Round::Shrink(size));
+    }
+    let mut end = match end? {
+        Some(end) => end,
+        None => return Err(UploadError::Cancelled),
+    };
+    end.stats.packs = posted.packs;
+    end.stats.pack_bytes = posted.pack_bytes;
+    Ok(Round::Done(end))
+}
+
+struct ReadCtx {
+    path: PathBuf,
+    keys: Keys,
+    params: ChunkerParams,
+    known: HashSet<ChunkId>,
+    first: u64,
+    pack_size: usize,
+    tx: mpsc::Sender<PackJob>,
+    stop: CancellationToken,
+}
+
+/// The reader thread: chunk, hash, deduplicate, compress and seal; `None` when stopped.
+fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
+    let mut known = std::mem::take(&mut c.known);
+    let c = c;
+    let file = File::open(&c.path).map_err(|e| UploadError::source(&c.path, e))?;
+    let chunks = Chunker::new(
+        BufReader::with_capacity(1 << 20, file),
+        c.params,
+        c.keys.chunker_seed(),
+    )
+    .map_err(|e| UploadError::Inconsistent(e.to_string()))?;
+    let mut sha = crate::hash::Sha256::default();
+    let mut ids = Vec::new();
+    let mut stats = Stats::default();
+    let mut writer = PackWriter::new(&c.keys, c.pack_size);
+    let mut in_pack: Vec<PackChunk> = Vec::new();
+    let mut index = c.first;
+    let mut covered = 0u64;
+    let mut size = 0u64;
+    let send = |writer: PackWriter<'_>,
+                in_pack: &mut Vec<PackChunk>,
+                index: &mut u64,
+                covered: &mut u64|
+     -> bool {
+        let (bytes, _header) = writer.finish();
+        let job = PackJob {
+            index: *index,
+            pack_id: c.keys.pack_id(&bytes),
+            bytes,
+            chunks: std::mem::take(in_pack),
+            covered: std::mem::take(covered),
+        };
+        *index += 1;
+        c.tx.blocking_send(job).is_ok()
+    };
+    for chunk in chunks {
+        if c.stop.is_cancelled() {
+            return Ok(None);
+        }
+        let chunk = chunk.map_err(|e| UploadError::source(&c.path, e))?;
+        sha.update(&chunk.data);
+        size += chunk.data.len() as u64;
+        covered += chunk.data.len() as u64;
+        let id = c.keys.chunk_id(&chunk.data);
+        ids.push(id);
+        stats.chunks += 1;
+        if !known.insert(id) {
+            stats.deduplicated += 1;
+            continue;
+        }
+        if !writer.would_fit(chunk.data.len()) {
+            let full = std::mem::replace(&mut writer, PackWriter::new(&c.keys, c.pack_size));
+            if !send(full, &mut in_pack, &mut index, &mut covered) {
+                return Ok(None);
+            }
+        }
+        let entry: PackEntry = *writer
+            .add(id, &chunk.data)
+            .map_err(|e| UploadError::Inconsistent(e.to_string()))?;
+        stats.new_plain += u64::from(entry.plain_len);
+        stats.new_sealed += u64::from(entry.sealed_len);
+        in_pack.push(PackChunk {
+            entry,
+            file_offset: Some(chunk.offset),
+        });
+    }
+    if !writer.is_empty() && !send(writer, &mut in_pack, &mut index, &mut covered) {
+        return Ok(None);
+    }
+    Ok(Some(ReadEnd {
+        sha256: sha.finish_hex(),
+        size,
+        ids,
+        stats,
+        tail: covered,
+    }))
+}
+
+/// The nonce of pack `n`'s message: the start of its opaque name (Discord allows 25 characters),
+/// the same on every retry and resume, and saying nothing about the file.
+fn nonce_of(name: &str) -> String {
+    name.chars().take(25).collect()
+}
+
+/// Posts one pack and records it as soon as Discord has confirmed it.
+fn post_pack<S: PartStore>(
+    store: Arc<S>,
+    catalog: Catalog,
+    keys: &Keys,
+    file: &FileManifest,
+    job: PackJob,
+) -> impl std::future::Future<Output = Result<PackRecord, UploadError>> + Send + 'static {
+    let id = file.id.clone();
+    let channel_id = file.channels[(job.index % file.channels.len() as u64) as usize];
+    let name = keys.object_name(ObjectKind::Pack, &id, job.index);
+    async move {
+        let size = job.bytes.len() as u64;
+        let remote = store
+            .put_part(PutPart {
+                channel_id,
+                filename: name.clone(),
+                nonce: nonce_of(&name),
+                data: Bytes::from(job.bytes),
+                reload: None,
+            })
+            .await?;
+        let rec = PackRecord {
+            format: FORMAT_V2,
+            index: job.index,
+            pack_id: job.pack_id,
+            size,
+            channel_id: remote.channel_id,
+            message_id: remote.message_id,
+            attachment_id: remote.attachment_id,
+            attachment_name: name,
+            uploaded_at: OffsetDateTime::now_utc(),
+            chunks: job.chunks,
+        };
+        let (c, r) = (catalog, rec.clone());
+        tokio::task::spawn_blocking(move || c.save_pack(&id, &r))
+            .await
+            .map_err(|j| UploadError::Internal(format!("the pack record writer failed: {j}")))??;
+        Ok(rec)
+    }
+}
+
+/// Numbers past the highest known pack that resume looks for: more than can be in flight.
+const ADOPT_WINDOW: u64 = 2 * crate::config::MAX_CONCURRENCY as u64 + 2;
+
+/// Looks on Discord for packs of `file` that were posted but never recorded (the process died
+/// between Discord's reply and the record), by the names their numbers give; a pack by this
+/// bot whose header opens with this repository's keys is recorded (its chunks then count as
+/// stored, so they are never sent twice). Returns how many were adopted.
+pub async fn adopt_orphans<S: PartStore>(
+    store: &S,
+    catalog: &Catalog,
+    keys: &Keys,
+    file: &FileManifest,
+    records: &mut Vec<PackRecord>,
+) -> Result<usize, UploadError> {
+    if file.channels.is_empty() {
+        return Ok(0);
+    }
+    let since = file
+        .created_at
+        .checked_sub(time::Duration::minutes(10))
+        .unwrap_or(file.created_at);
+    let trusted = store.trusted_authors().await?;
+    let mut adopted = 0;
+    let mut searched_to = 0u64;
+    loop {
+        let known: HashSet<u64> = records.iter().map(|r| r.index).collect();
+        let top = records.iter().map(|r| r.index + 1).max().unwrap_or(0);
+        let end = top + ADOPT_WINDOW;
+        if end <= searched_to {
+            return Ok(adopted);
+        }
+        // Candidate names by channel, for the numbers not yet recorded.
+        let mut wanted: HashMap<u64, HashMap<String, u64>> = HashMap::new();
+        for n in searched_to..end {
+            if known.contains(&n) {
+                continue;
+            }
+            let channel = file.channels[(n % file.channels.len() as u64) as usize];
+            wanted
+                .entry(channel)
+                .or_default()
+                .insert(keys.object_name(ObjectKind::Pack, &file.id, n), n);
+        }
+        searched_to = end;
+        let mut found_any = false;
+        for (channel, names) in wanted {
+            let is_wanted = |name: &str| names.contains_key(name);
+            for remote in store.find_parts(channel, &is_wanted, since).await? {
+                let Some(&n) = names.get(&remote.filename) else {
+                    continue;
+                };
+                if !trusted.contains(&remote.author_id) {
+                    tracing::warn!(
+                        message = remote.message_id,
+                        "a pack named like pack {n} of {} was not posted by this bot; not adopted",
+                        file.id
+                    );
+                    continue;
+                }
+                if records.iter().any(|r| r.index == n) {
+                    continue;
+                }
+                let bytes = store.read_part(&remote).await?;
+                let header = match super::pack::PackReader::open(keys, &bytes) {
+                    Ok(r) => r.header().clone(),
+                    Err(e) => {
+                        tracing::warn!(
+                            "pack {n} of {} found on Discord does not open ({e}); not adopted",
+                            file.id
+                        );
+                        continue;
+                    }
+                };
+                let rec = PackRecord {
+                    format: FORMAT_V2,
+                    index: n,
+                    pack_id: keys.pack_id(&bytes),
+                    size: bytes.len() as u64,
+                    channel_id: remote.channel_id,
+                    message_id: remote.message_id,
+                    attachment_id: remote.attachment_id,
+                    attachment_name: remote.filename.clone(),
+                    uploaded_at: remote.posted_at,
+                    chunks: header
+                        .entries
+                        .iter()
+                        .map(|&entry| PackChunk {
+                            entry,
+                            file_offset: None,
+                        })
+                        .collect(),
+                };
+                catalog.save_pack(&file.id, &rec)?;
+                tracing::info!(id = %file.id, pack = n, "adopted a pack found on Discord");
+                records.push(rec);
+                adopted += 1;
+                found_any = true;
+            }
+        }
+        if !found_any {
+            return Ok(adopted);
+        }
+    }
+}
