@@ -10,6 +10,7 @@ mod info;
 mod list;
 mod publish;
 pub mod recover;
+pub mod recover2;
 mod repair;
 pub mod upload;
 pub mod upload2;
@@ -178,6 +179,25 @@ pub struct FileJson {
 impl FileJson {
     pub fn of(catalog: &Catalog, m: &FileManifest) -> Self {
         let done = catalog.part_indices(&m.id);
+        if m.format == crate::catalog::FORMAT_V2 {
+            // Format 2: the packs the file's chunks live in once complete (some may be other
+            // files'), else the packs its upload has posted so far.
+            let packs = if m.status == Status::Complete {
+                m.packs.len() as u64
+            } else {
+                done.len() as u64
+            };
+            return FileJson {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                size: m.size,
+                sha256: m.sha256.clone(),
+                parts_total: packs,
+                parts_done: packs,
+                status: m.status,
+                created_at: m.created_at,
+            };
+        }
         let pending = m
             .planned()
             .iter()

@@ -324,3 +324,73 @@ async fn a_failed_upload_resumes_without_sending_stored_chunks_again() {
     let e = upload2(&s, &r, &empty).await.unwrap();
     assert!(e.chunks.is_empty() && e.packs.is_empty() && e.status == Status::Complete);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_rebuilds_every_file_from_sealed_entries_and_skips_strangers_and_other_repositories(
+) {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let a = env.dir.path().join("a.bin");
+    std::fs::write(&a, random_bytes(1_500_000, 1)).unwrap();
+    let b = env.dir.path().join("notes.txt");
+    std::fs::write(&b, text(900_000, 2)).unwrap();
+    let ma = upload2(&s, &r, &a).await.unwrap();
+    let mb = upload2(&s, &r, &b).await.unwrap();
+    // Someone else re-posts a's entry; another repository's entry sits in the channel too.
+    let head = env
+        .emu
+        .messages(env.emu.channel_id())
+        .into_iter()
+        .find(|m| m.id == ma.remote_manifest.unwrap().message_id)
+        .unwrap();
+    let bytes = env.emu.attachment_bytes(head.attachments[0].id).unwrap();
+    env.emu.post_as(
+        4242,
+        env.emu.channel_id(),
+        &head.attachments[0].filename,
+        &bytes,
+    );
+    let other = repo(true);
+    let c = env.dir.path().join("c.bin");
+    std::fs::write(&c, random_bytes(10_000, 3)).unwrap();
+    upload2(&s, &other, &c).await.unwrap();
+
+    // A new machine: an empty data dir, the same channel.
+    let fresh = env.session_with(|c| {
+        c.part_size = PartSize::Fixed(ATTACHMENT);
+        c.data_dir = env.dir.path().join("new-machine");
+    });
+    let (got, skipped) =
+        dstore::commands::recover2::recover(&fresh, &r, true, CancellationToken::new())
+            .await
+            .unwrap();
+    assert_eq!(skipped, 1, "the stranger's copy is reported");
+    let mut ids: Vec<String> = got.iter().map(|f| f.id.clone()).collect();
+    ids.sort();
+    let mut want = vec![ma.id.clone(), mb.id.clone()];
+    want.sort();
+    assert_eq!(
+        ids, want,
+        "the other repository's entry does not open and is not a file here"
+    );
+    for m in [&ma, &mb] {
+        let back = fresh.catalog.load_file(&m.id).unwrap();
+        assert_eq!(
+            (back.name.as_str(), back.size, &back.sha256),
+            (m.name.as_str(), m.size, &m.sha256)
+        );
+        assert_eq!((&back.packs, &back.chunks), (&m.packs, &m.chunks));
+        assert_eq!(back.entry_version, Some(1));
+        assert_eq!(
+            rebuilt(&env, &r, &back),
+            std::fs::read(&m.source_path).unwrap()
+        );
+    }
+    // Run again: nothing new.
+    let (again, _) =
+        dstore::commands::recover2::recover(&fresh, &r, true, CancellationToken::new())
+            .await
+            .unwrap();
+    assert!(again.is_empty());
+}
