@@ -103,11 +103,16 @@ pub async fn run<S: PartStore>(
     let mut limit = ctx.attachment_limit;
     let mut index = ChunkIndex::build(&ctx.catalog)?;
     let mut next = 0;
+    // Packs this file's upload posted; any other pack an entry relies on is checked on Discord
+    // before the file is complete (another machine may have deleted it).
+    let mut own: HashSet<[u8; PACK_ID_LEN]> = HashSet::new();
     for r in &records {
         index.add_pack(r.pack_ref(), r.chunks.iter().map(|c| c.entry));
         next = next.max(r.index + 1);
+        own.insert(r.pack_id);
     }
     let mut stats = Stats::default();
+    let mut rechecks = 0;
     loop {
         let packs = pack_limit(limit as usize) as u64;
         if packs < smallest_pack(&ctx.keys, &ctx.chunker) {
@@ -115,7 +120,17 @@ pub async fn run<S: PartStore>(
         }
         check_unchanged(&file.source_path, &began)?;
         progress.set_position(0);
-        match round(ctx, &file, &mut index, &mut next, packs as usize, progress).await? {
+        match round(
+            ctx,
+            &file,
+            &mut index,
+            &mut own,
+            &mut next,
+            packs as usize,
+            progress,
+        )
+        .await?
+        {
             Round::Done(end) => {
                 check_unchanged(&file.source_path, &began)?;
                 if end.size != file.size {
@@ -134,6 +149,23 @@ pub async fn run<S: PartStore>(
                         hex::encode(id)
                     ))
                 })?;
+                let missing = missing_packs(ctx.store.as_ref(), &packs, &own).await?;
+                if !missing.is_empty() {
+                    rechecks += 1;
+                    if rechecks > 2 {
+                        return Err(UploadError::Inconsistent(
+                            "packs this file shares with others keep disappearing from Discord while it uploads".into(),
+                        ));
+                    }
+                    tracing::warn!(
+                        "{} this file shares with others are gone from Discord; sending their chunks again",
+                        crate::render::plural(missing.len() as u64, "pack")
+                    );
+                    for id in &missing {
+                        index.remove_pack(id);
+                    }
+                    continue;
+                }
                 let s = end.stats;
                 stats.chunks = s.chunks;
                 stats.deduplicated = s.deduplicated;
@@ -165,6 +197,28 @@ pub async fn run<S: PartStore>(
     }
 }
 
+/// The packs of `packs` not in `own` that are gone from Discord (or changed size).
+async fn missing_packs<S: PartStore>(
+    store: &S,
+    packs: &[crate::catalog::PackRef],
+    own: &HashSet<[u8; PACK_ID_LEN]>,
+) -> Result<Vec<[u8; PACK_ID_LEN]>, UploadError> {
+    let mut missing = Vec::new();
+    for p in packs.iter().filter(|p| !own.contains(&p.pack_id)) {
+        match store
+            .locate_part(p.channel_id, p.message_id, p.attachment_id)
+            .await
+        {
+            Ok(r) if r.size == p.size => {}
+            Ok(_) | Err(StoreError::UnknownMessage { .. }) | Err(StoreError::ContentGone) => {
+                missing.push(p.pack_id)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(missing)
+}
+
 enum Round {
     Done(ReadEnd),
     Shrink(u64),
@@ -175,6 +229,7 @@ async fn round<S: PartStore>(
     ctx: &Upload2<S>,
     file: &FileManifest,
     index: &mut ChunkIndex,
+    own: &mut HashSet<[u8; PACK_ID_LEN]>,
     next: &mut u64,
     pack_size: usize,
     progress: &Progress,
@@ -223,6 +278,7 @@ async fn round<S: PartStore>(
                         progress.part_done(covered.remove(&rec.index).unwrap_or(0));
                         posted.packs += 1;
                         posted.pack_bytes += rec.size;
+                        own.insert(rec.pack_id);
                         index.add_pack(rec.pack_ref(), rec.chunks.iter().map(|c| c.entry));
                         continue;
                     }

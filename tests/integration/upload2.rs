@@ -394,3 +394,26 @@ async fn recover_rebuilds_every_file_from_sealed_entries_and_skips_strangers_and
             .unwrap();
     assert!(again.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_pack_deleted_elsewhere_is_sent_again_not_trusted() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let data = random_bytes(2_500_000, 8);
+    let a = env.dir.path().join("a.bin");
+    std::fs::write(&a, &data).unwrap();
+    let first = upload2(&s, &r, &a).await.unwrap();
+    // Another machine deleted one of the packs; this machine's manifests still name it.
+    let gone = &first.packs[1];
+    s.store()
+        .unwrap()
+        .delete_message(gone.channel_id, gone.message_id)
+        .await
+        .unwrap();
+    let b = env.dir.path().join("b.bin");
+    std::fs::write(&b, &data).unwrap();
+    let copy = upload2(&s, &r, &b).await.unwrap();
+    assert!(copy.packs.iter().all(|p| p.pack_id != gone.pack_id));
+    assert_eq!(rebuilt(&env, &r, &copy), data);
+}
