@@ -2,6 +2,7 @@
 //! person or as JSON.
 
 mod delete;
+pub mod delete2;
 pub mod download;
 mod duplicate;
 pub mod entries;

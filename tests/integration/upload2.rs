@@ -417,3 +417,57 @@ async fn a_shared_pack_deleted_elsewhere_is_sent_again_not_trusted() {
     assert!(copy.packs.iter().all(|p| p.pack_id != gone.pack_id));
     assert_eq!(rebuilt(&env, &r, &copy), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_the_entry_then_only_packs_no_other_file_uses_and_finishes_when_run_again() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.part_size = PartSize::Fixed(ATTACHMENT);
+        c.retries = 0;
+    });
+    let r = repo(true);
+    let shared = random_bytes(2_000_000, 31);
+    let mut a_data = shared.clone();
+    a_data.extend_from_slice(&random_bytes(2_000_000, 32));
+    let mut b_data = shared.clone();
+    b_data.extend_from_slice(&random_bytes(500_000, 33));
+    let a = env.dir.path().join("a.bin");
+    std::fs::write(&a, &a_data).unwrap();
+    let b = env.dir.path().join("b.bin");
+    std::fs::write(&b, &b_data).unwrap();
+    let ma = upload2(&s, &r, &a).await.unwrap();
+    let mb = upload2(&s, &r, &b).await.unwrap();
+    let shared_packs = mb.packs.iter().filter(|p| ma.packs.contains(p)).count();
+    assert!(shared_packs >= 1);
+    let packs_before = kinds(&env, &r, ObjectKind::Pack);
+
+    // The first attempt stops after the entry and one pack are gone.
+    env.fault(FaultRoute::DeleteMessage, 2, 100, FaultAction::Status(500));
+    assert!(dstore::commands::delete2::delete(&s, &r, &ma)
+        .await
+        .is_err());
+    assert_eq!(
+        kinds(&env, &r, ObjectKind::Entry),
+        1,
+        "a's entry went first"
+    );
+    env.emu.faults().clear();
+    let removed = dstore::commands::delete2::delete(&s, &r, &ma)
+        .await
+        .unwrap();
+    assert_eq!(removed.entries, 0, "already gone");
+    assert!(removed.shared >= 1);
+    s.catalog.remove_file(&ma.id).unwrap();
+    let own_a = ma.packs.len() - shared_packs;
+    assert_eq!(kinds(&env, &r, ObjectKind::Pack), packs_before - own_a);
+    // b is whole, and a new machine recovers only b.
+    assert_eq!(rebuilt(&env, &r, &mb), b_data);
+    let fresh = env.session_with(|c| c.data_dir = env.dir.path().join("new"));
+    let (got, _) = dstore::commands::recover2::recover(&fresh, &r, true, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|f| f.id.clone()).collect::<Vec<_>>(),
+        vec![mb.id.clone()]
+    );
+}
