@@ -9,6 +9,7 @@ pub mod entries;
 mod help;
 mod info;
 mod list;
+pub mod prune;
 mod publish;
 pub mod recover;
 pub mod recover2;

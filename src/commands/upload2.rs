@@ -28,7 +28,7 @@ pub struct RepoKeys {
 }
 
 /// The largest attachment every configured channel accepts, or the configured part size.
-async fn attachment_limit(s: &Session) -> Result<u64> {
+pub async fn attachment_limit(s: &Session) -> Result<u64> {
     let store = s.store()?;
     let mut limit = u64::MAX;
     for &channel in &s.config.channels {

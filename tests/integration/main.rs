@@ -13,6 +13,7 @@ mod hardening_upload;
 mod info;
 mod network;
 mod prompt;
+mod prune;
 mod pty;
 mod recover;
 mod repl;
