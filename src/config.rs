@@ -225,6 +225,9 @@ pub struct Config {
     pub format: StorageFormat,
     /// Whether `init` makes an encrypted repository (the default).
     pub encryption: bool,
+    /// A file holding the repository passphrase, tried after DSTORE_PASSPHRASE,
+    /// DSTORE_PASSPHRASE_FILE and DSTORE_PASSPHRASE_COMMAND; only the `--emulator` demo sets it.
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// Reads environment variables through a function, so tests can supply their own.
@@ -316,6 +319,7 @@ impl Config {
         Ok(Config {
             format,
             encryption: file.encryption.unwrap_or(true),
+            passphrase_file: None,
             token,
             channels,
             api_base: api_base.trim_end_matches('/').to_string(),

@@ -10,5 +10,6 @@ pub mod index;
 pub mod keys;
 pub mod pack;
 pub mod passphrase;
+pub mod repository;
 pub mod upload;
 mod xchacha;

@@ -1,13 +1,14 @@
 //! Where a repository passphrase comes from: `DSTORE_PASSPHRASE`, else `DSTORE_PASSPHRASE_FILE`
 //! (its first line), else `DSTORE_PASSPHRASE_COMMAND` (the first line of its output, run with
-//! `sh -c`), else a prompt without echo when stdin is a terminal. Never from a command-line
+//! `sh -c`), else a passphrase file the configuration names (the `--emulator` demo's), else a
+//! prompt without echo when stdin is a terminal. Never from a command-line
 //! argument; the passphrase never reaches a log, an error or a Debug print.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A passphrase. Debug and Display redact it.
@@ -57,6 +58,9 @@ pub enum Source {
     File,
     /// `DSTORE_PASSPHRASE_COMMAND`.
     Command,
+    /// The passphrase file the configuration names (`Config::passphrase_file`, set by the
+    /// `--emulator` demo).
+    ConfigFile,
     /// Typed at the terminal.
     Terminal,
 }
@@ -67,6 +71,7 @@ impl fmt::Display for Source {
             Source::Env => "DSTORE_PASSPHRASE",
             Source::File => "DSTORE_PASSPHRASE_FILE",
             Source::Command => "DSTORE_PASSPHRASE_COMMAND",
+            Source::ConfigFile => "the configured passphrase file",
             Source::Terminal => "the terminal",
         })
     }
@@ -84,9 +89,13 @@ pub enum PassphraseError {
     /// The source gave an empty passphrase.
     #[error("the passphrase from {0} is empty; give a non-empty passphrase")]
     Empty(Source),
-    /// `DSTORE_PASSPHRASE_FILE` names a file that cannot be read.
-    #[error("cannot read the passphrase file {} (from DSTORE_PASSPHRASE_FILE): {source}", path.display())]
-    File { path: PathBuf, source: io::Error },
+    /// `DSTORE_PASSPHRASE_FILE` (or the configured passphrase file) cannot be read.
+    #[error("cannot read the passphrase file {} (from {from}): {source}", path.display())]
+    File {
+        path: PathBuf,
+        from: Source,
+        source: io::Error,
+    },
     /// `DSTORE_PASSPHRASE_COMMAND` could not be started.
     #[error("cannot run DSTORE_PASSPHRASE_COMMAND with `sh -c`: {0}")]
     CommandStart(io::Error),
@@ -129,12 +138,28 @@ pub fn obtain_with(
     env: &dyn Fn(&str) -> Option<String>,
     prompt: &mut dyn Prompt,
 ) -> Result<(Passphrase, Source), PassphraseError> {
+    obtain_with_file(purpose, env, None, prompt)
+}
+
+/// [`obtain_with`], trying the passphrase file `file` (the configuration's) after the three
+/// environment variables and before the prompt.
+pub fn obtain_with_file(
+    purpose: Purpose,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: Option<&Path>,
+    prompt: &mut dyn Prompt,
+) -> Result<(Passphrase, Source), PassphraseError> {
     let (value, source) = if let Some(v) = env("DSTORE_PASSPHRASE") {
         (v, Source::Env)
     } else if let Some(path) = env("DSTORE_PASSPHRASE_FILE").filter(|p| !p.is_empty()) {
-        (from_file(PathBuf::from(path))?, Source::File)
+        (from_file(PathBuf::from(path), Source::File)?, Source::File)
     } else if let Some(cmd) = env("DSTORE_PASSPHRASE_COMMAND").filter(|c| !c.is_empty()) {
         (from_command(&cmd)?, Source::Command)
+    } else if let Some(path) = file {
+        (
+            from_file(path.to_path_buf(), Source::ConfigFile)?,
+            Source::ConfigFile,
+        )
     } else if prompt.available() {
         (from_prompt(purpose, prompt)?, Source::Terminal)
     } else {
@@ -155,12 +180,12 @@ fn first_line(text: &str) -> String {
     line.strip_suffix('\r').unwrap_or(line).to_string()
 }
 
-fn from_file(path: PathBuf) -> Result<String, PassphraseError> {
+fn from_file(path: PathBuf, from: Source) -> Result<String, PassphraseError> {
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(source) => return Err(PassphraseError::File { path, source }),
+        Err(source) => return Err(PassphraseError::File { path, from, source }),
     };
-    let text = String::from_utf8(bytes).map_err(|_| PassphraseError::NotText(Source::File))?;
+    let text = String::from_utf8(bytes).map_err(|_| PassphraseError::NotText(from))?;
     Ok(first_line(&text))
 }
 

@@ -306,3 +306,24 @@ fn terminal_prompt_reads_without_echo_and_restores_the_terminal() {
         "the passphrase was echoed: {seen:?}"
     );
 }
+
+#[test]
+fn configured_file_comes_after_the_environment_and_before_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo-passphrase");
+    std::fs::write(&demo, "from-demo\n").unwrap();
+    let mut term = Scripted::new(true, &[]);
+    let env = env_of(&[("DSTORE_PASSPHRASE", "from-env")]);
+    let (p, s) = obtain_with_file(Purpose::Open, &env, Some(&demo), &mut term).unwrap();
+    assert_eq!((p.expose(), s), ("from-env", Source::Env));
+    let none = env_of(&[]);
+    let (p, s) = obtain_with_file(Purpose::Create, &none, Some(&demo), &mut term).unwrap();
+    assert_eq!((p.expose(), s), ("from-demo", Source::ConfigFile));
+    assert!(term.asked.is_empty(), "the terminal was not asked");
+    let missing = dir.path().join("missing");
+    let err = obtain_with_file(Purpose::Open, &none, Some(&missing), &mut term).unwrap_err();
+    assert!(
+        err.to_string().contains("the configured passphrase file"),
+        "{err}"
+    );
+}
