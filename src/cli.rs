@@ -177,6 +177,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create the storage-format-2 repository on Discord, its master key sealed under your passphrase.
+    #[command(
+        long_about = "Create the storage-format-2 repository on Discord: a random repository ID and master key, \
+            the key sealed under your passphrase (asked twice on a terminal; in a script from \
+            DSTORE_PASSPHRASE, DSTORE_PASSPHRASE_FILE or DSTORE_PASSPHRASE_COMMAND). The passphrase \
+            cannot be recovered: without it nothing stored can be read."
+    )]
+    Init {
+        /// Make an unencrypted repository: no passphrase, and Discord holds readable bytes.
+        #[arg(long)]
+        no_encryption: bool,
+    },
+    /// List, add or remove the repository's passphrases (its key files); `key passwd` changes yours.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+/// What `key` does. None re-encrypts any data: only key files change.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyAction {
+    /// Show each key file: its ID, Argon2 costs, when it was posted, and which one your passphrase opens.
+    List,
+    /// Add a passphrase (DSTORE_NEW_PASSPHRASE in a script): a new key file wrapping the same key.
+    Add,
+    /// Remove a key file; never the last one, nor the one your passphrase opens (use `key passwd`).
+    Remove {
+        /// The key ID (see `key list`).
+        id: String,
+    },
+    /// Change your passphrase: a key file for the new one, then the old one's removed.
+    Passwd,
 }
 
 /// A line typed at the prompt.

@@ -86,10 +86,12 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<ExitCode> {
         let given = cli.launch.data_dir.is_some() || std::env::var_os("DSTORE_DATA_DIR").is_some();
         let emu = rt.block_on(emulated::start(&mut config, given))?;
         banner = format!(
-            "{banner}\nDiscord emulator at {} (channel {}); files and state in {}.",
+            "{banner}\nDiscord emulator at {} (channel {}); files and state in {}; the demo \
+             repository's passphrase is kept in {}.",
             emu.base_url(),
             emu.channel_id(),
-            config.data_dir.display()
+            config.data_dir.display(),
+            emu.passphrase_file.display()
         );
         if command.is_some() {
             eprintln!("{}", banner.lines().last().unwrap_or_default());

@@ -8,6 +8,8 @@ mod duplicate;
 pub mod entries;
 mod help;
 mod info;
+pub mod init;
+pub mod key;
 mod list;
 pub mod prune;
 mod publish;
@@ -39,6 +41,10 @@ pub struct Session {
     pub catalog: Catalog,
     pub progress: ProgressMode,
     store: std::sync::OnceLock<Arc<BotStore>>,
+    /// Where passphrases come from (the process environment and the terminal; tests set others).
+    pub secrets: crate::repo::repository::Secrets,
+    /// The format-2 repository once opened, so a prompt session asks the passphrase once.
+    repo: tokio::sync::Mutex<Option<Arc<crate::repo::repository::Repository>>>,
 }
 
 impl Session {
@@ -49,6 +55,8 @@ impl Session {
             catalog,
             progress,
             store: std::sync::OnceLock::new(),
+            secrets: crate::repo::repository::Secrets::process(),
+            repo: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -89,6 +97,8 @@ impl Session {
             } => delete::delete(self, &id, yes, keep_remote).await,
             Command::Undelete { id } => delete::undelete(self, &id).await,
             Command::Recover { json } => recover::recover(self, json, cancel).await.map(drop),
+            Command::Init { no_encryption } => init::init(self, no_encryption).await.map(drop),
+            Command::Key { action } => key::key(self, action).await,
         }
     }
 }

@@ -527,7 +527,7 @@ async fn read(store: &BotStore, part: &RemotePart) -> Result<Bytes> {
 }
 
 /// Posts one object as the only attachment of a message with empty content.
-async fn post(place: &Place, filename: &str, data: Vec<u8>) -> Result<RemotePart> {
+pub async fn post(place: &Place, filename: &str, data: Vec<u8>) -> Result<RemotePart> {
     place
         .store
         .put_part(PutPart {
