@@ -583,33 +583,20 @@ pub async fn open(place: &Place, secrets: &Secrets, rescan: bool) -> Result<Opti
     let local = LocalRepo::new(&place.data_dir);
     let known = local.config()?;
     let mut scan_done = if rescan || known.is_none() {
-        Some(scan(place).await?)
+        Some(scan_against(place, &local, known.as_ref()).await?)
     } else {
         None
     };
-    let from_discord = scan_done.as_ref().and_then(|s| s.config.as_ref());
-    // The config's bytes when it comes from Discord (to keep), and the config.
-    let (config, new_bytes) = match (known, from_discord) {
-        (Some(known), remote) => {
-            if let Some((part, bytes)) = remote {
-                agree(&local, &known, &parse_remote(part, bytes)?)?;
-            }
-            (known, None)
-        }
+    // The config, and its bytes when it comes from Discord (to keep).
+    let (config, new_bytes) = match (known, scan_done.as_ref().and_then(|s| s.config.as_ref())) {
+        (Some(known), _) => (known, None),
         (None, Some((part, bytes))) => (parse_remote(part, bytes)?, Some(bytes.clone())),
         (None, None) => return Ok(None),
     };
-    if let Some(s) = &scan_done {
-        if !config.encryption && !s.keys.is_empty() {
-            bail!(
-                "the repository config says encryption is off, but channel {} holds {} of this bot; \
-                 refusing it (someone may be trying to turn encryption off); check the channel",
-                place.channel,
-                crate::render::plural(s.keys.len() as u64, "key file")
-            );
-        }
-    }
     if !config.encryption {
+        if let Some(s) = &scan_done {
+            refuse_keys_when_unencrypted(place, s)?;
+        }
         // from_json checked the seed is there.
         let seed = config.chunker_seed.unwrap_or_default();
         if let Some(bytes) = &new_bytes {
@@ -629,10 +616,10 @@ pub async fn open(place: &Place, secrets: &Secrets, rescan: bool) -> Result<Opti
 
     let local_keys = local.key_files()?;
     if local_keys.is_empty() && scan_done.is_none() {
-        scan_done = Some(scan(place).await?);
+        scan_done = Some(scan_against(place, &local, Some(&config)).await?);
     }
-    let remote_keys_now = scan_done.as_ref().map(Scan::key_files).unwrap_or_default();
-    if local_keys.is_empty() && remote_keys_now.is_empty() {
+    let remote_now = scan_done.as_ref().map(Scan::key_files).unwrap_or_default();
+    if local_keys.is_empty() && remote_now.is_empty() {
         return Err(KeyError::NoKeyFiles.into());
     }
     let (pass, _) = secrets
@@ -642,12 +629,9 @@ pub async fn open(place: &Place, secrets: &Secrets, rescan: bool) -> Result<Opti
     let mut tried = local_keys.clone();
     let mut found = try_keys(local_keys, repo_id, pass.clone()).await?;
     if found.is_none() {
+        // None of the copies opens: the channel may hold a key file added since.
         if scan_done.is_none() {
-            let s = scan(place).await?;
-            if let Some((part, bytes)) = &s.config {
-                agree(&local, &config, &parse_remote(part, bytes)?)?;
-            }
-            scan_done = Some(s);
+            scan_done = Some(scan_against(place, &local, Some(&config)).await?);
         }
         let fresh: Vec<KeyFile> = scan_done
             .as_ref()
@@ -689,6 +673,35 @@ pub async fn open(place: &Place, secrets: &Secrets, rescan: bool) -> Result<Opti
         key_file: Some(key_file),
         scan: scan_done,
     }))
+}
+
+/// [`scan`], then checks that the config found agrees with the one this machine uses (`known`),
+/// and that a config saying encryption is off comes with no key file.
+async fn scan_against(place: &Place, local: &LocalRepo, known: Option<&RepoConfig>) -> Result<Scan> {
+    let s = scan(place).await?;
+    if let Some((part, bytes)) = &s.config {
+        let remote = parse_remote(part, bytes)?;
+        if let Some(known) = known {
+            agree(local, known, &remote)?;
+        }
+        if !remote.encryption {
+            refuse_keys_when_unencrypted(place, &s)?;
+        }
+    }
+    Ok(s)
+}
+
+/// A config saying `encryption: false` while trusted key files exist is refused (section 2.1).
+fn refuse_keys_when_unencrypted(place: &Place, s: &Scan) -> Result<()> {
+    if s.keys.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "the repository config says encryption is off, but channel {} holds {} posted by this bot; \
+         refusing it (encryption cannot be turned off after `init`); check the channel",
+        place.channel,
+        crate::render::plural(s.keys.len() as u64, "key file")
+    )
 }
 
 /// Tries the passphrase on `files` in order (off the async threads: Argon2id takes a while);

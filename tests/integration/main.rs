@@ -11,6 +11,7 @@ mod faults;
 mod format2;
 mod hardening_upload;
 mod info;
+mod keys;
 mod network;
 mod prompt;
 mod prune;
