@@ -154,7 +154,7 @@ pub async fn list(s: &Session) -> Result<Vec<KeyInfo>> {
 
 /// "Argon2id 64 MiB, 3 passes, 1 lane".
 fn describe_params(p: &KdfParams) -> String {
-    let memory = if p.m_cost_kib % 1024 == 0 {
+    let memory = if p.m_cost_kib.is_multiple_of(1024) {
         format!("{} MiB", p.m_cost_kib / 1024)
     } else {
         format!("{} KiB", p.m_cost_kib)

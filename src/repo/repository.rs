@@ -168,11 +168,14 @@ pub fn is_repo_object(name: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Passphrases
 
+/// An environment lookup that can move to a blocking thread.
+type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Where passphrases come from: an environment lookup (the process's, or a given one in tests)
 /// and, when allowed and stdin is one, the terminal. Cheap to clone; Debug shows nothing of it.
 #[derive(Clone)]
 pub struct Secrets {
-    env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: EnvFn,
     terminal: bool,
 }
 
@@ -243,7 +246,8 @@ impl Secrets {
         let ask = self.terminal;
         let got = blocking(move || {
             // The same sources as the current passphrase, under the DSTORE_NEW_ names.
-            let lookup = |k: &str| env(&k.replacen("DSTORE_PASSPHRASE", "DSTORE_NEW_PASSPHRASE", 1));
+            let lookup =
+                |k: &str| env(&k.replacen("DSTORE_PASSPHRASE", "DSTORE_NEW_PASSPHRASE", 1));
             let mut prompt: Box<dyn Prompt> = if ask {
                 Box::new(passphrase::Terminal)
             } else {
@@ -373,7 +377,10 @@ impl LocalRepo {
                 .path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             // Temporaries of an interrupted write start with a dot.
-            let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) else {
+            let Some(id) = name
+                .strip_suffix(".json")
+                .filter(|_| !name.starts_with('.'))
+            else {
                 continue;
             };
             match std::fs::read(&path)
@@ -469,7 +476,9 @@ pub async fn scan(place: &Place) -> Result<Scan> {
     let found = store
         .find_parts(channel, &is_repo_object, OffsetDateTime::UNIX_EPOCH)
         .await
-        .map_err(|e| anyhow!("cannot read the repository's config and key files in channel {channel}: {e}"))?;
+        .map_err(|e| {
+            anyhow!("cannot read the repository's config and key files in channel {channel}: {e}")
+        })?;
     let trusted = store
         .trusted_authors()
         .await
@@ -495,7 +504,7 @@ pub async fn scan(place: &Place) -> Result<Scan> {
         );
     }
     // Newest first, whatever order the pages came in.
-    ours.sort_by(|a, b| (b.posted_at, b.message_id).cmp(&(a.posted_at, a.message_id)));
+    ours.sort_by_key(|p| std::cmp::Reverse((p.posted_at, p.message_id)));
     let mut scan = Scan::default();
     for part in ours {
         if part.filename == CONFIG_NAME {
@@ -677,7 +686,11 @@ pub async fn open(place: &Place, secrets: &Secrets, rescan: bool) -> Result<Opti
 
 /// [`scan`], then checks that the config found agrees with the one this machine uses (`known`),
 /// and that a config saying encryption is off comes with no key file.
-async fn scan_against(place: &Place, local: &LocalRepo, known: Option<&RepoConfig>) -> Result<Scan> {
+async fn scan_against(
+    place: &Place,
+    local: &LocalRepo,
+    known: Option<&RepoConfig>,
+) -> Result<Scan> {
     let s = scan(place).await?;
     if let Some((part, bytes)) = &s.config {
         let remote = parse_remote(part, bytes)?;

@@ -80,7 +80,10 @@ fn config_bounds_outside_the_chunkers_limits_are_refused() {
             r#"{{"format":2,"repo_id":"5f0c9a1be2d34c7a8e61b0f2d9c4a371","encryption":true,"chunker":{{"min":{min},"avg":{avg},"max":{max}}}}}"#
         );
         let err = RepoConfig::from_json(text.as_bytes()).unwrap_err();
-        assert!(matches!(err, ConfigError::Bounds(_)), "{min} {avg} {max}: {err}");
+        assert!(
+            matches!(err, ConfigError::Bounds(_)),
+            "{min} {avg} {max}: {err}"
+        );
     }
     let edge = r#"{"format":2,"repo_id":"5f0c9a1be2d34c7a8e61b0f2d9c4a371","encryption":true,"chunker":{"min":64,"avg":256,"max":1024}}"#;
     RepoConfig::from_json(edge.as_bytes()).unwrap();
@@ -100,7 +103,8 @@ fn damaged_configs_are_refused_in_a_sentence() {
         let err = RepoConfig::from_json(text.as_bytes()).unwrap_err();
         assert!(matches!(err, ConfigError::Malformed(_)), "{text}: {err}");
         assert!(
-            err.to_string().starts_with("the repository config is damaged"),
+            err.to_string()
+                .starts_with("the repository config is damaged"),
             "{err}"
         );
     }
@@ -160,7 +164,8 @@ fn new_passphrase_comes_from_the_new_variables_only() {
     let empty = Secrets::given(&[("DSTORE_NEW_PASSPHRASE", "")]);
     let err = rt.block_on(empty.new_passphrase()).unwrap_err();
     assert!(
-        err.to_string().contains("from DSTORE_NEW_PASSPHRASE is empty"),
+        err.to_string()
+            .contains("from DSTORE_NEW_PASSPHRASE is empty"),
         "{err}"
     );
 }

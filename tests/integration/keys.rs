@@ -77,10 +77,7 @@ async fn init_then_a_new_machine_opens_with_the_passphrase_only() {
         .all(|m| m.content.is_empty() && m.attachments.len() == 1));
     let local = env.data_dir().join("repo");
     let config_bytes = std::fs::read(local.join("config.json")).unwrap();
-    assert_eq!(
-        RepoConfig::from_json(&config_bytes).unwrap(),
-        first.config
-    );
+    assert_eq!(RepoConfig::from_json(&config_bytes).unwrap(), first.config);
     assert!(local.join("keys").join(format!("{key_id}.json")).exists());
     {
         use std::os::unix::fs::PermissionsExt;
@@ -135,7 +132,10 @@ async fn key_add_then_remove_the_old_one() {
     let adder = machine(
         &env,
         &env.data_dir(),
-        &[("DSTORE_PASSPHRASE", PASS), ("DSTORE_NEW_PASSPHRASE", OTHER)],
+        &[
+            ("DSTORE_PASSPHRASE", PASS),
+            ("DSTORE_NEW_PASSPHRASE", OTHER),
+        ],
     );
     let new = key::add(&adder).await.unwrap();
     assert_ne!(new, old);
@@ -157,7 +157,9 @@ async fn key_add_then_remove_the_old_one() {
 
     key::remove(&b, &old).await.unwrap();
     assert_eq!(key_names(&env), [format!("dstore-key-{new}.json")]);
-    assert!(!dir(&env, "b").join(format!("repo/keys/{old}.json")).exists());
+    assert!(!dir(&env, "b")
+        .join(format!("repo/keys/{old}.json"))
+        .exists());
     let err = open_err(&env, "c", PASS).await;
     assert!(err.contains("opens none of the 1 key file"), "{err}");
     let c = machine(&env, &dir(&env, "d"), &[("DSTORE_PASSPHRASE", OTHER)]);
@@ -180,7 +182,10 @@ async fn key_remove_refuses_the_current_the_last_and_an_unknown_one() {
     let b = machine(
         &env,
         &dir(&env, "b"),
-        &[("DSTORE_PASSPHRASE", PASS), ("DSTORE_NEW_PASSPHRASE", OTHER)],
+        &[
+            ("DSTORE_PASSPHRASE", PASS),
+            ("DSTORE_NEW_PASSPHRASE", OTHER),
+        ],
     );
     let second = key::add(&b).await.unwrap();
     let b = machine(&env, &dir(&env, "b"), &[("DSTORE_PASSPHRASE", OTHER)]);
@@ -202,7 +207,10 @@ async fn key_passwd_replaces_the_key_file() {
     let s = machine(
         &env,
         &env.data_dir(),
-        &[("DSTORE_PASSPHRASE", PASS), ("DSTORE_NEW_PASSPHRASE", OTHER)],
+        &[
+            ("DSTORE_PASSPHRASE", PASS),
+            ("DSTORE_NEW_PASSPHRASE", OTHER),
+        ],
     );
     let new = key::passwd(&s).await.unwrap();
     assert_ne!(new, old);
@@ -211,7 +219,10 @@ async fn key_passwd_replaces_the_key_file() {
         s.repository().await.unwrap().unwrap().key_id.as_deref(),
         Some(new.as_str())
     );
-    assert!(!env.data_dir().join(format!("repo/keys/{old}.json")).exists());
+    assert!(!env
+        .data_dir()
+        .join(format!("repo/keys/{old}.json"))
+        .exists());
     let err = open_err(&env, "old", PASS).await;
     assert!(err.contains("opens none"), "{err}");
     let fresh = machine(&env, &dir(&env, "fresh"), &[("DSTORE_PASSPHRASE", OTHER)]);
@@ -271,10 +282,7 @@ async fn config_and_key_files_of_other_authors_are_ignored() {
         .join(format!("repo/keys/{}.json", forged.id()))
         .exists());
     let listed = key::list(&b).await.unwrap();
-    assert_eq!(
-        listed.iter().map(|k| &k.id).collect::<Vec<_>>(),
-        [&key_id]
-    );
+    assert_eq!(listed.iter().map(|k| &k.id).collect::<Vec<_>>(), [&key_id]);
 }
 
 #[tokio::test]
@@ -286,8 +294,9 @@ async fn a_local_config_that_differs_from_discords_is_refused() {
     std::fs::create_dir_all(b.join("repo")).unwrap();
     std::fs::write(b.join("repo/config.json"), mine.to_json()).unwrap();
     let s = machine(&env, &b, &[("DSTORE_PASSPHRASE", PASS)]);
-    let real = RepoConfig::from_json(&std::fs::read(env.data_dir().join("repo/config.json")).unwrap())
-        .unwrap();
+    let real =
+        RepoConfig::from_json(&std::fs::read(env.data_dir().join("repo/config.json")).unwrap())
+            .unwrap();
     for err in [
         format!("{:#}", s.repository().await.unwrap_err()),
         format!("{:#}", key::list(&s).await.unwrap_err()),
@@ -303,8 +312,12 @@ async fn a_local_config_that_differs_from_discords_is_refused() {
 async fn a_config_of_a_newer_format_is_refused() {
     let env = Env::new().await;
     let newer = br#"{"format":3,"repo_id":"5f0c9a1be2d34c7a8e61b0f2d9c4a371","encryption":true,"chunker":{"min":524288,"avg":1048576,"max":8388608}}"#;
-    env.emu
-        .post_as(env.emu.bot_user_id(), env.emu.channel_id(), CONFIG_NAME, newer);
+    env.emu.post_as(
+        env.emu.bot_user_id(),
+        env.emu.channel_id(),
+        CONFIG_NAME,
+        newer,
+    );
     let s = machine(&env, &env.data_dir(), &[("DSTORE_PASSPHRASE", PASS)]);
     let err = format!("{:#}", s.repository().await.unwrap_err());
     assert!(err.contains("written by a newer dstore"), "{err}");
@@ -352,8 +365,9 @@ async fn an_unencrypted_repository_has_no_keys_and_no_passphrase() {
     assert!(!r.keys.encrypted());
     assert_eq!(r.key_id, None);
     assert_eq!(names(&env), [CONFIG_NAME]);
-    let config = RepoConfig::from_json(&std::fs::read(env.data_dir().join("repo/config.json")).unwrap())
-        .unwrap();
+    let config =
+        RepoConfig::from_json(&std::fs::read(env.data_dir().join("repo/config.json")).unwrap())
+            .unwrap();
     assert!(!config.encryption);
     assert_eq!(config.chunker_seed, Some(r.chunker_seed()));
 
@@ -419,7 +433,10 @@ async fn the_binary_inits_and_lists_keys_without_showing_the_passphrase() {
         String::from_utf8_lossy(&out.stderr).to_string(),
     );
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("Initialised an encrypted repository"), "{stdout}");
+    assert!(
+        stdout.contains("Initialised an encrypted repository"),
+        "{stdout}"
+    );
     assert!(stdout.contains("cannot be recovered"), "{stdout}");
     let key_id = key_names(&env)[0]
         .trim_start_matches("dstore-key-")
@@ -428,7 +445,8 @@ async fn the_binary_inits_and_lists_keys_without_showing_the_passphrase() {
     assert!(stdout.contains(&key_id), "{stdout}");
 
     let mut c = dstore(&env);
-    c.env("DSTORE_PASSPHRASE", secret).args(["-v", "key", "list"]);
+    c.env("DSTORE_PASSPHRASE", secret)
+        .args(["-v", "key", "list"]);
     let out = run(c, "").await;
     let (list, list_err) = (
         String::from_utf8_lossy(&out.stdout).to_string(),
