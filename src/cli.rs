@@ -189,6 +189,27 @@ pub enum Command {
         #[arg(long)]
         no_encryption: bool,
     },
+    /// Free space on Discord: delete packs no file uses, repack mostly unused ones (format 2).
+    #[command(
+        long_about = "Free space on Discord (format 2): delete the packs no file uses, and copy the live chunks \
+            of packs mostly unused into new packs, post new catalogue entries for the files that used them, and \
+            only then delete the old packs. A prune stopped at any point loses nothing; run it again to finish. \
+            Packs younger than the grace period are left alone, since an upload in progress may be about to use them."
+    )]
+    Prune {
+        /// Only say what would be deleted and repacked.
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave packs younger than this many hours alone.
+        #[arg(long, value_name = "HOURS", default_value_t = 24.0, value_parser = parse_hours)]
+        grace_hours: f64,
+    },
+    /// Show the files, bytes, deduplication and compression of the repository, and what `prune` frees.
+    Stats {
+        /// Print the figures as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// List, add or remove the repository's passphrases (its key files); `key passwd` changes yours.
     Key {
         #[command(subcommand)]
@@ -210,6 +231,14 @@ pub enum KeyAction {
     },
     /// Change your passphrase: a key file for the new one, then the old one's removed.
     Passwd,
+}
+
+/// A number of hours, 0 or more.
+fn parse_hours(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(h) if h.is_finite() && (0.0..=24.0 * 365.0).contains(&h) => Ok(h),
+        _ => Err(format!("{text:?} is not a number of hours from 0 to 8760")),
+    }
 }
 
 /// A line typed at the prompt.

@@ -39,6 +39,28 @@ pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Resu
         println!("Nothing was deleted.");
         return Ok(());
     }
+    if file.format == crate::catalog::FORMAT_V2 {
+        let repo = super::upload2::repo_keys(s, id).await?;
+        let removed = super::delete2::delete(s, &repo, &file).await.map_err(|e| {
+            anyhow!("delete of {id} stopped: {e:#}; run `delete {id}` again to finish")
+        })?;
+        s.catalog.remove_file(id)?;
+        tracing::info!(id = %id, entries = removed.entries, packs = removed.packs, "deleted");
+        println!(
+            "Deleted {} ({id}): {} removed from Discord{}.",
+            file.name,
+            crate::render::plural((removed.entries + removed.packs) as u64, "message"),
+            if removed.shared > 0 {
+                format!(
+                    "; {} other files use kept",
+                    crate::render::plural(removed.shared as u64, "pack")
+                )
+            } else {
+                String::new()
+            }
+        );
+        return Ok(());
+    }
     let targets = targets(s, &store, &file).await?;
     let total = targets.len();
     let bytes = targets.iter().map(|t| t.bytes).sum();
@@ -93,6 +115,14 @@ async fn mirror_hidden(s: &Session, file: &mut FileManifest, command: &str) -> R
         return Ok(());
     }
     let id = file.id.clone();
+    if file.format == crate::catalog::FORMAT_V2 {
+        let repo = super::upload2::repo_keys(s, &id).await?;
+        return super::upload2::publish(s, &repo, file).await.map_err(|e| {
+            anyhow!(
+                "{id} is changed here, but its catalogue entry on Discord could not be updated ({e:#}); run `{command} {id}` again"
+            )
+        });
+    }
     super::publish::publish_manifest(s, file).await.map_err(|e| {
         if e.downcast_ref::<entries::Refused>().is_some() {
             return anyhow!("{id} is changed here only: {e}, and `{command} {id}` again");

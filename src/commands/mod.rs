@@ -16,6 +16,7 @@ mod publish;
 pub mod recover;
 pub mod recover2;
 mod repair;
+mod stats;
 pub mod upload;
 pub mod upload2;
 mod verify;
@@ -99,6 +100,24 @@ impl Session {
             Command::Recover { json } => recover::recover(self, json, cancel).await.map(drop),
             Command::Init { no_encryption } => init::init(self, no_encryption).await.map(drop),
             Command::Key { action } => key::key(self, action).await,
+            Command::Prune {
+                dry_run,
+                grace_hours,
+            } => {
+                let Some(repo) = self.repository().await? else {
+                    anyhow::bail!("there is no format-2 repository here or on Discord, so nothing to prune; `dstore init` creates one");
+                };
+                let opts = prune::PruneOpts {
+                    grace: std::time::Duration::from_secs_f64(grace_hours * 3600.0),
+                    dry_run,
+                    ..prune::PruneOpts::default()
+                };
+                let report =
+                    prune::prune(self, &upload2::RepoKeys::from(repo.as_ref()), opts).await?;
+                println!("{}", report.summary(dry_run));
+                Ok(())
+            }
+            Command::Stats { json } => stats::stats(self, json).await,
         }
     }
 }
@@ -169,6 +188,13 @@ impl Session {
                 }
                 return Ok(());
             }
+        }
+        if self.config.format == crate::config::StorageFormat::V2 {
+            let repo = self.repository_for_upload().await?;
+            let keys = upload2::RepoKeys::from(repo.as_ref());
+            return upload2::upload(self, &keys, path, json, cancel)
+                .await
+                .map(drop);
         }
         upload::upload(self, path, json, cancel).await.map(drop)
     }

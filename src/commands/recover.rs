@@ -18,6 +18,8 @@ use crate::store::RemotePart;
 
 pub async fn recover(s: &Session, json: bool, cancel: CancellationToken) -> Result<usize> {
     let store = s.store()?;
+    // The repository first: a wrong passphrase is said before anything is written.
+    let repo = s.repository().await?;
     let trust = trust(s, &store).await?;
     let is_head = |name: &str| parse_manifest_name(name).is_some();
     let found = tokio::select! {
@@ -82,6 +84,12 @@ pub async fn recover(s: &Session, json: bool, cancel: CancellationToken) -> Resu
             );
         }
         recovered.push(FileJson::of(&s.catalog, &file));
+    }
+    if let Some(repo) = repo {
+        let keys = super::upload2::RepoKeys::from(repo.as_ref());
+        let (more, skipped) = super::recover2::recover(s, &keys, json, cancel).await?;
+        recovered.extend(more);
+        problems += skipped;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&recovered)?);

@@ -101,6 +101,10 @@ pub async fn resume(
 ) -> Result<FileManifest> {
     let _lock = s.catalog.lock(id)?;
     let mut file = s.catalog.load_file(id)?;
+    if file.format == crate::catalog::FORMAT_V2 {
+        let repo = super::upload2::repo_keys(s, id).await?;
+        return super::upload2::resume(s, &repo, file, json, cancel).await;
+    }
     if file.status == Status::Complete {
         let repaired = resume_complete(s, &mut file).await?;
         if json {

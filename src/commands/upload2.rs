@@ -27,6 +27,26 @@ pub struct RepoKeys {
     pub chunker: ChunkerParams,
 }
 
+impl From<&crate::repo::repository::Repository> for RepoKeys {
+    fn from(r: &crate::repo::repository::Repository) -> Self {
+        RepoKeys {
+            keys: r.keys.clone(),
+            chunker: r.chunker(),
+        }
+    }
+}
+
+/// The repository a format-2 file belongs to, opened; an error naming `dstore init` if there is
+/// none (a format-2 file without a repository: its config was deleted, or the data dir moved).
+pub async fn repo_keys(s: &Session, id: &str) -> Result<RepoKeys> {
+    match s.repository().await? {
+        Some(r) => Ok(RepoKeys::from(r.as_ref())),
+        None => bail!(
+            "{id} is stored in format 2, but no repository config was found here or on Discord; check the configured channels (the first holds the config)"
+        ),
+    }
+}
+
 /// The largest attachment every configured channel accepts, or the configured part size.
 pub async fn attachment_limit(s: &Session) -> Result<u64> {
     let store = s.store()?;

@@ -1,0 +1,140 @@
+//! `stats`: what the repository holds. Files and logical bytes come from the local catalogue;
+//! packs and stored bytes from Discord (the packs of this repository by this bot, listed, not
+//! downloaded); deduplication and compression from the chunk lists of the format-2 files.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Result;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::Session;
+use crate::catalog::{Status, FORMAT_V2};
+use crate::render::{human_bytes, plural};
+use crate::repo::crypto::ObjectKind;
+use crate::store::PartStore;
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Stats {
+    /// Complete files in the catalogue, by format, and their bytes.
+    pub files_v1: u64,
+    pub bytes_v1: u64,
+    pub files_v2: u64,
+    /// The sum of the format-2 files' sizes.
+    pub logical_bytes: u64,
+    /// Distinct chunks those files use, their plaintext and their sealed bytes.
+    pub unique_chunks: u64,
+    pub unique_plain_bytes: u64,
+    pub unique_sealed_bytes: u64,
+    /// logical / unique plaintext, and unique plaintext / unique sealed.
+    pub dedup_ratio: f64,
+    pub compression_ratio: f64,
+    /// Packs on Discord and their bytes; how many no file uses, and the bytes no file uses
+    /// (whole unused packs, and unused chunks inside used ones: what `prune` can free).
+    pub packs: u64,
+    pub stored_bytes: u64,
+    pub unused_packs: u64,
+    pub garbage_bytes: u64,
+}
+
+pub async fn stats(s: &Session, json: bool) -> Result<()> {
+    let mut st = Stats::default();
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
+    // Sealed bytes that files use, per pack attachment.
+    let mut live: HashMap<u64, HashMap<u64, u64>> = HashMap::new();
+    let mut pinned: HashSet<u64> = HashSet::new();
+    for m in s.catalog.all()?.into_iter().flatten() {
+        if m.format != FORMAT_V2 {
+            if m.status == Status::Complete {
+                st.files_v1 += 1;
+                st.bytes_v1 += m.size;
+            }
+            continue;
+        }
+        for r in s.catalog.load_packs(&m.id)? {
+            pinned.insert(r.attachment_id);
+        }
+        if m.status != Status::Complete {
+            continue;
+        }
+        st.files_v2 += 1;
+        st.logical_bytes += m.size;
+        for c in &m.chunks {
+            let p = &m.packs[c.pack as usize];
+            live.entry(p.attachment_id)
+                .or_default()
+                .insert(c.offset, u64::from(c.sealed_len));
+            if seen.insert(c.id) {
+                st.unique_chunks += 1;
+                st.unique_plain_bytes += u64::from(c.plain_len);
+                st.unique_sealed_bytes += u64::from(c.sealed_len);
+            }
+        }
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    st.dedup_ratio = ratio(st.logical_bytes, st.unique_plain_bytes);
+    st.compression_ratio = ratio(st.unique_plain_bytes, st.unique_sealed_bytes);
+    if let Some(repo) = s.repository().await? {
+        let store = s.store()?;
+        let trusted = store.trusted_authors().await?;
+        let is_pack = |name: &str| repo.keys.name_kind(name) == Some(ObjectKind::Pack);
+        for &channel in &s.config.channels {
+            for p in store
+                .find_parts(channel, &is_pack, OffsetDateTime::UNIX_EPOCH)
+                .await?
+            {
+                if !trusted.contains(&p.author_id) {
+                    continue;
+                }
+                st.packs += 1;
+                st.stored_bytes += p.size;
+                match live.get(&p.attachment_id) {
+                    Some(used) => {
+                        st.garbage_bytes += p.size.saturating_sub(used.values().sum::<u64>())
+                    }
+                    None if pinned.contains(&p.attachment_id) => {}
+                    None => {
+                        st.unused_packs += 1;
+                        st.garbage_bytes += p.size;
+                    }
+                }
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!(
+        "Files:       {} in format 2 ({} of content){}",
+        st.files_v2,
+        human_bytes(st.logical_bytes),
+        if st.files_v1 > 0 {
+            format!(
+                ", {} in format 1 ({})",
+                st.files_v1,
+                human_bytes(st.bytes_v1)
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "Chunks:      {} distinct, {} before compression, {} sealed",
+        st.unique_chunks,
+        human_bytes(st.unique_plain_bytes),
+        human_bytes(st.unique_sealed_bytes)
+    );
+    println!(
+        "Ratios:      deduplication {:.2}x, compression {:.2}x",
+        st.dedup_ratio, st.compression_ratio
+    );
+    println!(
+        "On Discord:  {} ({}); {} no file uses, {} unused in all (`prune` frees it)",
+        plural(st.packs, "pack"),
+        human_bytes(st.stored_bytes),
+        plural(st.unused_packs, "pack"),
+        human_bytes(st.garbage_bytes)
+    );
+    Ok(())
+}
