@@ -196,6 +196,50 @@ impl BotStore {
 }
 
 impl BotStore {
+    /// One ranged GET of `url` for an attachment of `size` bytes: the bytes, or the refusing
+    /// status (403 or 404: perhaps an expired URL) for the caller to refresh and retry.
+    async fn range_once(
+        &self,
+        url: &str,
+        range: &std::ops::Range<u64>,
+        size: u64,
+    ) -> Result<Result<Bytes, reqwest::StatusCode>, StoreError> {
+        let outside = || StoreError::RangeOutside {
+            start: range.start,
+            end: range.end,
+            size,
+        };
+        let opened = match self.t.open_range(url, Some(range.clone())).await? {
+            Ok(opened) => opened,
+            Err(status) if status == 403 || status == 404 => return Ok(Err(status)),
+            Err(status) if status == 416 => return Err(outside()),
+            Err(status) => {
+                return Err(StoreError::Rejected {
+                    status: status.as_u16(),
+                    code: -1,
+                    message: "the CDN refused the download".into(),
+                })
+            }
+        };
+        if opened.status == 206 {
+            let announced = opened.content_range.as_deref().and_then(parse_content_range);
+            if announced != Some((range.start, range.end, Some(size)))
+                && announced != Some((range.start, range.end, None))
+            {
+                return Err(StoreError::Protocol(format!(
+                    "the CDN answered bytes {} when asked for {}..{} of {size}",
+                    opened.content_range.as_deref().unwrap_or("(no Content-Range)"),
+                    range.start,
+                    range.end
+                )));
+            }
+            return collect(opened.stream, range.end - range.start).await.map(Ok);
+        }
+        // A 200 is the whole attachment (a CDN may ignore Range): kept only if it is exactly that.
+        let all = collect(opened.stream, size).await?;
+        super::cut_range(all, size, range).map(Ok)
+    }
+
     /// Deletes one message; one already gone counts as deleted.
     pub async fn delete_message(&self, channel: u64, message: u64) -> Result<(), StoreError> {
         let key = RouteKey {
@@ -378,6 +422,41 @@ impl PartStore for BotStore {
         Ok(all.freeze())
     }
 
+    async fn read_range(
+        &self,
+        part: &RemotePart,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        if range.start > range.end || range.end > part.size {
+            return Err(StoreError::RangeOutside {
+                start: range.start,
+                end: range.end,
+                size: part.size,
+            });
+        }
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        match self.range_once(&part.url, &range, part.size).await? {
+            Ok(bytes) => Ok(bytes),
+            // The URL may have expired since it was fetched: fetch the message again.
+            Err(_) => {
+                let fresh = self
+                    .locate_part(part.channel_id, part.message_id, part.attachment_id)
+                    .await?;
+                match self.range_once(&fresh.url, &range, part.size).await? {
+                    Ok(bytes) => Ok(bytes),
+                    Err(status) if status == 404 => Err(StoreError::ContentGone),
+                    Err(status) => Err(StoreError::Rejected {
+                        status: status.as_u16(),
+                        code: -1,
+                        message: "the CDN refused the download".into(),
+                    }),
+                }
+            }
+        }
+    }
+
     async fn trusted_authors(&self) -> Result<Vec<u64>, StoreError> {
         Ok(vec![self.own_user_id().await?])
     }
@@ -501,5 +580,55 @@ fn remote(msg: &Message, a: &Attachment) -> RemotePart {
         url: a.url.clone(),
         posted_at: timestamp(msg),
         author_id: msg.author.id.get(),
+    }
+}
+
+/// A body of exactly `len` bytes; more is refused as soon as it arrives, fewer is a cut-off.
+async fn collect(mut stream: PartStream, len: u64) -> Result<Bytes, StoreError> {
+    let mut all = bytes::BytesMut::with_capacity(len.min(1 << 24) as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if (all.len() + chunk.len()) as u64 > len {
+            return Err(StoreError::Protocol(format!(
+                "the CDN sent more than the {len} bytes asked for"
+            )));
+        }
+        all.extend_from_slice(&chunk);
+    }
+    if all.len() as u64 != len {
+        return Err(StoreError::CutOff(format!(
+            "{} of {len} bytes arrived",
+            all.len()
+        )));
+    }
+    Ok(all.freeze())
+}
+
+/// `bytes a-b/total` (or `/*`) as `(a, b + 1, total)`.
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let (span, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    (a <= b).then_some((a, b.checked_add(1)?, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    #[test]
+    fn content_ranges_parse_with_exclusive_ends() {
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some((0, 10, Some(100)))
+        );
+        assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 6, None)));
+        assert_eq!(parse_content_range("bytes 9-5/100"), None);
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
     }
 }

@@ -49,6 +49,9 @@ pub enum StoreError {
     ContentGone,
     #[error("the download was cut off: {0}")]
     CutOff(String),
+    /// Bytes asked of an attachment that ends before them (416, or a reply of other bytes).
+    #[error("bytes {start}..{end} lie outside the {size}-byte attachment")]
+    RangeOutside { start: u64, end: u64, size: u64 },
     /// A retry found the source's bytes changed (see [`SourceChanged`]).
     #[error(transparent)]
     Source(#[from] SourceChanged),

@@ -124,6 +124,23 @@ pub trait PartStore: Send + Sync + 'static {
         part: &RemotePart,
     ) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
 
+    /// Bytes `range` of a part found moments ago: a `Range` request answered with `206` and
+    /// exactly those bytes, or a `200` with the whole attachment (exactly `part.size` bytes),
+    /// cut to the range. An expired URL is refreshed through the message, as for
+    /// [`PartStore::stream_part`]. A range past the attachment's end is an error, never short.
+    /// The default downloads the whole part and cuts it (for stores without ranges).
+    fn read_range(
+        &self,
+        part: &RemotePart,
+        range: std::ops::Range<u64>,
+    ) -> impl Future<Output = Result<Bytes, StoreError>> + Send {
+        let part = part.clone();
+        async move {
+            let all = self.read_part(&part).await?;
+            cut_range(all, part.size, &range)
+        }
+    }
+
     /// The authors whose messages count as dstore's own: the bot's user (configured webhooks'
     /// IDs join here once webhooks post). Messages by anyone else are never trusted or adopted.
     fn trusted_authors(&self) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
@@ -135,9 +152,46 @@ pub trait PartStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
+/// `range` of a whole attachment `all` that must be `size` bytes long.
+pub(crate) fn cut_range(
+    all: Bytes,
+    size: u64,
+    range: &std::ops::Range<u64>,
+) -> Result<Bytes, StoreError> {
+    if all.len() as u64 != size {
+        return Err(StoreError::CutOff(format!(
+            "{} of {size} bytes arrived",
+            all.len()
+        )));
+    }
+    if range.start > range.end || range.end > size {
+        return Err(StoreError::RangeOutside {
+            start: range.start,
+            end: range.end,
+            size,
+        });
+    }
+    Ok(all.slice(range.start as usize..range.end as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_answer_is_cut_only_when_it_is_the_whole_attachment() {
+        let all = Bytes::from_static(b"0123456789");
+        assert_eq!(&cut_range(all.clone(), 10, &(2..5)).unwrap()[..], b"234");
+        assert_eq!(cut_range(all.clone(), 10, &(10..10)).unwrap().len(), 0);
+        assert!(matches!(
+            cut_range(all.clone(), 12, &(2..5)),
+            Err(StoreError::CutOff(_))
+        ));
+        assert!(matches!(
+            cut_range(all, 10, &(8..11)),
+            Err(StoreError::RangeOutside { .. })
+        ));
+    }
 
     #[test]
     fn reload_reads_the_part_again_and_refuses_changed_bytes() {

@@ -37,6 +37,13 @@ pub enum Sent {
     Late(OffsetDateTime),
 }
 
+/// A successful CDN answer: its status (200 or 206), `Content-Range` if any, and the body.
+pub struct Opened {
+    pub status: StatusCode,
+    pub content_range: Option<String>,
+    pub stream: PartStream,
+}
+
 pub struct Transport {
     client: reqwest::Client,
     auth: Secret,
@@ -194,6 +201,16 @@ impl Transport {
     /// stream that fails when no bytes come for the idle timeout; 404 and other refusals come
     /// back as their status for the caller to classify.
     pub async fn open(&self, url: &str) -> Result<Result<PartStream, StatusCode>, StoreError> {
+        Ok(self.open_range(url, None).await?.map(|o| o.stream))
+    }
+
+    /// [`Transport::open`] with an optional `Range: bytes=a-b` (`range` end excluded); the
+    /// answer's status and `Content-Range` come back with the stream for the caller to check.
+    pub async fn open_range(
+        &self,
+        url: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Result<Opened, StatusCode>, StoreError> {
         let mut attempts = self.attempts("cdn");
         let Ok(parsed) = reqwest::Url::parse(url) else {
             return Err(StoreError::Protocol(
@@ -203,11 +220,24 @@ impl Transport {
         let host = host_of(&parsed);
         loop {
             attempts.sending();
-            let sent = tokio::time::timeout(self.idle, self.client.get(parsed.clone()).send());
+            let mut get = self.client.get(parsed.clone());
+            if let Some(r) = range.as_ref().filter(|r| r.end > r.start) {
+                get = get.header(
+                    reqwest::header::RANGE,
+                    format!("bytes={}-{}", r.start, r.end - 1),
+                );
+            }
+            let sent = tokio::time::timeout(self.idle, get.send());
             let failure = match sent.await {
                 Err(_) => stalled(self.idle),
                 Ok(Err(e)) => describe_at(&e, &host, self.idle),
                 Ok(Ok(resp)) if resp.status().is_success() => {
+                    let status = resp.status();
+                    let content_range = resp
+                        .headers()
+                        .get(reqwest::header::CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     let idle = self.idle;
                     let chunks = resp
                         .bytes_stream()
@@ -215,7 +245,12 @@ impl Transport {
                     let on_idle = move || {
                         StoreError::CutOff(format!("no data came for {} s", idle.as_secs()))
                     };
-                    return Ok(Ok(idle::per_item(chunks, idle, on_idle).boxed()));
+                    let stream = idle::per_item(chunks, idle, on_idle).boxed();
+                    return Ok(Ok(Opened {
+                        status,
+                        content_range,
+                        stream,
+                    }));
                 }
                 Ok(Ok(resp)) if resp.status() == 429 => {
                     let wait = resp
