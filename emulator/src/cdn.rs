@@ -108,6 +108,9 @@ pub async fn serve(shared: &Shared, req: CdnRequest<'_>, headers: &HeaderMap) ->
         _ => body(&blob, start, len, req.tamper).await,
     };
     let Ok(body) = body else { return gone() };
+    if req.method != Method::HEAD {
+        shared.stats.cdn_download(range.is_some(), len);
+    }
     let mut resp = Response::new(body);
     *resp.status_mut() = if range.is_some() {
         StatusCode::PARTIAL_CONTENT

@@ -163,6 +163,20 @@ impl Emulator {
         std::fs::read(path).ok()
     }
 
+    /// Replaces the stored bytes of an attachment whose message still exists, and the size it
+    /// is listed with, as damage on Discord's side would (a flipped byte, a truncation); false if
+    /// there is no such attachment. Test-only: the new size is not journaled, so a restart lists
+    /// the old one.
+    pub fn replace_attachment_bytes(&self, attachment_id: u64, bytes: &[u8]) -> bool {
+        self.shared.with_store(|s| {
+            if s.attachment(attachment_id).is_none() {
+                return false;
+            }
+            std::fs::write(s.blob_path(attachment_id), bytes).expect("writing a blob");
+            s.set_attachment_size(attachment_id, bytes.len() as u64)
+        })
+    }
+
     /// Deletes a message as a moderator would; false if it does not exist.
     pub fn delete_message(&self, channel_id: u64, message_id: u64) -> bool {
         self.shared

@@ -16,6 +16,12 @@ pub struct Stats {
     pub invalid_requests: u64,
     /// Connections dropped by a `Reset` or `ResetAfterCommit` fault.
     pub connections_reset: u64,
+    /// CDN GETs answered with an attachment's bytes (200 or 206).
+    pub cdn_downloads: u64,
+    /// Of those, the ones that asked for a `Range` and got a 206.
+    pub cdn_ranged: u64,
+    /// Body bytes the CDN announced (`Content-Length`) over those downloads.
+    pub cdn_bytes: u64,
 }
 
 impl Stats {
@@ -49,6 +55,14 @@ impl Counters {
 
     pub fn message_created(&self) {
         self.with(|s| s.messages_created += 1);
+    }
+
+    pub fn cdn_download(&self, ranged: bool, bytes: u64) {
+        self.with(|s| {
+            s.cdn_downloads += 1;
+            s.cdn_ranged += u64::from(ranged);
+            s.cdn_bytes += bytes;
+        });
     }
 
     pub fn reset(&self) {

@@ -274,6 +274,25 @@ impl Store {
         out
     }
 
+    /// Sets the size an attachment is listed with (not journaled: see `Emulator::replace_attachment_bytes`).
+    pub fn set_attachment_size(&mut self, attachment_id: u64, size: u64) -> bool {
+        let Some(&(channel_id, message_id)) = self.attachments.get(&attachment_id) else {
+            return false;
+        };
+        let att = self
+            .messages
+            .get_mut(&channel_id)
+            .and_then(|m| m.get_mut(&message_id))
+            .and_then(|m| m.attachments.iter_mut().find(|a| a.id == attachment_id));
+        match att {
+            Some(a) => {
+                a.size = size;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The attachment and its message, if the message still exists.
     pub fn attachment(&self, attachment_id: u64) -> Option<(&StoredMessage, &StoredAttachment)> {
         let (channel_id, message_id) = self.attachments.get(&attachment_id)?;

@@ -114,3 +114,49 @@ async fn refresh_urls_re_signs() {
     assert_ne!(fresh, url);
     assert_eq!(env.http.get(fresh).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn downloads_and_their_bytes_are_counted() {
+    let env = start().await;
+    let url = url_of(
+        &env.upload(env.emu.channel_id(), "a.part", bytes(1000, 3))
+            .await,
+    );
+    let before = env.emu.stats();
+    let get = |range: Option<&'static str>| {
+        let mut req = env.http.get(&url);
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        async move { req.send().await.unwrap().bytes().await.unwrap() }
+    };
+    get(Some("bytes=100-199")).await;
+    get(None).await;
+    env.http.head(&url).send().await.unwrap();
+    let after = env.emu.stats();
+    assert_eq!(after.cdn_downloads - before.cdn_downloads, 2);
+    assert_eq!(after.cdn_ranged - before.cdn_ranged, 1);
+    assert_eq!(after.cdn_bytes - before.cdn_bytes, 1100);
+}
+
+#[tokio::test]
+async fn replaced_bytes_are_served_and_listed_with_their_size() {
+    let env = start().await;
+    let msg = env
+        .upload(env.emu.channel_id(), "a.part", bytes(1000, 4))
+        .await;
+    let id: u64 = msg["attachments"][0]["id"].as_str().unwrap().parse().unwrap();
+    assert!(env.emu.replace_attachment_bytes(id, &[7; 600]));
+    assert!(!env.emu.replace_attachment_bytes(id + 1000, &[7; 6]));
+    assert_eq!(env.emu.attachment(id).unwrap().size, 600);
+    let mid = msg["id"].as_str().unwrap();
+    let fresh: Value = env
+        .get(&format!("/channels/{}/messages/{mid}", env.emu.channel_id()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fresh["attachments"][0]["size"], 600);
+    let body = env.http.get(url_of(&fresh)).send().await.unwrap();
+    assert_eq!(body.bytes().await.unwrap().to_vec(), vec![7; 600]);
+}
