@@ -1,0 +1,554 @@
+//! Getting a format-2 file back (docs/format.md 4, 5, 7.1, 8): the chunk list of `file.json`
+//! checked before any request, grouped into `Range` requests of adjacent blobs, fetched with
+//! bounded concurrency, each blob opened (tag, decompression, chunk ID) before its plaintext is
+//! written at its place in the file, and the whole file's SHA-256 checked last. `verify --full`
+//! runs the same path writing nothing. Resuming needs no record of its own: a chunk already in
+//! the partial file is kept when its bytes still hash to its chunk ID.
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::compress::RESERVED_FLAGS;
+use super::crypto::Keys;
+use super::pack::open_blob;
+use crate::catalog::{ChunkRef, FileManifest, PackRef};
+use crate::hash::Sha256;
+use crate::progress::Progress;
+use crate::store::{PartStore, RemotePart, StoreError};
+
+/// The most sealed bytes one `Range` request asks for, and the most plaintext one group opens:
+/// memory holds at most `concurrency` groups (a single chunk larger than this is a group alone).
+pub const MAX_RANGE: u64 = 8 * 1024 * 1024;
+
+/// How often a range that arrived short or did not open is fetched again.
+const REFETCHES: u32 = 3;
+
+/// One chunk of a group: its index in the file's chunk list, its record, where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub index: usize,
+    pub chunk: ChunkRef,
+    pub file_offset: u64,
+}
+
+impl Piece {
+    /// The chunk's bytes in the file.
+    pub fn file_range(&self) -> Range<u64> {
+        self.file_offset..self.file_offset + u64::from(self.chunk.plain_len)
+    }
+}
+
+/// One `Range` request: consecutive chunks of the file lying end to end in one pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub pack: u32,
+    pub range: Range<u64>,
+    pub pieces: Vec<Piece>,
+}
+
+impl Group {
+    fn plain_len(&self) -> u64 {
+        self.pieces
+            .iter()
+            .map(|p| u64::from(p.chunk.plain_len))
+            .sum()
+    }
+}
+
+/// Groups the chunks, in file order, into requests: a chunk joins the group before it when it
+/// starts in the same pack where that group ends, and the group stays within `cap` sealed and
+/// `cap` plain bytes.
+pub fn group(chunks: &[ChunkRef], cap: u64) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    let mut file_offset = 0u64;
+    let mut plain_in_last = 0u64;
+    for (index, c) in chunks.iter().enumerate() {
+        let piece = Piece {
+            index,
+            chunk: *c,
+            file_offset,
+        };
+        file_offset += u64::from(c.plain_len);
+        let end = c.offset + u64::from(c.sealed_len);
+        let joins = out.last().is_some_and(|g| {
+            g.pack == c.pack
+                && g.range.end == c.offset
+                && end - g.range.start <= cap
+                && plain_in_last + u64::from(c.plain_len) <= cap
+        });
+        if joins {
+            let g = out.last_mut().expect("checked above");
+            g.range.end = end;
+            g.pieces.push(piece);
+            plain_in_last += u64::from(c.plain_len);
+        } else {
+            out.push(Group {
+                pack: c.pack,
+                range: c.offset..end,
+                pieces: vec![piece],
+            });
+            plain_in_last = u64::from(c.plain_len);
+        }
+    }
+    out
+}
+
+/// Why a format-2 file could not be brought back or checked. Each is one sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the record of {id} (file.json) is damaged: {why}; nothing was fetched (run `recover` to rewrite it from Discord)")]
+    Manifest { id: String, why: String },
+    #[error(
+        "pack {pack} of this file ({id}) is gone from Discord; the file cannot be rebuilt from it"
+    )]
+    PackGone { id: String, pack: u32 },
+    #[error("the pack {pack} of this file ({id}) changed on Discord: it holds {got} bytes, {want} were recorded; the file cannot be rebuilt from it")]
+    PackChanged {
+        id: String,
+        pack: u32,
+        got: u64,
+        want: u64,
+    },
+    #[error("chunk {index} (bytes {}..{}) of {id} failed its check: the pack was altered or is not this file's", .bytes.start, .bytes.end)]
+    Chunk {
+        id: String,
+        index: usize,
+        bytes: Range<u64>,
+    },
+    #[error("the rebuilt file's SHA-256 is {got}, but {id} was stored with {want}: the record does not describe these chunks")]
+    WholeHash {
+        id: String,
+        got: String,
+        want: String,
+    },
+    #[error("{0}")]
+    Store(StoreError),
+    #[error("cannot write {}: {reason}", .path.display())]
+    Io { path: PathBuf, reason: String },
+}
+
+/// Checks `file.json`'s chunk list before any request (a damaged or hand-edited record must
+/// not send requests anywhere): pack indices in range, every blob inside its pack, the
+/// plaintext lengths summing to the size, no flag of a newer dstore, every pack in one of
+/// `channels`, and a SHA-256 to check against.
+pub fn check_manifest(file: &FileManifest, channels: &[u64]) -> Result<(), RebuildError> {
+    let bad = |why: String| RebuildError::Manifest {
+        id: file.id.clone(),
+        why,
+    };
+    if file.sha256.as_deref().is_none_or(|h| h.len() != 64) {
+        return Err(bad("it has no SHA-256 of the whole file".into()));
+    }
+    for (i, p) in file.packs.iter().enumerate() {
+        if !channels.contains(&p.channel_id) {
+            return Err(bad(format!(
+                "pack {i} is in channel {}, which is not one of the configured channels",
+                p.channel_id
+            )));
+        }
+    }
+    let mut total = 0u64;
+    for (i, c) in file.chunks.iter().enumerate() {
+        let Some(pack) = file.packs.get(c.pack as usize) else {
+            return Err(bad(format!(
+                "chunk {i} names pack {}, but the file has {} packs",
+                c.pack,
+                file.packs.len()
+            )));
+        };
+        let end = c.offset.checked_add(u64::from(c.sealed_len));
+        if end.is_none_or(|end| end > pack.size) {
+            return Err(bad(format!(
+                "chunk {i} lies at bytes {}..{} of pack {}, which has only {} bytes",
+                c.offset,
+                c.offset.saturating_add(u64::from(c.sealed_len)),
+                c.pack,
+                pack.size
+            )));
+        }
+        if c.flags & RESERVED_FLAGS != 0 {
+            return Err(bad(format!(
+                "chunk {i} has flags {:#04x}, written by a newer dstore (upgrade dstore)",
+                c.flags
+            )));
+        }
+        total += u64::from(c.plain_len);
+    }
+    if total != file.size {
+        return Err(bad(format!(
+            "its chunks hold {total} bytes, but the file has {}",
+            file.size
+        )));
+    }
+    Ok(())
+}
+
+/// Where the plaintext goes: the partial file, and whether an earlier run may have filled some
+/// of it (then chunks whose bytes there hash to their ID are kept, not fetched).
+#[derive(Clone)]
+pub struct Sink {
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub resumed: bool,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Chunks checked (opened, or found right in the partial file).
+    pub chunks: u64,
+    /// Of those, the ones kept from an earlier run.
+    pub kept: u64,
+    /// Range requests answered.
+    pub requests: u64,
+    /// Sealed bytes fetched.
+    pub fetched: u64,
+}
+
+/// What one rebuild runs with.
+pub struct Rebuild<'a, S> {
+    pub store: Arc<S>,
+    pub keys: &'a Keys,
+    pub file: &'a FileManifest,
+    pub channels: &'a [u64],
+    pub concurrency: usize,
+    pub progress: &'a Progress,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The shared state of one rebuild's tasks.
+struct Ctx<S> {
+    store: Arc<S>,
+    keys: Keys,
+    id: String,
+    packs: Vec<PackRef>,
+    located: Vec<OnceCell<RemotePart>>,
+    sink: Option<Sink>,
+}
+
+/// What one group's task gives back: its plaintexts in order, and whether they were fetched.
+struct Done {
+    plain: Vec<Vec<u8>>,
+    fetched: bool,
+}
+
+/// A spawned task, aborted when dropped (an early return stops the others).
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for Task<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+fn stopped(e: impl std::fmt::Display) -> RebuildError {
+    RebuildError::Store(StoreError::Protocol(format!(
+        "a download task stopped: {e}"
+    )))
+}
+
+impl<S: PartStore> Rebuild<'_, S> {
+    /// Fetches and opens every chunk, writing each into `sink` (when given) at its place, and
+    /// checks the whole file's SHA-256. On success the sink holds exactly the file, fsynced.
+    pub async fn run(&self, sink: Option<Sink>) -> Result<Summary, RebuildError> {
+        check_manifest(self.file, self.channels)?;
+        let groups = group(&self.file.chunks, MAX_RANGE);
+        let ctx = Arc::new(Ctx {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            id: self.file.id.clone(),
+            packs: self.file.packs.clone(),
+            located: self.file.packs.iter().map(|_| OnceCell::new()).collect(),
+            sink: sink.clone(),
+        });
+        self.progress.set_parts(0, groups.len() as u64);
+        // In file order (`buffered`), so the whole file is hashed as it comes, never read again.
+        let mut results = stream::iter(groups)
+            .map(|g| {
+                let ctx = ctx.clone();
+                Task(tokio::spawn(async move {
+                    let r = ctx.group(&g).await;
+                    (g, r)
+                }))
+            })
+            .buffered(self.concurrency.max(1));
+        let mut hasher = Some(Sha256::default());
+        let mut summary = Summary::default();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(RebuildError::Cancelled),
+                n = results.next() => n,
+            };
+            let Some(joined) = next else { break };
+            let (g, done) = joined.map_err(stopped)?;
+            let done = done?;
+            let plain_len = g.plain_len();
+            summary.chunks += g.pieces.len() as u64;
+            if done.fetched {
+                summary.requests += 1;
+                summary.fetched += g.range.end - g.range.start;
+                self.progress.part_done(plain_len);
+            } else {
+                summary.kept += g.pieces.len() as u64;
+                self.progress.part_done(plain_len);
+            }
+            let mut h = hasher.take().expect("put back after every group");
+            h = tokio::task::spawn_blocking(move || {
+                for p in &done.plain {
+                    h.update(p);
+                }
+                h
+            })
+            .await
+            .map_err(stopped)?;
+            hasher = Some(h);
+        }
+        let got = hasher.expect("put back after every group").finish_hex();
+        let want = self.file.sha256.clone().unwrap_or_default();
+        if got != want {
+            return Err(RebuildError::WholeHash {
+                id: self.file.id.clone(),
+                got,
+                want,
+            });
+        }
+        if let Some(sink) = &sink {
+            sink.file.sync_all().map_err(|e| sink.io(e))?;
+        }
+        Ok(summary)
+    }
+}
+
+impl Sink {
+    fn io(&self, e: std::io::Error) -> RebuildError {
+        RebuildError::Io {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl<S: PartStore> Ctx<S> {
+    /// One group: kept from the partial file when every chunk there hashes to its ID, else
+    /// fetched, opened and written.
+    async fn group(self: &Arc<Self>, g: &Group) -> Result<Done, RebuildError> {
+        if let Some(plain) = self.already_there(g).await? {
+            return Ok(Done {
+                plain,
+                fetched: false,
+            });
+        }
+        let plain = self.fetch(g).await?;
+        if let Some(sink) = self.sink.clone() {
+            let pieces = g.pieces.clone();
+            let (plain, written) = tokio::task::spawn_blocking(move || {
+                let written = pieces
+                    .iter()
+                    .zip(&plain)
+                    .try_for_each(|(p, bytes)| sink.file.write_all_at(bytes, p.file_offset))
+                    .map_err(|e| sink.io(e));
+                (plain, written)
+            })
+            .await
+            .map_err(stopped)?;
+            written?;
+            return Ok(Done {
+                plain,
+                fetched: true,
+            });
+        }
+        Ok(Done {
+            plain,
+            fetched: true,
+        })
+    }
+
+    /// The group's chunks as the partial file of an earlier run holds them, if all are right.
+    async fn already_there(&self, g: &Group) -> Result<Option<Vec<Vec<u8>>>, RebuildError> {
+        let Some(sink) = self.sink.clone().filter(|s| s.resumed) else {
+            return Ok(None);
+        };
+        let (keys, pieces) = (self.keys.clone(), g.pieces.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(pieces.len());
+            for p in &pieces {
+                let mut buf = vec![0u8; p.chunk.plain_len as usize];
+                sink.file
+                    .read_exact_at(&mut buf, p.file_offset)
+                    .map_err(|e| sink.io(e))?;
+                // The chunk ID is the proof: a keyed hash (SHA-256 unencrypted) of the plaintext.
+                if keys.chunk_id(&buf) != p.chunk.id {
+                    return Ok(None);
+                }
+                out.push(buf);
+            }
+            Ok(Some(out))
+        })
+        .await
+        .map_err(stopped)?
+    }
+
+    /// The pack's attachment with a fresh URL, asked once per pack.
+    async fn pack(&self, index: u32) -> Result<&RemotePart, RebuildError> {
+        let p = &self.packs[index as usize];
+        self.located[index as usize]
+            .get_or_try_init(|| locate(self.store.as_ref(), &self.id, index, p))
+            .await
+    }
+
+    fn store_error(&self, pack: u32, e: StoreError) -> RebuildError {
+        store_error(&self.id, pack, e)
+    }
+
+    /// Fetches the group's range and opens every chunk in it; a range that arrives short or
+    /// does not open is fetched again a few times before it counts as damaged.
+    async fn fetch(&self, g: &Group) -> Result<Vec<Vec<u8>>, RebuildError> {
+        let remote = self.pack(g.pack).await?;
+        let mut failure = None;
+        for attempt in 1..=REFETCHES {
+            let bytes = match self.store.read_range(remote, g.range.clone()).await {
+                Ok(bytes) => bytes,
+                Err(e @ (StoreError::CutOff(_) | StoreError::GaveUp { .. }))
+                    if attempt < REFETCHES =>
+                {
+                    tracing::warn!(
+                        "bytes {:?} of pack {} arrived short ({e}); fetching them again",
+                        g.range,
+                        g.pack
+                    );
+                    continue;
+                }
+                Err(e) => return Err(self.store_error(g.pack, e)),
+            };
+            let (keys, pieces, start) = (self.keys.clone(), g.pieces.clone(), g.range.start);
+            let opened =
+                tokio::task::spawn_blocking(move || open_all(&keys, &pieces, start, &bytes))
+                    .await
+                    .map_err(stopped)?;
+            match opened {
+                Ok(plain) => return Ok(plain),
+                Err(piece) => {
+                    tracing::warn!(
+                        "chunk {} of {} did not open (try {attempt} of {REFETCHES})",
+                        piece.index,
+                        self.id
+                    );
+                    failure = Some(piece);
+                }
+            }
+        }
+        let piece = failure.unwrap_or(g.pieces[0]);
+        Err(RebuildError::Chunk {
+            id: self.id.clone(),
+            index: piece.index,
+            bytes: piece.file_range(),
+        })
+    }
+}
+
+/// Opens each chunk of a group from the group's bytes (which start at `start` in the pack):
+/// their plaintexts, or the first chunk that failed.
+fn open_all(
+    keys: &Keys,
+    pieces: &[Piece],
+    start: u64,
+    bytes: &[u8],
+) -> Result<Vec<Vec<u8>>, Piece> {
+    pieces
+        .iter()
+        .map(|p| {
+            let from = (p.chunk.offset - start) as usize;
+            let blob = bytes
+                .get(from..from + p.chunk.sealed_len as usize)
+                .ok_or(*p)?;
+            open_blob(keys, &p.chunk.entry(), blob).map_err(|_| *p)
+        })
+        .collect()
+}
+
+/// Pack `index` of file `id` on Discord, with a fresh URL, checked to have its recorded size.
+async fn locate<S: PartStore>(
+    store: &S,
+    id: &str,
+    index: u32,
+    p: &PackRef,
+) -> Result<RemotePart, RebuildError> {
+    let found = store
+        .locate_part(p.channel_id, p.message_id, p.attachment_id)
+        .await
+        .map_err(|e| store_error(id, index, e))?;
+    if found.size != p.size {
+        return Err(RebuildError::PackChanged {
+            id: id.to_string(),
+            pack: index,
+            got: found.size,
+            want: p.size,
+        });
+    }
+    Ok(found)
+}
+
+fn store_error(id: &str, pack: u32, e: StoreError) -> RebuildError {
+    match e {
+        StoreError::UnknownMessage { .. } | StoreError::ContentGone => RebuildError::PackGone {
+            id: id.to_string(),
+            pack,
+        },
+        e => RebuildError::Store(e),
+    }
+}
+
+/// `verify` without `--full`: each pack the file uses, looked up on Discord. The problems
+/// found, by pack index, each a sentence; the number of packs checked.
+pub async fn check_packs<S: PartStore>(
+    store: &S,
+    file: &FileManifest,
+    channels: &[u64],
+    concurrency: usize,
+) -> Result<(Vec<(u32, String)>, usize), RebuildError> {
+    check_manifest(file, channels)?;
+    let used: std::collections::BTreeSet<u32> = file.chunks.iter().map(|c| c.pack).collect();
+    let checked = used.len();
+    let mut found: Vec<(u32, String)> = Vec::new();
+    let mut checks = stream::iter(used)
+        .map(|i| async move {
+            let r = locate(store, &file.id, i, &file.packs[i as usize]).await;
+            (i, r)
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((i, r)) = checks.next().await {
+        match r {
+            Ok(_) => {}
+            Err(e @ (RebuildError::PackGone { .. } | RebuildError::PackChanged { .. })) => {
+                found.push((i, e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    found.sort();
+    Ok((found, checked))
+}
+
+#[cfg(test)]
+#[path = "download_tests.rs"]
+mod tests;
