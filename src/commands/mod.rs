@@ -19,7 +19,7 @@ mod repair;
 mod stats;
 pub mod upload;
 pub mod upload2;
-mod verify;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

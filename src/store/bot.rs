@@ -222,18 +222,26 @@ impl BotStore {
             }
         };
         if opened.status == 206 {
-            let announced = opened.content_range.as_deref().and_then(parse_content_range);
+            let announced = opened
+                .content_range
+                .as_deref()
+                .and_then(parse_content_range);
             if announced != Some((range.start, range.end, Some(size)))
                 && announced != Some((range.start, range.end, None))
             {
                 return Err(StoreError::Protocol(format!(
                     "the CDN answered bytes {} when asked for {}..{} of {size}",
-                    opened.content_range.as_deref().unwrap_or("(no Content-Range)"),
+                    opened
+                        .content_range
+                        .as_deref()
+                        .unwrap_or("(no Content-Range)"),
                     range.start,
                     range.end
                 )));
             }
-            return collect(opened.stream, range.end - range.start).await.map(Ok);
+            return collect(opened.stream, range.end - range.start)
+                .await
+                .map(Ok);
         }
         // A 200 is the whole attachment (a CDN may ignore Range): kept only if it is exactly that.
         let all = collect(opened.stream, size).await?;

@@ -7,6 +7,7 @@ mod common;
 mod delete;
 mod disk;
 mod download;
+mod download2;
 mod faults;
 mod format2;
 mod hardening_upload;

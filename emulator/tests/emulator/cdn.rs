@@ -145,13 +145,20 @@ async fn replaced_bytes_are_served_and_listed_with_their_size() {
     let msg = env
         .upload(env.emu.channel_id(), "a.part", bytes(1000, 4))
         .await;
-    let id: u64 = msg["attachments"][0]["id"].as_str().unwrap().parse().unwrap();
+    let id: u64 = msg["attachments"][0]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(env.emu.replace_attachment_bytes(id, &[7; 600]));
     assert!(!env.emu.replace_attachment_bytes(id + 1000, &[7; 6]));
     assert_eq!(env.emu.attachment(id).unwrap().size, 600);
     let mid = msg["id"].as_str().unwrap();
     let fresh: Value = env
-        .get(&format!("/channels/{}/messages/{mid}", env.emu.channel_id()))
+        .get(&format!(
+            "/channels/{}/messages/{mid}",
+            env.emu.channel_id()
+        ))
         .await
         .json()
         .await
