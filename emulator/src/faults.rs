@@ -42,6 +42,9 @@ pub enum FaultAction {
     CorruptBytes,
     /// CDN only: announce the full length, send the first half, then drop the connection.
     CutOff,
+    /// CDN only: ignore a `Range` header and answer 200 with the whole attachment, as an HTTP
+    /// server may (RFC 9110 §14.2); discord-api.md §2 leaves Range support uncertain.
+    IgnoreRange,
     /// A network outage in time: from the first request it applies to, every matching request
     /// has its connection dropped (nothing stored) until this long has passed; `times` is
     /// not used. Requests after it go through.

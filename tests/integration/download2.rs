@@ -508,3 +508,47 @@ async fn a_chunk_damaged_in_the_partial_file_is_fetched_again() {
     );
     assert!(after.cdn_bytes - before.cdn_bytes <= 8 * 1024 * 1024);
 }
+
+#[tokio::test]
+async fn an_expired_url_is_refreshed_through_the_packs_message() {
+    let env = Env::with(|c| {
+        c.rate_limits = None;
+        c.cdn_url_ttl = Duration::from_secs(1);
+    })
+    .await;
+    let s = env.session_with(|c| c.concurrency = 1);
+    let keys = encrypted();
+    let file = store_file(&env, &s, &keys, "f.bin", &random_bytes(600_000, 21)).await;
+    // The CDN answers the first range only after its signed URL has expired.
+    env.fault(
+        FaultRoute::Cdn,
+        0,
+        1,
+        FaultAction::Stall(Duration::from_millis(2100)),
+    );
+    let before = env.emu.stats();
+    let got = get(&s, &keys, &file.id, &out(&env, "o")).await.unwrap();
+    assert_eq!(std::fs::read(got).unwrap(), source(&env, &file));
+    let after = env.emu.stats();
+    assert!(
+        after.status(404) > before.status(404),
+        "the expired URL was refused"
+    );
+}
+
+#[tokio::test]
+async fn a_cdn_answering_with_the_whole_pack_is_cut_to_the_range() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| c.concurrency = 1);
+    let keys = unencrypted();
+    let file = store_file(&env, &s, &keys, "f.bin", &random_bytes(1_500_000, 30)).await;
+    env.fault(FaultRoute::Cdn, 0, 2, FaultAction::IgnoreRange);
+    let before = env.emu.stats();
+    let got = get(&s, &keys, &file.id, &out(&env, "o")).await.unwrap();
+    assert_eq!(std::fs::read(got).unwrap(), source(&env, &file));
+    let after = env.emu.stats();
+    assert_eq!(
+        after.cdn_downloads - after.cdn_ranged,
+        before.cdn_downloads - before.cdn_ranged + 2
+    );
+}

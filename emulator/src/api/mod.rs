@@ -188,6 +188,7 @@ async fn with_fault(
     let tamper = match fault {
         Some(FaultAction::CorruptBytes) => Tamper::Corrupt,
         Some(FaultAction::CutOff) => Tamper::CutOff,
+        Some(FaultAction::IgnoreRange) => Tamper::IgnoreRange,
         _ => Tamper::None,
     };
     let req = match fault {

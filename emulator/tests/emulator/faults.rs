@@ -252,3 +252,24 @@ async fn cut_off_sends_half_then_drops_the_connection() {
         .unwrap();
     assert_eq!(whole.to_vec(), data);
 }
+
+#[tokio::test]
+async fn a_cdn_that_ignores_range_sends_the_whole_body() {
+    let env = start().await;
+    let data: Vec<u8> = (0..100u8).collect();
+    let msg = env
+        .upload(env.emu.channel_id(), "a.part", data.clone())
+        .await;
+    let url = msg["attachments"][0]["url"].as_str().unwrap();
+    env.emu
+        .faults()
+        .push(fault(FaultRoute::Cdn, FaultAction::IgnoreRange));
+    let get = || env.http.get(url).header("range", "bytes=10-19").send();
+    let whole = get().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert!(whole.headers().get("content-range").is_none());
+    assert_eq!(whole.bytes().await.unwrap().to_vec(), data);
+    let part = get().await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().to_vec(), data[10..20]);
+}
