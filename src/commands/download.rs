@@ -28,7 +28,7 @@ pub async fn download(
     cancel: CancellationToken,
 ) -> Result<PathBuf> {
     if s.catalog.load_file(id)?.format == FORMAT_V2 {
-        let keys = repository_keys(s)?;
+        let keys = repository_keys(s, id).await?;
         return download_v2(s, &keys, id, dest, force, json, cancel).await;
     }
     let _lock = s.catalog.lock(id)?;
@@ -102,9 +102,9 @@ pub async fn download(
     Ok(target)
 }
 
-/// The keys of the repository format-2 files live in.
-pub(super) fn repository_keys(_s: &Session) -> Result<Keys> {
-    bail!("this file is stored in format 2, and this build cannot open the repository's keys yet; use a dstore that can")
+/// The keys of the repository format-2 file `id` lives in.
+pub(super) async fn repository_keys(s: &Session, id: &str) -> Result<Keys> {
+    Ok(super::upload2::repo_keys(s, id).await?.keys)
 }
 
 /// `download` of a format-2 file with the repository's `keys`: the same destination rules,

@@ -32,7 +32,7 @@ pub async fn verify(
 ) -> Result<()> {
     let file = s.catalog.load_file(id)?;
     if file.format == FORMAT_V2 {
-        let keys = super::download::repository_keys(s)?;
+        let keys = super::download::repository_keys(s, id).await?;
         return verify_v2(s, &keys, &file, full, json, cancel).await;
     }
     let loaded = s.catalog.load_parts(id)?;

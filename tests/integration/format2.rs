@@ -165,7 +165,7 @@ fn require_python() {
     );
 }
 
-fn decode(dir: &Path, out: &Path, passphrase: &str) -> Output {
+pub fn decode(dir: &Path, out: &Path, passphrase: &str) -> Output {
     require_python();
     Command::new("python3")
         .arg(decoder())

@@ -20,5 +20,6 @@ mod pty;
 mod recover;
 mod repl;
 mod resume;
+mod story2;
 mod upload;
 mod upload2;

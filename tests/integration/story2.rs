@@ -1,0 +1,197 @@
+//! Format 2 end to end through the real binary: the first upload in a script creates the
+//! repository, the machine is wiped, `recover` with only the token, channel and passphrase brings
+//! every file back byte-identical; Discord (the emulator's whole state on disk) holds nothing
+//! readable; and the independent decoder reads the same files from the attachments alone.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cli::run;
+use crate::common::{random_bytes, Env};
+use crate::upload2::text;
+
+const PASS: &str = "a long passphrase for the story";
+
+/// The binary in format 2 with the passphrase in its environment, on data dir `data`.
+fn dstore2(env: &Env, data: &Path, pass: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dstore"));
+    let home = env.dir.path().join("home");
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("DSTORE_TOKEN", env.emu.token())
+        .env("DSTORE_CHANNELS", env.emu.channel_id().to_string())
+        .env("DSTORE_API_BASE", env.emu.base_url())
+        .env("DSTORE_DATA_DIR", data)
+        .env("DSTORE_FORMAT", "2")
+        .env("DSTORE_PASSPHRASE", pass);
+    c
+}
+
+async fn ok(c: Command) -> (String, String) {
+    let out = run(c, "").await;
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "stdout: {o}\nstderr: {e}");
+    (o, e)
+}
+
+fn ids(list_json: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(list_json).unwrap();
+    let mut out: Vec<(String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn every_file(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            every_file(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_upload_wipe_recover_download_and_discord_holds_nothing_readable() {
+    let env = Env::new().await;
+    let src = env.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let notes = text(3_000_000, 11);
+    let blob = random_bytes(4_500_000, 12);
+    std::fs::write(src.join("secret-plans.txt"), &notes).unwrap();
+    std::fs::write(src.join("holiday-video.bin"), &blob).unwrap();
+    let machine = env.dir.path().join("machine");
+
+    // A script's first upload creates the repository and says so.
+    let mut c = dstore2(&env, &machine, PASS);
+    c.arg("upload")
+        .arg(src.join("secret-plans.txt"))
+        .arg(src.join("holiday-video.bin"));
+    let (_, err) = ok(c).await;
+    assert!(err.contains("Initialised an encrypted repository"), "{err}");
+    let mut c = dstore2(&env, &machine, PASS);
+    c.args(["list", "--json"]);
+    let (listed, _) = ok(c).await;
+    let files = ids(&listed);
+    assert_eq!(files.len(), 2);
+
+    // Nothing readable anywhere in the emulator's state: no name, no line, no hash, no size.
+    let sha = |b: &[u8]| {
+        use sha2::Digest;
+        sha2::Sha256::digest(b).to_vec()
+    };
+    let mut needles: Vec<Vec<u8>> = vec![
+        b"secret-plans".to_vec(),
+        b"holiday-video".to_vec(),
+        hex::encode(sha(&notes)).into_bytes(),
+        hex::encode(sha(&blob)).into_bytes(),
+        sha(&notes),
+        sha(&blob),
+        b"3000000".to_vec(),
+        b"4500000".to_vec(),
+    ];
+    needles.extend(
+        notes
+            .split(|&b| b == b'\n')
+            .filter(|l| l.len() >= 24)
+            .take(50)
+            .map(|l| l.to_vec()),
+    );
+    let mut state = Vec::new();
+    every_file(&env.dir.path().join("emulator"), &mut state);
+    assert!(state.len() > 4, "the emulator keeps its state on disk");
+    for path in &state {
+        let bytes = std::fs::read(path).unwrap();
+        for n in &needles {
+            assert!(
+                !contains(&bytes, n),
+                "{} holds {:?}",
+                path.display(),
+                String::from_utf8_lossy(&n[..n.len().min(40)])
+            );
+        }
+    }
+
+    // A wrong passphrase on a new machine: one sentence, nothing written.
+    let other = env.dir.path().join("other-machine");
+    let mut c = dstore2(&env, &other, "not the passphrase");
+    c.arg("recover");
+    let out = run(c, "").await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("opens none of the"), "{err}");
+    let mut written = Vec::new();
+    if other.exists() {
+        every_file(&other.join("files"), &mut written);
+    }
+    assert!(written.is_empty(), "{written:?}");
+
+    // The machine is wiped: token, channel and passphrase bring every file back.
+    std::fs::remove_dir_all(&machine).unwrap();
+    let mut c = dstore2(&env, &machine, PASS);
+    c.arg("recover");
+    let (out, _) = ok(c).await;
+    assert!(out.contains("Recovered 2 files"), "{out}");
+    let back = env.dir.path().join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    for (name, id) in &files {
+        let mut c = dstore2(&env, &machine, PASS);
+        c.arg("download").arg(id).arg(&back);
+        ok(c).await;
+        assert_eq!(
+            std::fs::read(back.join(name)).unwrap(),
+            std::fs::read(src.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+
+    // The independent decoder, from the attachments alone.
+    let dump = env.dir.path().join("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    for m in env.emu.messages(env.emu.channel_id()) {
+        for a in m.attachments {
+            let bytes = env.emu.attachment_bytes(a.id).unwrap();
+            std::fs::write(dump.join(&a.filename), bytes).unwrap();
+        }
+    }
+    for (name, id) in &files {
+        let out_path = env.dir.path().join(format!("decoded-{name}"));
+        let mut c = Command::new("python3");
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/decoder/decode.py"))
+            .arg(&dump)
+            .arg(&out_path)
+            .arg(id)
+            .env("DSTORE_PASSPHRASE", PASS);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "decoder: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&out_path).unwrap(),
+            std::fs::read(src.join(name)).unwrap()
+        );
+    }
+}
