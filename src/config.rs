@@ -314,7 +314,7 @@ impl Config {
         }
         let format = match env("DSTORE_FORMAT") {
             Some(f) => StorageFormat::parse(&f).context("DSTORE_FORMAT")?,
-            None => file.format.unwrap_or(StorageFormat::V1),
+            None => file.format.unwrap_or(StorageFormat::V2),
         };
         Ok(Config {
             format,

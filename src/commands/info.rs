@@ -42,6 +42,9 @@ struct PartJson {
 
 pub fn info(s: &Session, id: &str, json: bool) -> Result<()> {
     let file = s.catalog.load_file(id)?;
+    if file.format == crate::catalog::FORMAT_V2 {
+        return info_v2(s, &file, json);
+    }
     let loaded = s.catalog.load_parts(id)?;
     for path in &loaded.quarantined {
         eprintln!(
@@ -81,6 +84,78 @@ pub fn info(s: &Session, id: &str, json: bool) -> Result<()> {
     }
     print_details(&file, &summary);
     print_parts(&parts);
+    println!();
+    println!("Next: `{next}`");
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Info2Json {
+    #[serde(flatten)]
+    file: FileJson,
+    format: u32,
+    source_path: String,
+    channels: Vec<String>,
+    hidden: bool,
+    remote_manifest: Option<MessageRef>,
+    entry_version: Option<u64>,
+    chunks: usize,
+    /// Sealed bytes of the file's chunks as stored (compressed where it paid).
+    stored_bytes: u64,
+    packs: Vec<crate::catalog::PackRef>,
+    /// Packs this file's upload posted (some hold chunks other files use too).
+    packs_posted: usize,
+    next: String,
+}
+
+/// `info` of a format-2 file: its chunks and the packs they live in.
+fn info_v2(s: &Session, file: &FileManifest, json: bool) -> Result<()> {
+    let posted = s.catalog.load_packs(&file.id)?;
+    let summary = FileJson::of(&s.catalog, file);
+    let stored: u64 = file.chunks.iter().map(|c| u64::from(c.sealed_len)).sum();
+    let next = next_command(file);
+    if json {
+        let out = Info2Json {
+            file: summary,
+            format: file.format,
+            source_path: file.source_path.display().to_string(),
+            channels: file.channels.iter().map(u64::to_string).collect(),
+            hidden: file.hidden,
+            remote_manifest: file.remote_manifest,
+            entry_version: file.entry_version,
+            chunks: file.chunks.len(),
+            stored_bytes: stored,
+            packs: file.packs.clone(),
+            packs_posted: posted.len(),
+            next,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    print_details(file, &summary);
+    println!();
+    if file.status == Status::Complete {
+        let own: std::collections::HashSet<_> = posted.iter().map(|p| p.pack_id).collect();
+        let shared = file
+            .packs
+            .iter()
+            .filter(|p| !own.contains(&p.pack_id))
+            .count();
+        println!(
+            "Format 2: {} in {} ({} of them posted by other uploads), {} stored ({:.0}% of the size).",
+            crate::render::plural(file.chunks.len() as u64, "chunk"),
+            crate::render::plural(file.packs.len() as u64, "pack"),
+            shared,
+            human_bytes(stored),
+            if file.size == 0 { 100.0 } else { stored as f64 * 100.0 / file.size as f64 }
+        );
+    } else {
+        println!(
+            "Format 2: {} posted so far; `resume {}` sends only the chunks not yet stored.",
+            crate::render::plural(posted.len() as u64, "pack"),
+            file.id
+        );
+    }
     println!();
     println!("Next: `{next}`");
     Ok(())
@@ -142,7 +217,14 @@ fn print_details(file: &FileManifest, summary: &FileJson) {
                 "{}, {}/{}{hidden}",
                 file.status.as_str(),
                 summary.parts_done,
-                crate::render::plural(summary.parts_total, "part")
+                crate::render::plural(
+                    summary.parts_total,
+                    if file.format == crate::catalog::FORMAT_V2 {
+                        "pack"
+                    } else {
+                        "part"
+                    }
+                )
             ),
         ),
         (
@@ -151,7 +233,11 @@ fn print_details(file: &FileManifest, summary: &FileJson) {
         ),
         (
             "Part size",
-            format!("{} ({} bytes)", human_bytes(file.part_size), file.part_size),
+            if file.format == crate::catalog::FORMAT_V2 {
+                "packs of up to the channel's attachment limit (format 2)".to_string()
+            } else {
+                format!("{} ({} bytes)", human_bytes(file.part_size), file.part_size)
+            },
         ),
         (
             "Source",

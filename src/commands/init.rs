@@ -47,7 +47,8 @@ impl Session {
             return Ok(r);
         }
         let encryption = self.config.encryption;
-        if self.secrets.interactive() {
+        // The `--emulator` demo keeps a passphrase of its own: it creates its repository unasked.
+        if self.secrets.interactive() && self.config.passphrase_file.is_none() {
             if !ask_yes("No repository on Discord yet; create one now? [y/N] ").await? {
                 bail!("nothing uploaded: there is no repository yet; `dstore init` creates one");
             }

@@ -21,6 +21,9 @@ pub fn dstore(env: &Env) -> Command {
         .env("DSTORE_CHANNELS", env.emu.channel_id().to_string())
         .env("DSTORE_API_BASE", env.emu.base_url())
         .env("DSTORE_DATA_DIR", env.data_dir())
+        // These tests are about the spine (parts, resume, the prompt), in storage format 1;
+        // tests/integration/story2.rs runs the binary in format 2.
+        .env("DSTORE_FORMAT", "1")
         .args(["--part-size", "64KiB"]);
     c
 }
@@ -318,6 +321,40 @@ async fn emulator_mode_needs_no_discord_and_keeps_its_state_between_runs() {
         0,
         "the test's own emulator was not used"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_demo_creates_an_encrypted_repository_with_its_own_passphrase() {
+    let env = Env::new().await;
+    let demo = env.dir.path().join("demo2");
+    let path = env.file("demo2.bin", 300_000);
+    let cmd = |args: &[&str]| {
+        let mut c = emulator_mode(&env, &demo, args);
+        c.env_remove("DSTORE_FORMAT").args(["--part-size", "auto"]);
+        c
+    };
+    let out = run(cmd(&["upload", path.to_str().unwrap(), "--json"]), "").await;
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("demo-passphrase"),
+        "the demo says where its passphrase is: {stderr}"
+    );
+    assert!(
+        stderr.contains("Initialised an encrypted repository"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    let file: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(demo.join("files").join(&id).join("file.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(file["format"], 2);
+    let dest = env.dir.path().join("back2.bin");
+    let out = run(cmd(&["download", &id, dest.to_str().unwrap()]), "").await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&path).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

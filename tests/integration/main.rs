@@ -10,6 +10,7 @@ mod download;
 mod download2;
 mod faults;
 mod format2;
+mod formats;
 mod hardening_upload;
 mod info;
 mod keys;

@@ -1,0 +1,171 @@
+//! Format 2 beside format 1, through the commands: every size class round trips; a channel
+//! holding files of both formats lists, recovers and downloads both; a chunk taken from another
+//! repository's pack is refused.
+
+use dstore::cli::Command;
+use dstore::commands::download::download_v2;
+use dstore::commands::{init, Session};
+use dstore::config::{PartSize, StorageFormat};
+use dstore::repo::repository::Secrets;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{random_bytes, Env};
+use crate::upload2::{repo, session2, text, upload2, CHUNKER};
+
+const PASS: &str = "the passphrase of the mixed channel";
+
+fn machine(env: &Env, data: &str, format: StorageFormat) -> Session {
+    let data = env.dir.path().join(data);
+    let mut s = env.session_with(|c| {
+        c.data_dir = data;
+        c.format = format;
+        c.part_size = PartSize::Auto;
+    });
+    s.secrets = Secrets::given(&[("DSTORE_PASSPHRASE", PASS)]);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_size_class_round_trips_through_packs() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let (min, max) = (CHUNKER.min as usize, CHUNKER.max as usize);
+    let sizes = [
+        0,
+        1,
+        min - 1,
+        min,
+        min + 1,
+        max,
+        max + 1,
+        3 * max + 17,
+        2_500_000,
+    ];
+    for (n, size) in sizes.into_iter().enumerate() {
+        let data = if n % 2 == 0 {
+            random_bytes(size, n as u64)
+        } else {
+            text(size, n as u64)
+        };
+        let path = env.dir.path().join(format!("s{size}.bin"));
+        std::fs::write(&path, &data).unwrap();
+        let m = upload2(&s, &r, &path).await.unwrap();
+        let dest = env.dir.path().join(format!("back{size}.bin"));
+        download_v2(
+            &s,
+            &r.keys,
+            &m.id,
+            Some(&dest),
+            false,
+            true,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data, "size {size}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_with_both_formats_lists_recovers_and_downloads_both() {
+    let env = Env::new().await;
+    let old = machine(&env, "m1", StorageFormat::V1);
+    let a = env.dir.path().join("old.bin");
+    std::fs::write(&a, random_bytes(300_000, 1)).unwrap();
+    old.run(
+        Command::Upload {
+            paths: vec![a.clone()],
+            force: false,
+            json: true,
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    // The same machine moves to format 2: a repository, then a new upload.
+    let new = machine(&env, "m1", StorageFormat::V2);
+    init::init(&new, false).await.unwrap();
+    let b = env.dir.path().join("new.txt");
+    std::fs::write(&b, text(700_000, 2)).unwrap();
+    new.run(
+        Command::Upload {
+            paths: vec![b.clone()],
+            force: false,
+            json: true,
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let files: Vec<_> = new.catalog.all().unwrap().into_iter().flatten().collect();
+    let mut formats: Vec<u32> = files.iter().map(|f| f.format).collect();
+    formats.sort();
+    assert_eq!(formats, vec![1, 2]);
+
+    // Another machine: recover finds both, and both come back identical.
+    let other = machine(&env, "m2", StorageFormat::V2);
+    let found = dstore::commands::recover::recover(&other, true, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(found, 2);
+    for f in &files {
+        let dest = env.dir.path().join(format!("back-{}", f.name));
+        dstore::commands::download::download(
+            &other,
+            &f.id,
+            Some(&dest),
+            false,
+            true,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(&f.source_path).unwrap(),
+            "{}",
+            f.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_from_another_repositorys_pack_is_refused() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let (mine, theirs) = (repo(true), repo(true));
+    let data = random_bytes(400_000, 5);
+    let a = env.dir.path().join("a.bin");
+    std::fs::write(&a, &data).unwrap();
+    let b = env.dir.path().join("b.bin");
+    std::fs::write(&b, &data).unwrap();
+    let ma = upload2(&s, &mine, &a).await.unwrap();
+    let mb = upload2(&s, &theirs, &b).await.unwrap();
+    // Same bytes, other repository: a's first chunk pointed at b's copy of it in b's pack.
+    let mut edited = ma.clone();
+    edited
+        .packs
+        .push(mb.packs[mb.chunks[0].pack as usize].clone());
+    edited.chunks[0] = dstore::catalog::ChunkRef {
+        pack: (edited.packs.len() - 1) as u32,
+        offset: mb.chunks[0].offset,
+        sealed_len: mb.chunks[0].sealed_len,
+        ..ma.chunks[0]
+    };
+    s.catalog.save_file(&edited).unwrap();
+    let dest = env.dir.path().join("out.bin");
+    let err = download_v2(
+        &s,
+        &mine.keys,
+        &ma.id,
+        Some(&dest),
+        false,
+        true,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("failed its check"), "{err:#}");
+    assert!(!dest.exists());
+}
