@@ -204,6 +204,14 @@ pub enum Command {
         #[arg(long, value_name = "HOURS", default_value_t = 24.0, value_parser = parse_hours)]
         grace_hours: f64,
     },
+    /// Bring this machine's format-2 records in line with Discord (after a prune or delete elsewhere).
+    #[command(
+        long_about = "Bring this machine's format-2 records in line with Discord: every catalogue entry that counts \
+            rewrites its file's record when it is newer or names other places (after a `prune` or a `delete` \
+            on another machine), files whose entry is gone are named, and packs no file uses are counted \
+            from their headers for `prune`. The chunk index deduplication uses is built from these records."
+    )]
+    RebuildIndex,
     /// Show the files, bytes, deduplication and compression of the repository, and what `prune` frees.
     Stats {
         /// Print the figures as JSON on stdout.

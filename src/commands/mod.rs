@@ -13,6 +13,7 @@ pub mod key;
 mod list;
 pub mod prune;
 mod publish;
+pub mod rebuild;
 pub mod recover;
 pub mod recover2;
 mod repair;
@@ -118,6 +119,7 @@ impl Session {
                 Ok(())
             }
             Command::Stats { json } => stats::stats(self, json).await,
+            Command::RebuildIndex => rebuild::command(self).await,
         }
     }
 }

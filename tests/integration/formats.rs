@@ -169,3 +169,55 @@ async fn a_chunk_from_another_repositorys_pack_is_refused() {
     assert!(format!("{err:#}").contains("failed its check"), "{err:#}");
     assert!(!dest.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_index_rewrites_stale_records_and_counts_packs_no_file_uses() {
+    let env = Env::new().await;
+    let s = machine(&env, "m", StorageFormat::V2);
+    init::init(&s, false).await.unwrap();
+    for (name, seed) in [("a.bin", 1), ("b.bin", 2)] {
+        let p = env.dir.path().join(name);
+        std::fs::write(&p, random_bytes(1_200_000, seed)).unwrap();
+        s.run(
+            Command::Upload {
+                paths: vec![p],
+                force: false,
+                json: true,
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let files: Vec<_> = s.catalog.all().unwrap().into_iter().flatten().collect();
+    let (a, b) = if files[0].name == "a.bin" {
+        (&files[0], &files[1])
+    } else {
+        (&files[1], &files[0])
+    };
+    // a's entry vanished (another machine deleted it, not its packs); b's record went stale.
+    let at = a.remote_manifest.unwrap();
+    s.store()
+        .unwrap()
+        .delete_message(at.channel_id, at.message_id)
+        .await
+        .unwrap();
+    let mut stale = b.clone();
+    stale.chunks.truncate(1);
+    stale.entry_version = Some(0);
+    s.catalog.save_file(&stale).unwrap();
+
+    let r = dstore::commands::rebuild::rebuild_index(&s).await.unwrap();
+    assert_eq!((r.written, r.gone.clone()), (1, vec![a.id.clone()]));
+    assert_eq!(s.catalog.load_file(&b.id).unwrap().chunks, b.chunks);
+    assert_eq!(
+        r.orphan_packs, 0,
+        "a's packs are still named by its local records"
+    );
+    // Forget a here too: its packs are now named by nothing.
+    s.catalog.remove_file(&a.id).unwrap();
+    let r = dstore::commands::rebuild::rebuild_index(&s).await.unwrap();
+    assert_eq!(r.orphan_packs, a.packs.len());
+    assert_eq!(r.orphan_chunks, a.chunks.len());
+    assert_eq!((r.written, r.unchanged, r.unreadable), (0, 1, 0));
+}
