@@ -195,3 +195,136 @@ async fn init_upload_wipe_recover_download_and_discord_holds_nothing_readable() 
         );
     }
 }
+
+async fn wait_messages(env: &Env, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env.emu.messages(env.emu.channel_id()).len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upload made no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+fn packs_on_discord(env: &Env, machine: &Path) -> (usize, usize) {
+    let s = env.session_with(|c| c.data_dir = machine.to_path_buf());
+    let id = s.catalog.ids()[0].clone();
+    let records = s.catalog.load_packs(&id).unwrap().len();
+    let names: Vec<String> = env
+        .emu
+        .messages(env.emu.channel_id())
+        .into_iter()
+        .flat_map(|m| m.attachments)
+        .map(|a| a.filename)
+        .filter(|n| n.ends_with(".bin"))
+        .collect();
+    (records, names.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_sigkill_between_discords_commit_and_the_record_then_resumed() {
+    let env = Env::new().await;
+    let machine = env.dir.path().join("machine");
+    let mut c = dstore2(&env, &machine, PASS);
+    c.arg("init");
+    ok(c).await;
+    let base = env.emu.messages(env.emu.channel_id()).len();
+    // Pack 2 reaches Discord, but its reply is held back: the kill lands between Discord's
+    // commit and the pack record.
+    env.fault(
+        dstore_emulator::FaultRoute::CreateMessage,
+        2,
+        1,
+        dstore_emulator::FaultAction::StallAfterCommit(std::time::Duration::from_secs(60)),
+    );
+    let data = random_bytes(45_000_000, 99);
+    let path = env.dir.path().join("big.bin");
+    std::fs::write(&path, &data).unwrap();
+    let mut c = dstore2(&env, &machine, PASS);
+    c.args(["--concurrency", "1", "upload"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_messages(&env, base + 3).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    env.emu.faults().clear();
+    assert_eq!(
+        packs_on_discord(&env, &machine),
+        (2, 3),
+        "two recorded, one orphan"
+    );
+
+    let id = env
+        .session_with(|c| c.data_dir = machine.clone())
+        .catalog
+        .ids()[0]
+        .clone();
+    let mut c = dstore2(&env, &machine, PASS);
+    c.args(["resume", &id]);
+    let (out, _) = ok(c).await;
+    assert!(out.contains("1 pack found unrecorded and adopted"), "{out}");
+    let (records, on_discord) = packs_on_discord(&env, &machine);
+    assert_eq!(
+        on_discord,
+        records + 1,
+        "every pack recorded once, plus the entry"
+    );
+    let dest = env.dir.path().join("back.bin");
+    let mut c = dstore2(&env, &machine, PASS);
+    c.arg("download").arg(&id).arg(&dest);
+    ok(c).await;
+    assert!(std::fs::read(&dest).unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_repeatedly_at_any_instant_a_format_2_upload_still_completes() {
+    let env = Env::new().await;
+    let machine = env.dir.path().join("machine");
+    let mut c = dstore2(&env, &machine, PASS);
+    c.arg("init");
+    ok(c).await;
+    let base = env.emu.messages(env.emu.channel_id()).len();
+    let data = random_bytes(70_000_000, 98);
+    let path = env.dir.path().join("kills.bin");
+    std::fs::write(&path, &data).unwrap();
+    let mut c = dstore2(&env, &machine, PASS);
+    c.arg("upload")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    for target in [1, 3, 5] {
+        wait_messages(&env, base + target).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let id = env
+            .session_with(|c| c.data_dir = machine.clone())
+            .catalog
+            .ids()[0]
+            .clone();
+        let mut c = dstore2(&env, &machine, PASS);
+        c.args(["resume", &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        child = c.spawn().unwrap();
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let (records, on_discord) = packs_on_discord(&env, &machine);
+    assert_eq!(on_discord, records + 1, "no pack posted twice");
+    let id = env
+        .session_with(|c| c.data_dir = machine.clone())
+        .catalog
+        .ids()[0]
+        .clone();
+    let dest = env.dir.path().join("back.bin");
+    let mut c = dstore2(&env, &machine, PASS);
+    c.arg("download").arg(&id).arg(&dest);
+    ok(c).await;
+    assert!(std::fs::read(&dest).unwrap() == data);
+}
