@@ -158,7 +158,14 @@ async fn confirm(file: &FileManifest, parts: usize) -> Result<bool> {
         "Delete {} ({}, {}) from Discord? [y/N] ",
         file.name,
         human_bytes(file.size),
-        crate::render::plural(parts as u64, "part")
+        crate::render::plural(
+            parts as u64,
+            if file.format == crate::catalog::FORMAT_V2 {
+                "pack"
+            } else {
+                "part"
+            }
+        )
     );
     let answer = tokio::task::spawn_blocking(move || {
         let mut editor = rustyline::DefaultEditor::new()?;

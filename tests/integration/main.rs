@@ -11,6 +11,7 @@ mod download2;
 mod faults;
 mod format2;
 mod formats;
+mod hardening2;
 mod hardening_upload;
 mod info;
 mod keys;
