@@ -11,8 +11,8 @@ use crate::config::{parse_channel_id, parse_concurrency, FlagOverrides, PartSize
 #[command(
     name = "dstore",
     version,
-    about = "Store files on Discord: streamed, resumable, verified uploads through a bot.",
-    long_about = "Store files on Discord: streamed, resumable, verified uploads through a bot.\n\n\
+    about = "Store files on Discord: encrypted, deduplicated, resumable, verified uploads through a bot.",
+    long_about = "Store files on Discord: encrypted, deduplicated, resumable, verified uploads through a bot.\n\n\
         With no command, dstore starts an interactive prompt. `dstore --emulator` runs against a \
         local Discord emulator, no Discord account needed."
 )]
@@ -63,7 +63,7 @@ pub struct LaunchFlags {
     /// Storage channel ID; repeat for several (overrides DSTORE_CHANNELS and `channels`).
     #[arg(long = "channel", value_name = "ID", value_parser = parse_channel_id, global = true)]
     pub channels: Vec<u64>,
-    /// Part size: `auto` (the channel's largest) or a size such as 8MiB.
+    /// Part (format 2: pack) size: `auto` (the channel's largest) or a size such as 8MiB.
     #[arg(long, value_name = "SIZE", value_parser = PartSize::parse, global = true)]
     pub part_size: Option<PartSize>,
     /// Parts in flight at once (1-32).
@@ -171,7 +171,7 @@ pub enum Command {
         /// The file ID (see `list --all`).
         id: String,
     },
-    /// Rebuild the local catalogue from the manifests posted to Discord.
+    /// Rebuild the local catalogue from the catalogue entries posted to Discord.
     Recover {
         /// Print the recovered files as JSON on stdout.
         #[arg(long)]

@@ -226,7 +226,9 @@ async fn transfer(
                         "upload of {id} cancelled with {at} stored; run `resume {id}` to continue"
                     )
                 }
-                UploadError::SourceChanged(_) | UploadError::Inconsistent(_) => {
+                UploadError::SourceChanged(_)
+                | UploadError::Inconsistent(_)
+                | UploadError::PackTooSmall { .. } => {
                     bail!("upload of {id} stopped with {at} stored: {e}")
                 }
                 e => bail!(

@@ -115,8 +115,16 @@ pub async fn run<S: PartStore>(
     let mut rechecks = 0;
     loop {
         let packs = pack_limit(limit as usize) as u64;
-        if packs < smallest_pack(&ctx.keys, &ctx.chunker) {
-            return Err(UploadError::CannotShrink(limit));
+        let needed = smallest_pack(&ctx.keys, &ctx.chunker);
+        if packs < needed {
+            // After a 413 the limit fell below what a chunk needs: Discord's limit is the cause.
+            if limit < ctx.attachment_limit {
+                return Err(UploadError::CannotShrink(limit));
+            }
+            return Err(UploadError::PackTooSmall {
+                limit: packs,
+                needed,
+            });
         }
         check_unchanged(&file.source_path, &began)?;
         progress.set_position(0);

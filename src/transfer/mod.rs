@@ -33,6 +33,8 @@ pub enum UploadError {
     Catalog(#[from] CatalogError),
     #[error("Discord refuses parts of even {0} bytes; check the server's upload limit")]
     CannotShrink(u64),
+    #[error("packs of at most {limit} bytes cannot hold the repository's largest chunk ({needed} bytes with its framing); raise `part_size` or leave it at `auto`")]
+    PackTooSmall { limit: u64, needed: u64 },
     #[error("the manifests of this file disagree about its parts ({0}); `info` shows them, and `upload` stores the file afresh under a new ID")]
     Inconsistent(String),
     /// A task of the pipeline panicked: a bug, reported as an error rather than a crash.
@@ -60,6 +62,7 @@ impl UploadError {
             | UploadError::Internal(_) => true,
             UploadError::Cancelled
             | UploadError::CannotShrink(_)
+            | UploadError::PackTooSmall { .. }
             | UploadError::Inconsistent(_) => false,
         }
     }

@@ -221,3 +221,20 @@ async fn rebuild_index_rewrites_stale_records_and_counts_packs_no_file_uses() {
     assert_eq!(r.orphan_chunks, a.chunks.len());
     assert_eq!((r.written, r.unchanged, r.unreadable), (0, 1, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_size_too_small_for_the_largest_chunk_is_one_sentence() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| c.part_size = PartSize::Fixed(1024 * 1024));
+    let r = dstore::commands::upload2::RepoKeys {
+        chunker: dstore::repo::chunker::ChunkerParams::default(),
+        ..repo(true)
+    };
+    let path = env.dir.path().join("x.bin");
+    std::fs::write(&path, random_bytes(100_000, 3)).unwrap();
+    let err = format!("{:#}", upload2(&s, &r, &path).await.unwrap_err());
+    assert!(
+        err.contains("raise `part_size`") && !err.contains("resume"),
+        "{err}"
+    );
+}
