@@ -208,7 +208,7 @@ def main(argv):
         raise Bad("usage: decode.py <dir> <output> [file id]")
     d, out_path = argv[1], argv[2]
     repo = Repo(d, os.environ.get("DSTORE_PASSPHRASE", ""))
-    packs, entries = {}, {}
+    packs, entries, pieces = {}, {}, {}
     for path in sorted(glob.glob(os.path.join(d, "*.bin"))):
         name = os.path.basename(path)
         k = repo.kind(name)
@@ -219,6 +219,8 @@ def main(argv):
             data = f.read()
         if k == "pack":
             packs[repo.pack_id(data).hex()] = data
+        elif k == "piece":
+            pieces[name] = data
         elif k == "entry":
             e = repo.open_entry(data)
             need(is_int(e.get("format")), "an entry has no format")
@@ -235,11 +237,31 @@ def main(argv):
     else:
         need(len(entries) == 1, f"expected one file's entry, found {len(entries)}")
         e = next(iter(entries.values()))
-    need(not e.get("pieces"), "split entries are not supported by this decoder")
     size, sha = e.get("size"), unhex(e.get("sha256"), 32, "the entry's sha256")
     need(is_int(size) and size >= 0, "the entry's size is not a number")
     plist, chunks = e.get("packs"), e.get("chunks")
     need(isinstance(plist, list) and isinstance(chunks, list), "the entry has no packs or chunks")
+    # Section 7.3: a head lists its pieces in order; in a dump of attachments each piece is found
+    # by the name its file ID, version and position give (section 6), and must be the one listed.
+    plist, chunks = list(plist), list(chunks)
+    for n, ref in enumerate(e.get("pieces") or [], start=1):
+        name = repo.name("piece", e["id"], e["version"] * 2**32 + n)
+        need(name in pieces, f"piece {n} of the entry is missing")
+        data = pieces[name]
+        need(isinstance(ref, dict) and hashlib.sha256(data).hexdigest() == ref.get("sha256"),
+             f"piece {n} is not the one its head lists")
+        pc = repo.open_entry(data)
+        need(pc.get("format") == 2 and pc.get("kind") == "piece" and pc.get("id") == e["id"]
+             and pc.get("version") == e["version"] and pc.get("piece") == n,
+             f"piece {n} does not belong to its head")
+        ppacks, pchunks = pc.get("packs"), pc.get("chunks")
+        need(isinstance(ppacks, list) and isinstance(pchunks, list) and len(pchunks) == ref.get("chunks"),
+             f"piece {n} does not hold the chunks its head lists")
+        base = len(plist)
+        plist += ppacks
+        for c in pchunks:
+            need(isinstance(c, list) and len(c) == 6 and is_int(c[1]), "a chunk record is malformed")
+            chunks.append([c[0], c[1] + base] + c[2:])
     headers = []
     for pk in plist:
         pid = unhex(pk.get("pack_id"), 16, "a pack_id").hex()

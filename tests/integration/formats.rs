@@ -238,3 +238,83 @@ async fn a_part_size_too_small_for_the_largest_chunk_is_one_sentence() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_too_large_for_one_attachment_is_split_recovered_and_decoded() {
+    let env = Env::new().await;
+    let mut s = crate::upload2::session2(&env);
+    s.secrets = Secrets::given(&[("DSTORE_PASSPHRASE", PASS)]);
+    let opened = init::init(&s, false).await.unwrap();
+    // Tiny chunks (readers never run the chunker): ~16,000 of them make an entry larger than
+    // one 1 MiB attachment.
+    let r = dstore::commands::upload2::RepoKeys {
+        chunker: dstore::repo::chunker::ChunkerParams {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        },
+        keys: opened.keys.clone(),
+    };
+    let data = random_bytes(4_000_000, 17);
+    let path = env.dir.path().join("many.bin");
+    std::fs::write(&path, &data).unwrap();
+    let m = upload2(&s, &r, &path).await.unwrap();
+    assert!(m.chunks.len() > 12_000, "{} chunks", m.chunks.len());
+    let pieces = env
+        .emu
+        .messages(env.emu.channel_id())
+        .into_iter()
+        .flat_map(|m| m.attachments)
+        .filter(|a| r.keys.name_kind(&a.filename) == Some(dstore::repo::crypto::ObjectKind::Piece))
+        .count();
+    assert!(pieces >= 2, "{pieces} pieces");
+    let fresh = env.session_with(|c| {
+        c.part_size = PartSize::Fixed(crate::upload2::ATTACHMENT);
+        c.data_dir = env.dir.path().join("new");
+    });
+    let (got, skipped) =
+        dstore::commands::recover2::recover(&fresh, &r, true, CancellationToken::new())
+            .await
+            .unwrap();
+    assert_eq!((got.len(), skipped), (1, 0));
+    let back = fresh.catalog.load_file(&m.id).unwrap();
+    let places = |f: &dstore::catalog::FileManifest| -> Vec<(u64, u64, [u8; 32])> {
+        f.chunks
+            .iter()
+            .map(|c| (f.packs[c.pack as usize].attachment_id, c.offset, c.id))
+            .collect()
+    };
+    assert!(
+        places(&back) == places(&m),
+        "the joined pieces name the same places"
+    );
+    let dest = env.dir.path().join("many.back");
+    download_v2(
+        &fresh,
+        &r.keys,
+        &m.id,
+        Some(&dest),
+        false,
+        true,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    // The independent decoder joins the pieces too.
+    let dump = env.dir.path().join("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    for msg in env.emu.messages(env.emu.channel_id()) {
+        for a in msg.attachments {
+            std::fs::write(
+                dump.join(&a.filename),
+                env.emu.attachment_bytes(a.id).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+    let out = env.dir.path().join("decoded.bin");
+    let o = crate::format2::decode(&dump, &out, PASS);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+}
