@@ -17,7 +17,7 @@ pub mod rebuild;
 pub mod recover;
 pub mod recover2;
 mod repair;
-mod stats;
+pub mod stats;
 pub mod upload;
 pub mod upload2;
 pub mod verify;

@@ -38,6 +38,12 @@ pub struct Stats {
 }
 
 pub async fn stats(s: &Session, json: bool) -> Result<()> {
+    let st = compute(s).await?;
+    print(&st, json)
+}
+
+/// The figures, from the catalogue and (when a repository exists) the packs on Discord.
+pub async fn compute(s: &Session) -> Result<Stats> {
     let mut st = Stats::default();
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
     // Sealed bytes that files use, per pack attachment.
@@ -101,8 +107,12 @@ pub async fn stats(s: &Session, json: bool) -> Result<()> {
             }
         }
     }
+    Ok(st)
+}
+
+fn print(st: &Stats, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        println!("{}", serde_json::to_string_pretty(st)?);
         return Ok(());
     }
     println!(

@@ -318,3 +318,64 @@ async fn an_entry_too_large_for_one_attachment_is_split_recovered_and_decoded() 
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out).unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_counts_deduplication_compression_and_what_prune_frees() {
+    let env = Env::new().await;
+    let s = machine(&env, "m", StorageFormat::V2);
+    init::init(&s, false).await.unwrap();
+    let notes = text(2_000_000, 7);
+    let upload = |name: &str, data: &[u8]| {
+        let p = env.dir.path().join(name);
+        std::fs::write(&p, data).unwrap();
+        Command::Upload {
+            paths: vec![p],
+            force: true,
+            json: true,
+        }
+    };
+    let noise = random_bytes(12_000_000, 8);
+    s.run(upload("notes.txt", &notes), CancellationToken::new())
+        .await
+        .unwrap();
+    s.run(upload("copy.txt", &notes), CancellationToken::new())
+        .await
+        .unwrap();
+    s.run(upload("noise.bin", &noise), CancellationToken::new())
+        .await
+        .unwrap();
+    let st = dstore::commands::stats::compute(&s).await.unwrap();
+    assert_eq!((st.files_v2, st.logical_bytes), (3, 16_000_000));
+    assert!(st.dedup_ratio > 1.1 && st.dedup_ratio < 1.3, "{st:?}");
+    // The text shrinks by far more than a megabyte; the noise is stored raw.
+    assert!(st.compression_ratio > 1.1, "{st:?}");
+    assert!(
+        st.unique_plain_bytes - st.unique_sealed_bytes > 1_500_000,
+        "{st:?}"
+    );
+    assert!(st.packs >= 2 && st.unused_packs == 0, "{st:?}");
+    assert!(st.garbage_bytes < 200_000, "{st:?}");
+    // The noise goes with its packs; the shared text's packs stay, used.
+    let id = s
+        .catalog
+        .all()
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .find(|f| f.name == "noise.bin")
+        .unwrap()
+        .id;
+    s.run(
+        Command::Delete {
+            id,
+            yes: true,
+            keep_remote: false,
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let after = dstore::commands::stats::compute(&s).await.unwrap();
+    assert_eq!((after.files_v2, after.unused_packs), (2, 0), "{after:?}");
+    assert!(after.stored_bytes < st.stored_bytes / 2, "{after:?}");
+}
