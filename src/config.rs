@@ -117,6 +117,10 @@ pub struct FileConfig {
     pub retries: Option<u32>,
     pub format: Option<StorageFormat>,
     pub encryption: Option<bool>,
+    /// Webhook URLs (secrets, like the token).
+    pub webhooks: Option<Vec<Secret>>,
+    /// A file of webhook URLs, one per line; `#` comments and blank lines ignored.
+    pub webhooks_file: Option<PathBuf>,
 }
 
 /// Which storage format new uploads are written in (docs/format.md); every format is read.
@@ -142,6 +146,77 @@ impl StorageFormat {
             _ => bail!("the storage format must be 1 or 2, not {text:?}"),
         }
     }
+}
+
+/// A webhook to post through: its ID (public: printed, logged, recorded) and its token (a
+/// secret, like the bot token: only ever sent in the request path).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: u64,
+    pub token: Secret,
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Webhook({}, <token redacted>)", self.id)
+    }
+}
+
+/// Parses a webhook URL in any of Discord's shapes (`https://discord.com/api/webhooks/<id>/<token>`,
+/// with or without `/v<n>`, on discord.com, discordapp.com, canary. or ptb.), or one aimed at an
+/// emulator; keeps only the ID and the token, since requests go to `api_base`. The error never
+/// repeats the URL: it holds the token.
+pub fn parse_webhook_url(url: &str) -> Result<Webhook> {
+    let bad = || {
+        anyhow::anyhow!(
+            "is not a Discord webhook URL (https://discord.com/api/webhooks/<id>/<token>; the \
+             channel's Integrations > Webhooks > Copy Webhook URL)"
+        )
+    };
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    let path = rest.split_once('/').map(|(_, p)| p).ok_or_else(bad)?;
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
+    if segs.next() != Some("api") {
+        return Err(bad());
+    }
+    let mut seg = segs.next().ok_or_else(bad)?;
+    if seg.starts_with('v') && seg[1..].bytes().all(|b| b.is_ascii_digit()) && seg.len() > 1 {
+        seg = segs.next().ok_or_else(bad)?;
+    }
+    if seg != "webhooks" {
+        return Err(bad());
+    }
+    let id = segs
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(bad)?;
+    let token = segs.next().ok_or_else(bad)?;
+    if segs.next().is_some()
+        || token.is_empty()
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(bad());
+    }
+    Ok(Webhook {
+        id,
+        token: Secret::new(token),
+    })
+}
+
+/// The lines of a webhooks file that hold URLs: not blank, not a `#` comment.
+fn webhook_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(n, l)| (n + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
 }
 
 /// The most parts in flight at once.
@@ -225,6 +300,8 @@ pub struct Config {
     pub format: StorageFormat,
     /// Whether `init` makes an encrypted repository (the default).
     pub encryption: bool,
+    /// Webhooks to post through besides (or instead of) the bot; see docs/lanes.md.
+    pub webhooks: Vec<Webhook>,
     /// A file holding the repository passphrase, tried after DSTORE_PASSPHRASE,
     /// DSTORE_PASSPHRASE_FILE and DSTORE_PASSPHRASE_COMMAND; only the `--emulator` demo sets it.
     pub passphrase_file: Option<PathBuf>,
@@ -255,6 +332,7 @@ impl Config {
         flags: &FlagOverrides,
         env: EnvLookup<'_>,
     ) -> Result<Self> {
+        let webhooks = webhooks(&file, source.as_deref(), env)?;
         let token = env("DSTORE_TOKEN")
             .map(Secret::new)
             .or(file.token)
@@ -317,6 +395,7 @@ impl Config {
             None => file.format.unwrap_or(StorageFormat::V2),
         };
         Ok(Config {
+            webhooks,
             format,
             encryption: file.encryption.unwrap_or(true),
             passphrase_file: None,
@@ -358,6 +437,53 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `DSTORE_WEBHOOKS` (comma-separated) if set, else `webhooks` and `webhooks_file` together;
+/// the same webhook twice counts once.
+fn webhooks(file: &FileConfig, source: Option<&Path>, env: EnvLookup<'_>) -> Result<Vec<Webhook>> {
+    let in_file = |key: &str| match source {
+        Some(p) => format!("`{key}` in {}", p.display()),
+        None => format!("`{key}`"),
+    };
+    let mut out: Vec<Webhook> = Vec::new();
+    let mut push = |w: Webhook| {
+        if !out.iter().any(|o| o.id == w.id) {
+            out.push(w);
+        }
+    };
+    if let Some(list) = env("DSTORE_WEBHOOKS") {
+        for (n, url) in list.split(',').filter(|u| !u.trim().is_empty()).enumerate() {
+            push(
+                parse_webhook_url(url)
+                    .with_context(|| format!("webhook {} in DSTORE_WEBHOOKS", n + 1))?,
+            );
+        }
+        return Ok(out);
+    }
+    for (n, url) in file.webhooks.iter().flatten().enumerate() {
+        push(
+            parse_webhook_url(url.expose())
+                .with_context(|| format!("webhook {} of {}", n + 1, in_file("webhooks")))?,
+        );
+    }
+    if let Some(path) = &file.webhooks_file {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the webhooks file {} (from {})",
+                path.display(),
+                in_file("webhooks_file")
+            )
+        })?;
+        for (line, url) in webhook_lines(&text) {
+            push(
+                parse_webhook_url(url).with_context(|| {
+                    format!("line {line} of the webhooks file {}", path.display())
+                })?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -689,6 +815,82 @@ mod tests {
         assert!(
             err.contains("DSTORE_TOKEN") && err.contains("--emulator"),
             "{err}"
+        );
+    }
+
+    const TOKEN: &str = "Aa0_-bcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab";
+
+    #[test]
+    fn webhook_urls_in_every_discord_shape_keep_only_id_and_token() {
+        for url in [
+            format!("https://discord.com/api/webhooks/123456789012345678/{TOKEN}"),
+            format!("https://discord.com/api/v10/webhooks/123456789012345678/{TOKEN}?wait=true"),
+            format!("https://canary.discordapp.com/api/webhooks/123456789012345678/{TOKEN}/"),
+            format!("http://127.0.0.1:4000/api/v10/webhooks/123456789012345678/{TOKEN}"),
+        ] {
+            let w = parse_webhook_url(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!((w.id, w.token.expose()), (123456789012345678, TOKEN));
+            assert!(!format!("{w:?}").contains(TOKEN));
+        }
+        for bad in [
+            "discord.com/api/webhooks/1/abc".to_string(),
+            format!("https://discord.com/api/channels/1/{TOKEN}"),
+            format!("https://discord.com/api/webhooks/x/{TOKEN}"),
+            "https://discord.com/api/webhooks/1/".to_string(),
+            format!("https://discord.com/api/webhooks/1/{TOKEN}/messages/5"),
+            "https://discord.com/api/webhooks/1/tok%20en".to_string(),
+        ] {
+            let e = parse_webhook_url(&bad).unwrap_err().to_string();
+            assert!(e.contains("is not a Discord webhook URL"), "{e}");
+            assert!(
+                !e.contains(TOKEN) && !e.contains("tok%20en"),
+                "the error never repeats the URL: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn webhooks_come_from_the_env_or_the_file_and_its_list_file_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("hooks.txt");
+        std::fs::write(
+            &list,
+            format!("# lanes\n\nhttps://discord.com/api/webhooks/2/{TOKEN}\n  https://discord.com/api/webhooks/1/{TOKEN}\n"),
+        )
+        .unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "webhooks = ['https://discord.com/api/webhooks/1/{TOKEN}']\nwebhooks_file = '{}'\n",
+                list.display()
+            ),
+        )
+        .unwrap();
+        let flags = FlagOverrides {
+            config: Some(p.clone()),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let c = Config::load(&flags, &|_| None).unwrap();
+        assert_eq!(
+            c.webhooks.iter().map(|w| w.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let env = |k: &str| {
+            (k == "DSTORE_WEBHOOKS").then(|| format!("https://discord.com/api/webhooks/9/{TOKEN}"))
+        };
+        let c = Config::load(&flags, &env).unwrap();
+        assert_eq!(c.webhooks.iter().map(|w| w.id).collect::<Vec<_>>(), vec![9]);
+        std::fs::write(
+            &list,
+            format!("https://discord.com/api/webhooks/1/{TOKEN}\nnot a url {TOKEN}\n"),
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(&flags, &|_| None).unwrap_err());
+        assert!(
+            e.contains("line 2 of the webhooks file") && !e.contains(TOKEN),
+            "{e}"
         );
     }
 }

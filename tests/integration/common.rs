@@ -51,6 +51,7 @@ impl Env {
             retry_base: Duration::from_millis(10),
             format: dstore::config::StorageFormat::V1,
             encryption: true,
+            webhooks: Vec::new(),
             passphrase_file: None,
         }
     }
