@@ -154,10 +154,27 @@ impl Catalog {
     /// Reads every pack record of a format-2 file, by index; damaged ones are moved aside, never
     /// deleted (`resume` looks for their packs on Discord again).
     pub fn load_packs(&self, id: &str) -> Result<Vec<PackRecord>, CatalogError> {
+        let (mut packs, _) =
+            self.load_records::<PackRecord>(id, FORMAT_V2, "pack record", "pack")?;
+        packs.retain(|p| p.format == FORMAT_V2);
+        packs.sort_by_key(|p| p.index);
+        Ok(packs)
+    }
+
+    /// Reads every record in `files/<id>/parts/` (`<index>.json`, nothing else: temporaries of a
+    /// write in progress are never read) of format at most `newest`; damaged ones are moved
+    /// aside to `<index>.json.corrupt`, never deleted, and returned beside the others.
+    fn load_records<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+        newest: u32,
+        what: &str,
+        thing: &str,
+    ) -> Result<(Vec<T>, Vec<PathBuf>), CatalogError> {
         let dir = self.dir(id).join("parts");
-        let mut out = Vec::new();
+        let (mut out, mut quarantined) = (Vec::new(), Vec::new());
         let entries = match fs::read_dir(&dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, quarantined)),
             r => r.map_err(io_err(&dir))?,
         };
         for entry in entries {
@@ -167,22 +184,22 @@ impl Catalog {
             }
             let path = entry.path();
             let bytes = fs::read(&path).map_err(io_err(&path))?;
-            match parse_versioned::<PackRecord>(&path, &bytes, FORMAT_V2) {
-                Ok(p) if p.format == FORMAT_V2 => out.push(p),
-                Ok(_) | Err(CatalogError::Corrupt { .. }) => {
+            match parse_versioned::<T>(&path, &bytes, newest) {
+                Ok(p) => out.push(p),
+                Err(CatalogError::Corrupt { .. }) => {
                     let aside = path.with_extension("json.corrupt");
                     fs::rename(&path, &aside).map_err(io_err(&path))?;
                     tracing::warn!(
-                        "the pack record {} was damaged; moved it to {} and will look for that pack on Discord",
+                        "the {what} {} was damaged; moved it to {} and will look for that {thing} on Discord",
                         path.display(),
                         aside.display()
                     );
+                    quarantined.push(aside);
                 }
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by_key(|p| p.index);
-        Ok(out)
+        Ok((out, quarantined))
     }
 
     pub fn save_part(&self, id: &str, p: &PartRecord) -> Result<(), CatalogError> {
@@ -194,36 +211,10 @@ impl Catalog {
     /// Reads every part manifest (`<index>.json`, nothing else: temporaries of a write in
     /// progress are never read); damaged ones are moved aside, never deleted.
     pub fn load_parts(&self, id: &str) -> Result<LoadedParts, CatalogError> {
-        let dir = self.dir(id).join("parts");
-        let mut out = LoadedParts::default();
-        let entries = match fs::read_dir(&dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            r => r.map_err(io_err(&dir))?,
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir))?;
-            if part_index(&entry.file_name().to_string_lossy()).is_none() {
-                continue;
-            }
-            let path = entry.path();
-            let bytes = fs::read(&path).map_err(io_err(&path))?;
-            match parse_versioned::<PartRecord>(&path, &bytes, FORMAT_VERSION) {
-                Ok(p) => out.parts.push(p),
-                Err(CatalogError::Corrupt { .. }) => {
-                    let aside = path.with_extension("json.corrupt");
-                    fs::rename(&path, &aside).map_err(io_err(&path))?;
-                    tracing::warn!(
-                        "the part manifest {} was damaged; moved it to {} and will look for that part on Discord",
-                        path.display(),
-                        aside.display()
-                    );
-                    out.quarantined.push(aside);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        out.parts.sort_by_key(|p| p.offset);
-        Ok(out)
+        let (mut parts, quarantined) =
+            self.load_records::<PartRecord>(id, FORMAT_VERSION, "part manifest", "part")?;
+        parts.sort_by_key(|p| p.offset);
+        Ok(LoadedParts { parts, quarantined })
     }
 
     /// The indices of the recorded parts, from file names alone (for `list`).

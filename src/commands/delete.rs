@@ -167,18 +167,7 @@ async fn confirm(file: &FileManifest, parts: usize) -> Result<bool> {
             }
         )
     );
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut editor = rustyline::DefaultEditor::new()?;
-        match editor.readline(&question) {
-            Ok(line) => Ok(Some(line)),
-            Err(
-                rustyline::error::ReadlineError::Interrupted | rustyline::error::ReadlineError::Eof,
-            ) => Ok(None),
-            Err(e) => Err(e),
-        }
-    })
-    .await??;
-    Ok(answer.is_some_and(|a| matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes")))
+    super::init::ask_yes(&question).await
 }
 
 /// One message to remove; `part` is the index of the part manifest recording it, if any.

@@ -82,24 +82,7 @@ pub async fn download(
         ),
         Err(e) => bail!("download of {id} failed: {e}; run the same command again to retry"),
     }
-    // Permission bits only: set-user-ID and the like are not given to a file from Discord.
-    let mode = file.mode.map_or_else(default_file_mode, |m| m & 0o777);
-    partial.place(&target, file.mtime.into(), mode, force)?;
-    tracing::info!(id = %file.id, path = %target.display(), "download complete and verified");
-    if json {
-        let v = serde_json::json!({
-            "id": file.id, "name": file.name, "size": file.size,
-            "sha256": file.sha256, "path": target,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "Downloaded {} to {}; SHA-256 verified.",
-            file.name,
-            target.display()
-        );
-    }
-    Ok(target)
+    place(partial, &file, target, force, json)
 }
 
 /// The keys of the repository format-2 file `id` lives in.
@@ -169,23 +152,7 @@ pub async fn download_v2(
         }
         Err(e) => return Err(e.into()),
     }
-    let mode = file.mode.map_or_else(default_file_mode, |m| m & 0o777);
-    partial.place(&target, file.mtime.into(), mode, force)?;
-    tracing::info!(id = %file.id, path = %target.display(), "download complete and verified");
-    if json {
-        let v = serde_json::json!({
-            "id": file.id, "name": file.name, "size": file.size,
-            "sha256": file.sha256, "path": target,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "Downloaded {} to {}; SHA-256 verified.",
-            file.name,
-            target.display()
-        );
-    }
-    Ok(target)
+    place(partial, &file, target, force, json)
 }
 
 /// A folder gets the original (sanitised) name; anything else is the file path itself. A
@@ -281,6 +248,34 @@ pub fn safe_name(name: &str) -> String {
         cut -= 1;
     }
     trimmed[..cut].trim_end().to_string()
+}
+
+/// Puts a verified partial file at `target` with the file's mtime and permission bits, and says so.
+fn place(
+    partial: Partial,
+    file: &crate::catalog::FileManifest,
+    target: PathBuf,
+    force: bool,
+    json: bool,
+) -> Result<PathBuf> {
+    // Permission bits only: set-user-ID and the like are not given to a file from Discord.
+    let mode = file.mode.map_or_else(default_file_mode, |m| m & 0o777);
+    partial.place(&target, file.mtime.into(), mode, force)?;
+    tracing::info!(id = %file.id, path = %target.display(), "download complete and verified");
+    if json {
+        let v = serde_json::json!({
+            "id": file.id, "name": file.name, "size": file.size,
+            "sha256": file.sha256, "path": target,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "Downloaded {} to {}; SHA-256 verified.",
+            file.name,
+            target.display()
+        );
+    }
+    Ok(target)
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ fn describe(made: &Made, channel: u64) -> Vec<String> {
 }
 
 /// Asks a yes/no question on the terminal; true only for `y` or `yes`. Ctrl-C or Ctrl-D answers no.
-async fn ask_yes(question: &str) -> Result<bool> {
+pub(super) async fn ask_yes(question: &str) -> Result<bool> {
     let question = question.to_string();
     let answer = tokio::task::spawn_blocking(move || {
         let mut editor = rustyline::DefaultEditor::new()?;

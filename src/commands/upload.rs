@@ -25,16 +25,7 @@ pub async fn upload(
     json: bool,
     cancel: CancellationToken,
 ) -> Result<FileManifest> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow::anyhow!("there is no file at {}", path.display()),
-        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
-    })?;
-    if !meta.is_file() {
-        bail!(
-            "{} is not a regular file; `upload` takes one file",
-            path.display()
-        );
-    }
+    let mut file = new_manifest(s, path, FORMAT_VERSION)?;
     let store = s.store()?;
     let mut limit = u64::MAX;
     for &channel in &s.config.channels {
@@ -47,36 +38,8 @@ pub async fn upload(
             .unwrap_or(limit),
         PartSize::Fixed(n) => n,
     };
-    let now = OffsetDateTime::now_utc();
-    let source = std::fs::canonicalize(path)
-        .with_context(|| format!("cannot resolve {}", path.display()))?;
-    let file = FileManifest {
-        format: FORMAT_VERSION,
-        id: s.catalog.fresh_id(),
-        name: path
-            .file_name()
-            .map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string()),
-        source_path: source,
-        size: meta.len(),
-        mtime: meta
-            .modified()
-            .map(OffsetDateTime::from)
-            .with_context(|| format!("cannot read the modification time of {}", path.display()))?,
-        sha256: None,
-        part_size,
-        layout: layout::initial(meta.len(), part_size),
-        channels: s.config.channels.clone(),
-        status: Status::Incomplete,
-        created_at: now,
-        updated_at: now,
-        hidden: false,
-        remote_manifest: None,
-        mode: crate::catalog::mode_of(&meta),
-        source_stamp: crate::catalog::SourceStamp::of(&meta),
-        entry_version: None,
-        packs: Vec::new(),
-        chunks: Vec::new(),
-    };
+    file.part_size = part_size;
+    file.layout = layout::initial(file.size, part_size);
     s.catalog.save_file(&file)?;
     let _lock = s.catalog.lock(&file.id)?;
     tracing::info!(id = %file.id, size = file.size, part_size, "upload started");
@@ -91,6 +54,52 @@ pub async fn upload(
         );
     }
     transfer(s, file, Vec::new(), json, cancel).await
+}
+
+/// A new, incomplete manifest for the regular file at `path`, in storage `format`, with a
+/// fresh ID, the configured channels and what identifies the source; one sentence if `path`
+/// is missing or not a regular file.
+pub(super) fn new_manifest(s: &Session, path: &Path, format: u32) -> Result<FileManifest> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("there is no file at {}", path.display()),
+        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+    })?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file; `upload` takes one file",
+            path.display()
+        );
+    }
+    let now = OffsetDateTime::now_utc();
+    let source = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve {}", path.display()))?;
+    Ok(FileManifest {
+        format,
+        id: s.catalog.fresh_id(),
+        name: path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string()),
+        source_path: source,
+        size: meta.len(),
+        mtime: meta
+            .modified()
+            .map(OffsetDateTime::from)
+            .with_context(|| format!("cannot read the modification time of {}", path.display()))?,
+        sha256: None,
+        part_size: 0,
+        layout: Vec::new(),
+        channels: s.config.channels.clone(),
+        status: Status::Incomplete,
+        created_at: now,
+        updated_at: now,
+        hidden: false,
+        remote_manifest: None,
+        mode: crate::catalog::mode_of(&meta),
+        source_stamp: crate::catalog::SourceStamp::of(&meta),
+        entry_version: None,
+        packs: Vec::new(),
+        chunks: Vec::new(),
+    })
 }
 
 pub async fn resume(

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{FileJson, Session};
@@ -67,46 +66,7 @@ pub async fn upload(
     json: bool,
     cancel: CancellationToken,
 ) -> Result<FileManifest> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow::anyhow!("there is no file at {}", path.display()),
-        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
-    })?;
-    if !meta.is_file() {
-        bail!(
-            "{} is not a regular file; `upload` takes one file",
-            path.display()
-        );
-    }
-    let now = OffsetDateTime::now_utc();
-    let source = std::fs::canonicalize(path)
-        .with_context(|| format!("cannot resolve {}", path.display()))?;
-    let file = FileManifest {
-        format: FORMAT_V2,
-        id: s.catalog.fresh_id(),
-        name: path
-            .file_name()
-            .map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string()),
-        source_path: source,
-        size: meta.len(),
-        mtime: meta
-            .modified()
-            .map(OffsetDateTime::from)
-            .with_context(|| format!("cannot read the modification time of {}", path.display()))?,
-        sha256: None,
-        part_size: 0,
-        layout: Vec::new(),
-        channels: s.config.channels.clone(),
-        status: Status::Incomplete,
-        created_at: now,
-        updated_at: now,
-        hidden: false,
-        remote_manifest: None,
-        mode: crate::catalog::mode_of(&meta),
-        source_stamp: crate::catalog::SourceStamp::of(&meta),
-        entry_version: None,
-        packs: Vec::new(),
-        chunks: Vec::new(),
-    };
+    let file = super::upload::new_manifest(s, path, FORMAT_V2)?;
     s.catalog.save_file(&file)?;
     let _lock = s.catalog.lock(&file.id)?;
     tracing::info!(id = %file.id, size = file.size, "upload started (format 2)");
