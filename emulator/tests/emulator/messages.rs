@@ -69,6 +69,54 @@ async fn several_files_in_any_order_and_plain_json() {
 }
 
 #[tokio::test]
+async fn ten_attachments_in_one_message_each_on_the_cdn_and_one_nonce_for_them_all() {
+    let env = start().await;
+    let (ch, guild) = (env.emu.channel_id(), env.emu.guild_id());
+    // Each file may be as large as the limit; together they are ten times that.
+    env.emu.set_upload_limit(guild, Some(1000));
+    let names: Vec<String> = (0..10).map(|i| format!("e{i}.bin")).collect();
+    let files: Vec<(&str, Vec<u8>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), bytes(1000 - i, i as u8)))
+        .collect();
+    let listed: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": i, "filename": n}))
+        .collect();
+    let payload = json!({"nonce": "batch-1", "enforce_nonce": true, "attachments": listed});
+    let first: Value = env
+        .post_files(ch, payload.clone(), &files)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let atts = first["attachments"].as_array().unwrap();
+    assert_eq!(atts.len(), 10);
+    for (a, (name, data)) in atts.iter().zip(&files) {
+        assert_eq!(a["filename"], *name);
+        assert_eq!(a["size"], data.len());
+        let got = env.http.get(a["url"].as_str().unwrap()).send().await.unwrap();
+        assert_eq!(got.bytes().await.unwrap().to_vec(), *data);
+    }
+    let mut ids: Vec<u64> = atts.iter().map(|a| id(&a["id"])).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "each attachment has its own ID");
+    // A retry of the whole message with its nonce gets the first one back, every attachment.
+    let again: Value = env
+        .post_files(ch, payload, &files)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["attachments"], first["attachments"]);
+    assert_eq!(env.emu.messages(ch).len(), 1);
+    assert_eq!(env.emu.messages(ch)[0].attachments.len(), 10);
+}
+
+#[tokio::test]
 async fn upload_limit_is_per_file_and_inclusive() {
     let env = start().await;
     let (ch, guild) = (env.emu.channel_id(), env.emu.guild_id());
