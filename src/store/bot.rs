@@ -15,7 +15,10 @@ use time::OffsetDateTime;
 use super::error::classify;
 use super::ratelimit::RouteKey;
 use super::transport::{Reply, Sent, Transport};
-use super::{NameFilter, PartStore, PartStream, PutPart, Reload, RemotePart, StoreError};
+use super::{
+    NameFilter, PartStore, PartStream, PutMessage, PutPart, Reload, RemotePart, StoreError,
+    MAX_ATTACHMENTS,
+};
 use crate::config::Config;
 
 /// Per-file upload limits by boost tier (discord-api.md §1.1).
@@ -103,6 +106,54 @@ impl BotStore {
                 );
                 return Ok(Some(candidate));
             }
+        }
+        Ok(None)
+    }
+
+    /// The message a try of `message` sent at `since` posted, if Discord has it: one by this
+    /// bot, newer than `message.newer_than`, holding every attachment with the name and bytes
+    /// sent; its attachments in the order of `message`.
+    async fn find_posted_message(
+        &self,
+        message: &PutMessage,
+        since: OffsetDateTime,
+    ) -> Result<Option<Vec<RemotePart>>, StoreError> {
+        let names: std::collections::HashSet<&str> =
+            message.attachments.iter().map(|(n, _)| n.as_str()).collect();
+        let named = |name: &str| names.contains(name);
+        let found = self
+            .find_parts(message.channel_id, &named, since - CLOCK_SKEW)
+            .await?;
+        let me = self.own_user_id().await?;
+        let mut by_message: std::collections::BTreeMap<u64, Vec<RemotePart>> = Default::default();
+        for p in found {
+            if p.author_id == me && p.message_id > message.newer_than {
+                by_message.entry(p.message_id).or_default().push(p);
+            }
+        }
+        'messages: for (id, parts) in by_message {
+            let mut placed = Vec::with_capacity(message.attachments.len());
+            for (name, data) in &message.attachments {
+                match parts
+                    .iter()
+                    .find(|p| &p.filename == name && p.size == data.len() as u64)
+                {
+                    Some(p) => placed.push(p.clone()),
+                    None => continue 'messages,
+                }
+            }
+            for (p, (_, data)) in placed.iter().zip(&message.attachments) {
+                let bytes = self.read_part(p).await?;
+                if crate::hash::sha256_hex(&bytes) != crate::hash::sha256_hex(data) {
+                    continue 'messages;
+                }
+            }
+            tracing::info!(
+                message = id,
+                attachments = placed.len(),
+                "a retry found the message already posted; not posting it again"
+            );
+            return Ok(Some(placed));
         }
         Ok(None)
     }
@@ -356,6 +407,97 @@ impl PartStore for BotStore {
             )));
         }
         Ok(remote(&msg, stored))
+    }
+
+    async fn put_parts(&self, message: PutMessage) -> Result<Vec<RemotePart>, StoreError> {
+        let count = message.attachments.len();
+        if count == 0 || count > MAX_ATTACHMENTS {
+            return Err(StoreError::Protocol(format!(
+                "a message holds 1 to {MAX_ATTACHMENTS} attachments, not {count}"
+            )));
+        }
+        let mut names: Vec<&str> = message.attachments.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(StoreError::Protocol(
+                "two attachments of one message have the same name".into(),
+            ));
+        }
+        let channel = message.channel_id;
+        let key = RouteKey {
+            kind: "create-message",
+            major: channel,
+        };
+        let listed: Vec<serde_json::Value> = message
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| serde_json::json!({"id": i, "filename": name}))
+            .collect();
+        let payload = serde_json::json!({
+            "nonce": message.nonce,
+            "enforce_nonce": true,
+            "attachments": listed,
+        })
+        .to_string();
+        // Each try sends handles on the same bytes: no copy of the attachments is made.
+        let form = || {
+            let mut form = reqwest::multipart::Form::new();
+            for (i, (name, data)) in message.attachments.iter().enumerate() {
+                let part = reqwest::multipart::Part::stream_with_length(
+                    reqwest::Body::from(data.clone()),
+                    data.len() as u64,
+                )
+                .file_name(name.clone())
+                .mime_str("application/octet-stream")
+                .map_err(|e| StoreError::Protocol(e.to_string()))?;
+                form = form.part(format!("files[{i}]"), part);
+            }
+            Ok(form.text("payload_json", payload.clone()))
+        };
+        let mut attempts = self.t.attempts(key.kind);
+        let reply = loop {
+            let route = Route::ChannelMessages {
+                channel_id: cid(channel),
+            };
+            let sent = self
+                .t
+                .send_form_until(key, &mut attempts, Some(self.nonce_trust), route, form)
+                .await?;
+            match sent {
+                Sent::Reply(reply) => break reply,
+                // Discord may have forgotten the nonce: a new try could post a second copy.
+                Sent::Late(since) => {
+                    if let Some(found) = self.find_posted_message(&message, since).await? {
+                        return Ok(found);
+                    }
+                    attempts.none_done();
+                }
+            }
+        };
+        let total = message.attachments.iter().map(|(_, d)| d.len() as u64).sum();
+        let msg: Message = decode(&expect_ok(reply, channel, 0, total)?)?;
+        message
+            .attachments
+            .iter()
+            .map(|(name, data)| {
+                let stored = msg
+                    .attachments
+                    .iter()
+                    .find(|a| &a.filename == name)
+                    .ok_or_else(|| {
+                        StoreError::Protocol("the message came back without one of its attachments".into())
+                    })?;
+                if u64::from(stored.size) != data.len() as u64 {
+                    return Err(StoreError::Protocol(format!(
+                        "Discord stored {} bytes of a {}-byte attachment",
+                        stored.size,
+                        data.len()
+                    )));
+                }
+                Ok(remote(&msg, stored))
+            })
+            .collect()
     }
 
     async fn find_parts(

@@ -55,6 +55,23 @@ pub struct PutPart {
     pub reload: Option<Reload>,
 }
 
+/// At most this many attachments in one message (discord-api.md §1.3).
+pub const MAX_ATTACHMENTS: usize = 10;
+
+/// One message to post holding several attachments: each `(filename, bytes)` one attachment,
+/// in order, under distinct names.
+#[derive(Clone, Debug)]
+pub struct PutMessage {
+    pub channel_id: u64,
+    /// As [`PutPart::nonce`]: the same for every try of this message, and for no other message.
+    pub nonce: String,
+    pub attachments: Vec<(String, Bytes)>,
+    /// A retry past the nonce window that finds the attachments already posted (same names and
+    /// bytes) takes that message only when its ID is above this one: a copy posted before this
+    /// message was asked for (one about to be deleted) is never taken for it. 0 for none.
+    pub newer_than: u64,
+}
+
 /// A part's place in its source file, and the SHA-256 its bytes must still have.
 #[derive(Clone, Debug)]
 pub struct Reload {
@@ -94,6 +111,16 @@ pub trait PartStore: Send + Sync + 'static {
         &self,
         part: PutPart,
     ) -> impl Future<Output = Result<RemotePart, StoreError>> + Send;
+
+    /// Posts one message holding every attachment of `message` (1 to [`MAX_ATTACHMENTS`]);
+    /// succeeds only when Discord returned the message with each attachment of exactly the
+    /// bytes sent, and returns them in the order given. As for [`PartStore::put_part`], a try
+    /// whose reply was lost is never posted again blindly: within the nonce window Discord
+    /// returns the first message, past it the message is looked for first.
+    fn put_parts(
+        &self,
+        message: PutMessage,
+    ) -> impl Future<Output = Result<Vec<RemotePart>, StoreError>> + Send;
 
     /// Every attachment in `channel` posted at or after `since` whose name is `wanted`; the
     /// others are passed over as the history is paged, never kept.

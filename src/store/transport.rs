@@ -124,15 +124,58 @@ impl Transport {
         trust: Option<Duration>,
         mut build: impl FnMut() -> Result<Request<'a>, StoreError>,
     ) -> Result<Sent, StoreError> {
+        self.send_built_until(key, attempts, trust, || {
+            build()?
+                .build(&self.client, self.auth.expose(), self.proxy.as_deref())
+                .map_err(|e| StoreError::Protocol(e.to_string()))
+        })
+        .await
+    }
+
+    /// [`Transport::send_until`] for a multipart POST to `route` whose body `form` makes afresh
+    /// for each attempt. serenity numbers every attachment it is handed `files[0]`, so a
+    /// message of several attachments (`files[0]`, `files[1]`, ...) is built here.
+    pub async fn send_form_until(
+        &self,
+        key: RouteKey,
+        attempts: &mut Attempts,
+        trust: Option<Duration>,
+        route: serenity::http::Route<'_>,
+        mut form: impl FnMut() -> Result<reqwest::multipart::Form, StoreError>,
+    ) -> Result<Sent, StoreError> {
+        let mut url = route.path().to_string();
+        if let Some(proxy) = &self.proxy {
+            // As serenity does: its fixed origin becomes the configured one.
+            url = url.replace("https://discord.com", proxy.trim_end_matches('/'));
+        }
+        let mut auth = reqwest::header::HeaderValue::from_str(self.auth.expose())
+            .map_err(|_| StoreError::Protocol("the token is not a valid HTTP header".into()))?;
+        auth.set_sensitive(true);
+        self.send_built_until(key, attempts, trust, || {
+            Ok(self
+                .client
+                .post(&url)
+                .header(reqwest::header::AUTHORIZATION, auth.clone())
+                .header(reqwest::header::USER_AGENT, serenity::constants::USER_AGENT)
+                .multipart(form()?))
+        })
+        .await
+    }
+
+    async fn send_built_until(
+        &self,
+        key: RouteKey,
+        attempts: &mut Attempts,
+        trust: Option<Duration>,
+        mut build: impl FnMut() -> Result<reqwest::RequestBuilder, StoreError>,
+    ) -> Result<Sent, StoreError> {
         loop {
             let ticket = self.limiter.acquire(&key).await?;
             // Checked after any rate-limit wait: that wait is what can make a retry late.
             if let Some(since) = trust.and_then(|t| attempts.late(t)) {
                 return Ok(Sent::Late(since));
             }
-            let builder = build()?
-                .build(&self.client, self.auth.expose(), self.proxy.as_deref())
-                .map_err(|e| StoreError::Protocol(e.to_string()))?;
+            let builder = build()?;
             attempts.sending();
             let reply = match self.attempt(builder).await {
                 Ok(reply) => reply,
