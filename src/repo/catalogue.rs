@@ -1,14 +1,16 @@
-//! The sealed catalogue on Discord (docs/format.md 7): posting a file's entry (pieces first,
-//! then the head), and finding every entry that counts, for `recover`.
+//! The sealed catalogue on Discord (docs/format.md 7): posting entries (several to a message,
+//! 7.2; a large one as pieces, then its head), finding every entry that counts, for `recover`,
+//! and posting again the entries a message holds before that message is deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::crypto::{Keys, ObjectKind};
 use super::entry::{self, Entry, EntryError, Opened, Sealed};
 use crate::catalog::MessageRef;
-use crate::store::{PartStore, PutPart, RemotePart, StoreError};
+use crate::store::{PartStore, PutMessage, RemotePart, StoreError, MAX_ATTACHMENTS};
 
 /// Where a posted entry is: its head, and its pieces (in order).
 #[derive(Debug, Clone)]
@@ -17,19 +19,42 @@ pub struct Posted {
     pub pieces: Vec<MessageRef>,
 }
 
-async fn post<S: PartStore>(
+/// A message's key in maps: `(channel, message)`.
+type At = (u64, u64);
+
+fn at(m: &MessageRef) -> At {
+    (m.channel_id, m.message_id)
+}
+
+fn message_ref(r: &RemotePart) -> MessageRef {
+    MessageRef {
+        channel_id: r.channel_id,
+        message_id: r.message_id,
+    }
+}
+
+/// A fresh nonce for one message: random, so a message posted again with the same names (and,
+/// unencrypted, the same bytes) is never taken by Discord for the first one.
+fn fresh_nonce() -> String {
+    hex::encode(rand::random::<[u8; 12]>())
+}
+
+/// Posts `objects` as the attachments of one message in `channel`.
+async fn post_message<S: PartStore>(
     store: &S,
     channel_id: u64,
-    sealed: Sealed,
-) -> Result<RemotePart, StoreError> {
-    let nonce = sealed.name.chars().take(25).collect();
+    objects: Vec<Sealed>,
+    newer_than: u64,
+) -> Result<Vec<RemotePart>, StoreError> {
     store
-        .put_part(PutPart {
+        .put_parts(PutMessage {
             channel_id,
-            filename: sealed.name,
-            nonce,
-            data: sealed.bytes.into(),
-            reload: None,
+            nonce: fresh_nonce(),
+            attachments: objects
+                .into_iter()
+                .map(|o| (o.name, Bytes::from(o.bytes)))
+                .collect(),
+            newer_than,
         })
         .await
 }
@@ -43,25 +68,118 @@ pub async fn post_entry<S: PartStore>(
     budget: usize,
 ) -> Result<Posted, PostError> {
     let split = entry::seal(keys, entry, budget)?;
+    post_split(store, keys, channel_id, split, 0).await
+}
+
+/// Posts a sealed entry alone: each piece its own message, then the head.
+async fn post_split<S: PartStore>(
+    store: &S,
+    keys: &Keys,
+    channel_id: u64,
+    split: entry::Split,
+    newer_than: u64,
+) -> Result<Posted, PostError> {
     let mut placed = Vec::new();
     let mut pieces = Vec::new();
     for piece in &split.pieces {
-        let r = post(store, channel_id, piece.clone()).await?;
+        let r = one(post_message(store, channel_id, vec![piece.clone()], newer_than).await?)?;
         placed.push((r.channel_id, r.message_id, r.attachment_id));
-        pieces.push(MessageRef {
-            channel_id: r.channel_id,
-            message_id: r.message_id,
-        });
+        pieces.push(message_ref(&r));
     }
     let head = split.head(keys, &placed)?;
-    let r = post(store, channel_id, head).await?;
+    let r = one(post_message(store, channel_id, vec![head], newer_than).await?)?;
     Ok(Posted {
-        head: MessageRef {
-            channel_id: r.channel_id,
-            message_id: r.message_id,
-        },
+        head: message_ref(&r),
         pieces,
     })
+}
+
+fn one(mut posted: Vec<RemotePart>) -> Result<RemotePart, StoreError> {
+    match (posted.pop(), posted.is_empty()) {
+        (Some(r), true) => Ok(r),
+        _ => Err(StoreError::Protocol(
+            "a message came back with another number of attachments than sent".into(),
+        )),
+    }
+}
+
+/// Posts `entries` to `channel`, several to a message (7.2): each that fits `budget` is sealed
+/// whole, and as many as [`MAX_ATTACHMENTS`] whose sizes add up to at most `budget` share one
+/// message; one that needs pieces is posted alone, pieces first. Returns, in order, each entry's
+/// place or why it was not posted (a failed message fails every entry in it).
+pub async fn post_entries<S: PartStore>(
+    store: &S,
+    keys: &Keys,
+    channel_id: u64,
+    entries: &[Entry],
+    budget: usize,
+    newer_than: u64,
+) -> Vec<Result<Posted, PostError>> {
+    let mut out: Vec<Option<Result<Posted, PostError>>> = (0..entries.len()).map(|_| None).collect();
+    // Batches of (entry index, sealed entry), filled in order.
+    let mut batches: Vec<Vec<(usize, Sealed)>> = Vec::new();
+    let mut size = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        let split = match entry::seal(keys, e, budget) {
+            Ok(split) => split,
+            Err(err) => {
+                out[i] = Some(Err(err.into()));
+                continue;
+            }
+        };
+        if !split.pieces.is_empty() {
+            out[i] = Some(post_split(store, keys, channel_id, split, newer_than).await);
+            continue;
+        }
+        let sealed = match split.head(keys, &[]) {
+            Ok(sealed) => sealed,
+            Err(err) => {
+                out[i] = Some(Err(err.into()));
+                continue;
+            }
+        };
+        let fits = batches
+            .last()
+            .is_some_and(|b| b.len() < MAX_ATTACHMENTS && size + sealed.bytes.len() <= budget);
+        if !fits {
+            batches.push(Vec::new());
+            size = 0;
+        }
+        size += sealed.bytes.len();
+        if let Some(b) = batches.last_mut() {
+            b.push((i, sealed));
+        }
+    }
+    for batch in batches {
+        let (which, objects): (Vec<usize>, Vec<Sealed>) = batch.into_iter().unzip();
+        match post_message(store, channel_id, objects, newer_than).await {
+            Ok(posted) if posted.len() == which.len() => {
+                for (i, r) in which.into_iter().zip(posted) {
+                    out[i] = Some(Ok(Posted {
+                        head: message_ref(&r),
+                        pieces: Vec::new(),
+                    }));
+                }
+            }
+            Ok(_) => {
+                for i in which {
+                    out[i] = Some(Err(PostError::Store(StoreError::Protocol(
+                        "a message came back with another number of attachments than sent"
+                            .into(),
+                    ))));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for i in which {
+                    out[i] = Some(Err(PostError::Batch(why.clone())));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(PostError::Batch("it was not posted".into()))))
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +188,9 @@ pub enum PostError {
     Store(#[from] StoreError),
     #[error("the catalogue entry cannot be written: {0}")]
     Entry(#[from] EntryError),
+    /// The message the entry shared with others failed (the store's error, as text).
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// An entry that counts, where its head is.
@@ -86,10 +207,143 @@ pub struct Found {
 pub struct Scan {
     /// Per file ID, the entry that counts (highest version; newest message among equals).
     pub entries: HashMap<String, Found>,
-    /// Every trusted entry and piece message seen, counting or not (older versions, strays).
+    /// Every trusted entry and piece message seen, counting or not (older versions, strays),
+    /// once per attachment.
     pub messages: Vec<(MessageRef, String)>,
+    /// The catalogue attachments of each trusted message, by name: what else goes when one
+    /// entry's message is deleted (7.2).
+    pub contents: HashMap<(u64, u64), Vec<String>>,
     /// One line per object that was skipped, saying why.
     pub skipped: Vec<String>,
+}
+
+/// The attachment names of an entry: its head's, and its pieces' (as many as it has).
+fn entry_names(keys: &Keys, e: &Entry, pieces: usize) -> HashSet<String> {
+    let mut names = HashSet::from([keys.object_name(ObjectKind::Entry, &e.id, e.version)]);
+    for n in 1..=pieces as u64 {
+        names.insert(keys.object_name(ObjectKind::Piece, &e.id, (e.version << 32) + n));
+    }
+    names
+}
+
+impl Scan {
+    /// The messages holding the entry of `id` that counts (its head, then its pieces), each
+    /// with the names of the other catalogue attachments in it (other files' entries and
+    /// pieces, older versions).
+    pub fn sharing(&self, keys: &Keys, id: &str) -> Vec<(MessageRef, Vec<String>)> {
+        let Some(f) = self.entries.get(id) else {
+            return Vec::new();
+        };
+        let own = entry_names(keys, &f.entry, f.pieces.len());
+        std::iter::once(f.head)
+            .chain(f.pieces.iter().copied())
+            .map(|m| {
+                let others = self
+                    .contents
+                    .get(&at(&m))
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| !own.contains(*n))
+                    .cloned()
+                    .collect();
+                (m, others)
+            })
+            .collect()
+    }
+
+    /// Before the messages `doomed` are deleted (7.2): every entry that counts with its head
+    /// or a piece in one of them, except the entry of `except`, is posted again (same
+    /// version, several to a message) in `channel`. The scan then reports them at their new
+    /// places. Returns them, by file ID; on an error nothing may be deleted yet.
+    pub async fn repost_sharers<S: PartStore>(
+        &mut self,
+        store: &S,
+        keys: &Keys,
+        channel_id: u64,
+        budget: usize,
+        doomed: &[MessageRef],
+        except: &str,
+    ) -> Result<Vec<(String, Posted)>, PostError> {
+        let doomed_at: HashSet<At> = doomed.iter().map(at).collect();
+        let mut ids: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(id, f)| {
+                id.as_str() != except
+                    && std::iter::once(&f.head)
+                        .chain(&f.pieces)
+                        .any(|m| doomed_at.contains(&at(m)))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        ids.sort();
+        let list: Vec<Entry> = ids
+            .iter()
+            .map(|id| Entry {
+                pieces: Vec::new(),
+                ..self.entries[id].entry.clone()
+            })
+            .collect();
+        let newer_than = doomed.iter().map(|m| m.message_id).max().unwrap_or(0);
+        let results = post_entries(store, keys, channel_id, &list, budget, newer_than).await;
+        let now = OffsetDateTime::now_utc();
+        let mut reposted = Vec::with_capacity(ids.len());
+        let mut failed = None;
+        for ((id, e), result) in ids.into_iter().zip(&list).zip(results) {
+            let posted = match result {
+                Ok(p) => p,
+                Err(err) => {
+                    failed.get_or_insert(err);
+                    continue;
+                }
+            };
+            self.note_posted(keys, e, &posted, now);
+            tracing::info!(id = %id, version = e.version, "catalogue entry posted again before its message goes");
+            reposted.push((id, posted));
+        }
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(reposted),
+        }
+    }
+
+    /// Records that `e` (whole: its chunk list, not a head's piece list) now counts at `posted`.
+    pub fn note_posted(&mut self, keys: &Keys, e: &Entry, posted: &Posted, now: OffsetDateTime) {
+        let piece_names = (1..=posted.pieces.len() as u64)
+            .map(|n| keys.object_name(ObjectKind::Piece, &e.id, (e.version << 32) + n));
+        let head_name = keys.object_name(ObjectKind::Entry, &e.id, e.version);
+        for (m, name) in std::iter::once((posted.head, head_name))
+            .chain(posted.pieces.iter().copied().zip(piece_names))
+        {
+            self.contents.entry(at(&m)).or_default().push(name.clone());
+            self.messages.push((m, name));
+        }
+        self.entries.insert(
+            e.id.clone(),
+            Found {
+                entry: e.clone(),
+                head: posted.head,
+                posted_at: now,
+                pieces: posted.pieces.clone(),
+            },
+        );
+    }
+
+    /// Forgets the messages `gone` (deleted). An entry whose head or piece was in one no
+    /// longer counts anywhere this scan knows.
+    pub fn forget(&mut self, gone: &[MessageRef]) {
+        let gone: HashSet<At> = gone.iter().map(at).collect();
+        self.messages.retain(|(m, _)| !gone.contains(&at(m)));
+        self.contents.retain(|m, _| !gone.contains(m));
+        self.entries.retain(|_, f| {
+            !std::iter::once(&f.head)
+                .chain(&f.pieces)
+                .any(|m| gone.contains(&at(m)))
+        });
+    }
 }
 
 /// Finds every catalogue entry in `channels` by an author in `trusted`, opens and checks it,
@@ -124,6 +378,10 @@ pub async fn scan<S: PartStore>(
                 continue;
             }
             out.messages.push((at, part.filename.clone()));
+            out.contents
+                .entry((at.channel_id, at.message_id))
+                .or_default()
+                .push(part.filename.clone());
             if keys.name_kind(&part.filename) != Some(ObjectKind::Entry) {
                 continue;
             }
@@ -169,9 +427,14 @@ pub async fn scan<S: PartStore>(
                 pieces,
             };
             match out.entries.get(&candidate.entry.id) {
+                // Equal versions are one entry posted again (7.2): the newest message counts.
                 Some(have)
-                    if (have.entry.version, have.posted_at)
-                        >= (candidate.entry.version, candidate.posted_at) => {}
+                    if (have.entry.version, have.posted_at, have.head.message_id)
+                        >= (
+                            candidate.entry.version,
+                            candidate.posted_at,
+                            candidate.head.message_id,
+                        ) => {}
                 _ => {
                     out.entries.insert(candidate.entry.id.clone(), candidate);
                 }
