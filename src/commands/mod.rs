@@ -136,6 +136,9 @@ impl Session {
     ) -> Result<()> {
         let mut failed = 0usize;
         let mut last_err = None;
+        // Format-2 files uploaded whole whose entries wait to share a message (docs/format.md
+        // 7.2): posted when a message would be full, and at the end.
+        let mut waiting = Waiting::default();
         for (i, path) in paths.iter().enumerate() {
             if cancel.is_cancelled() {
                 let left = paths.len() - i;
@@ -146,7 +149,8 @@ impl Session {
                 failed += left;
                 break;
             }
-            let result = self.upload_one(path, force, json, cancel.clone()).await;
+            let batch = (paths.len() > 1).then_some(&mut waiting);
+            let result = self.upload_one(path, force, json, cancel.clone(), batch).await;
             if let Err(e) = result {
                 failed += 1;
                 if paths.len() > 1 {
@@ -154,6 +158,13 @@ impl Session {
                 }
                 last_err = Some(e);
             }
+        }
+        // Posted even after a cancel: those files are stored whole, and this makes them
+        // recoverable (a failure is a warning naming `resume <id>`).
+        if let Err(e) = waiting.post(self).await {
+            failed += 1;
+            eprintln!("error: {e:#}");
+            last_err = Some(e);
         }
         match (failed, last_err) {
             (0, _) => Ok(()),
@@ -166,12 +177,15 @@ impl Session {
         }
     }
 
+    /// Uploads one path. A format-2 file's entry is posted at once, or, with `batch`, left to
+    /// wait there for the files after it.
     async fn upload_one(
         &self,
         path: &Path,
         force: bool,
         json: bool,
         cancel: CancellationToken,
+        batch: Option<&mut Waiting>,
     ) -> Result<()> {
         if !force {
             if let Some(m) = duplicate::find(&self.catalog, path, &cancel).await? {
@@ -194,11 +208,68 @@ impl Session {
         if self.config.format == crate::config::StorageFormat::V2 {
             let repo = self.repository_for_upload().await?;
             let keys = upload2::RepoKeys::from(repo.as_ref());
-            return upload2::upload(self, &keys, path, json, cancel)
-                .await
-                .map(drop);
+            let Some(batch) = batch else {
+                return upload2::upload(self, &keys, path, json, cancel)
+                    .await
+                    .map(drop);
+            };
+            let done = upload2::upload_unposted(self, &keys, path, json, cancel).await?;
+            return batch.add(self, keys, done).await;
         }
         upload::upload(self, path, json, cancel).await.map(drop)
+    }
+}
+
+/// Format-2 files of one `upload` whose catalogue entries wait to be posted together.
+#[derive(Default)]
+struct Waiting {
+    repo: Option<upload2::RepoKeys>,
+    files: Vec<upload2::Unposted>,
+    /// The sealed entries' sizes, about, and what one message may hold (asked once).
+    bytes: usize,
+    budget: Option<usize>,
+}
+
+impl Waiting {
+    /// Adds a file; posts the waiting entries when a message is full (10 entries, or the byte
+    /// budget), first if this one would overfill it.
+    async fn add(
+        &mut self,
+        s: &Session,
+        repo: upload2::RepoKeys,
+        done: upload2::Unposted,
+    ) -> Result<()> {
+        if self.budget.is_none() {
+            // Unknown (Discord unreachable): the entry is posted at once, and that post says why
+            // it failed.
+            self.budget = upload2::attachment_limit(s)
+                .await
+                .ok()
+                .map(|l| crate::repo::pack::pack_limit(l as usize));
+        }
+        let budget = self.budget.unwrap_or(0);
+        let len = done.entry_len();
+        let mut result = Ok(());
+        if !self.files.is_empty() && self.bytes.saturating_add(len) > budget {
+            result = self.post(s).await;
+        }
+        self.repo = Some(repo);
+        self.bytes = self.bytes.saturating_add(len);
+        self.files.push(done);
+        if self.files.len() >= crate::store::MAX_ATTACHMENTS || self.bytes >= budget {
+            result = result.and(self.post(s).await);
+        }
+        result
+    }
+
+    /// Posts every waiting entry and reports the files.
+    async fn post(&mut self, s: &Session) -> Result<()> {
+        let files = std::mem::take(&mut self.files);
+        self.bytes = 0;
+        match self.repo.as_ref() {
+            Some(repo) if !files.is_empty() => upload2::finish(s, repo, files).await.map(drop),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -2,15 +2,15 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tokio_util::sync::CancellationToken;
 
 use super::{FileJson, Session};
-use crate::catalog::{FileManifest, MessageRef, Status, FORMAT_V2};
+use crate::catalog::{FileManifest, Status, FORMAT_V2};
 use crate::config::PartSize;
 use crate::progress::{Progress, ProgressMode};
 use crate::render::{human_bytes, plural};
-use crate::repo::catalogue::post_entry;
+use crate::repo::catalogue::{post_entries, Posted};
 use crate::repo::chunker::ChunkerParams;
 use crate::repo::crypto::Keys;
 use crate::repo::entry::Entry;
@@ -66,9 +66,46 @@ pub async fn upload(
     json: bool,
     cancel: CancellationToken,
 ) -> Result<FileManifest> {
+    let done = upload_unposted(s, repo, path, json, cancel).await?;
+    let mut files = finish(s, repo, vec![done]).await?;
+    files
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("the upload came back without its file"))
+}
+
+/// A file uploaded whole whose catalogue entry is not posted yet, so that the files of one
+/// `upload` share messages (docs/format.md 7.2); [`finish`] posts and reports it. Until then
+/// its `file.json` is complete with no `remote_manifest` (what `resume <id>` posts), and it
+/// stays locked.
+pub struct Unposted {
+    file: FileManifest,
+    stats: Stats,
+    json: bool,
+    _lock: Option<crate::catalog::FileLock>,
+}
+
+impl Unposted {
+    pub fn id(&self) -> &str {
+        &self.file.id
+    }
+
+    /// The size of its sealed entry, about (to know when a batch is full).
+    pub fn entry_len(&self) -> usize {
+        serde_json::to_vec(&Entry::of(&self.file, 1)).map_or(usize::MAX, |j| j.len() + 40)
+    }
+}
+
+/// [`upload`] up to the catalogue entry, which is left to [`finish`].
+pub async fn upload_unposted(
+    s: &Session,
+    repo: &RepoKeys,
+    path: &Path,
+    json: bool,
+    cancel: CancellationToken,
+) -> Result<Unposted> {
     let file = super::upload::new_manifest(s, path, FORMAT_V2)?;
     s.catalog.save_file(&file)?;
-    let _lock = s.catalog.lock(&file.id)?;
+    let lock = s.catalog.lock(&file.id)?;
     tracing::info!(id = %file.id, size = file.size, "upload started (format 2)");
     if !json {
         println!(
@@ -78,7 +115,9 @@ pub async fn upload(
             file.id
         );
     }
-    transfer(s, repo, file, Vec::new(), json, cancel).await
+    let mut done = transfer(s, repo, file, Vec::new(), json, cancel).await?;
+    done._lock = Some(lock);
+    Ok(done)
 }
 
 pub async fn resume(
@@ -133,7 +172,11 @@ pub async fn resume(
             }
         );
     }
-    transfer(s, repo, file, records, json, cancel).await
+    let done = transfer(s, repo, file, records, json, cancel).await?;
+    let mut files = finish(s, repo, vec![done]).await?;
+    files
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("the upload came back without its file"))
 }
 
 async fn transfer(
@@ -143,7 +186,7 @@ async fn transfer(
     records: Vec<crate::catalog::PackRecord>,
     json: bool,
     cancel: CancellationToken,
-) -> Result<FileManifest> {
+) -> Result<Unposted> {
     let ctx = Upload2 {
         store: s.store()?,
         catalog: s.catalog.clone(),
@@ -161,20 +204,14 @@ async fn transfer(
     let progress = Progress::new(mode, &format!("upload {}", file.id), file.size);
     let id = file.id.clone();
     match run(&ctx, file, records, &progress).await {
-        Ok((mut done, stats)) => {
+        Ok((done, stats)) => {
             tracing::info!(id = %done.id, packs = stats.packs, deduplicated = stats.deduplicated, "upload complete");
-            if let Err(e) = publish(s, repo, &mut done).await {
-                eprintln!("warning: {e:#}");
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&FileJson::of(&s.catalog, &done))?
-                );
-            } else {
-                println!("{}", summary(&done, &stats));
-            }
-            Ok(done)
+            Ok(Unposted {
+                file: done,
+                stats,
+                json,
+                _lock: None,
+            })
         }
         Err(e) => {
             progress.finish();
@@ -221,32 +258,116 @@ fn summary(file: &FileManifest, st: &Stats) -> String {
     )
 }
 
+/// Posts the catalogue entries of `done`, several to a message (7.2), records each in its
+/// `file.json`, and only then reports each file: its summary (or JSON), after a warning naming
+/// `resume <id>` when its entry could not be posted. Returns the files.
+pub async fn finish(
+    s: &Session,
+    repo: &RepoKeys,
+    done: Vec<Unposted>,
+) -> Result<Vec<FileManifest>> {
+    let mut files: Vec<FileManifest> = done.iter().map(|d| d.file.clone()).collect();
+    let results = publish_all(s, repo, &mut files).await;
+    for ((d, file), result) in done.iter().zip(&files).zip(results) {
+        if let Err(e) = result {
+            eprintln!("warning: {e:#}");
+        }
+        if d.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&FileJson::of(&s.catalog, file))?
+            );
+        } else {
+            println!("{}", summary(file, &d.stats));
+        }
+    }
+    Ok(files)
+}
+
 /// Posts the file's sealed catalogue entry (the next version) and records it in `file.json`.
 pub async fn publish(s: &Session, repo: &RepoKeys, file: &mut FileManifest) -> Result<()> {
-    let id = file.id.clone();
-    let Some(&channel) = file.channels.first() else {
-        bail!("{id} has no channel in its file.json, so its catalogue entry has nowhere to go; `info {id}` shows it");
-    };
-    let version = file.entry_version.map_or(1, |v| v + 1);
-    let entry = Entry::of(file, version);
-    entry
-        .check(&file.channels)
-        .map_err(|e| anyhow::anyhow!("the catalogue entry of {id} was not posted: {e}"))?;
-    let store = s.store()?;
-    let budget = pack_limit(attachment_limit(s).await? as usize);
-    let posted = post_entry(store.as_ref(), &repo.keys, channel, &entry, budget)
+    let mut files = vec![file.clone()];
+    let result = publish_all(s, repo, &mut files)
         .await
-        .with_context(|| {
-            format!(
-                "{id} is stored, but its catalogue entry could not be posted to Discord for `recover`; run `resume {id}` to post it"
-            )
-        })?;
-    file.remote_manifest = Some(MessageRef {
-        channel_id: posted.head.channel_id,
-        message_id: posted.head.message_id,
-    });
+        .pop()
+        .unwrap_or_else(|| Err(anyhow::anyhow!("the catalogue entry was not posted")));
+    if let Some(posted) = files.pop() {
+        *file = posted;
+    }
+    result
+}
+
+/// Posts the next catalogue entry version of each of `files`, several to a message (7.2), and
+/// records each posted one in its `file.json`; per file, done or why not (naming `resume`).
+pub async fn publish_all(
+    s: &Session,
+    repo: &RepoKeys,
+    files: &mut [FileManifest],
+) -> Vec<Result<()>> {
+    let not_posted = |id: &str| {
+        format!(
+            "{id} is stored, but its catalogue entry could not be posted to Discord for `recover`; run `resume {id}` to post it"
+        )
+    };
+    let mut out: Vec<Option<Result<()>>> = files.iter().map(|_| None).collect();
+    // Per channel, the files whose entry goes there and their entries.
+    let mut by_channel: std::collections::BTreeMap<u64, Vec<(usize, Entry)>> = Default::default();
+    for (i, file) in files.iter().enumerate() {
+        let id = &file.id;
+        let Some(&channel) = file.channels.first() else {
+            out[i] = Some(Err(anyhow::anyhow!("{id} has no channel in its file.json, so its catalogue entry has nowhere to go; `info {id}` shows it")));
+            continue;
+        };
+        let version = file.entry_version.map_or(1, |v| v + 1);
+        let entry = Entry::of(file, version);
+        match entry.check(&file.channels) {
+            Ok(()) => by_channel.entry(channel).or_default().push((i, entry)),
+            Err(e) => {
+                out[i] = Some(Err(anyhow::anyhow!(
+                    "the catalogue entry of {id} was not posted: {e}"
+                )))
+            }
+        }
+    }
+    if !by_channel.is_empty() {
+        let setup = async {
+            let store = s.store()?;
+            let budget = pack_limit(attachment_limit(s).await? as usize);
+            anyhow::Ok((store, budget))
+        };
+        match setup.await {
+            Err(e) => {
+                for (i, _) in by_channel.values().flatten() {
+                    out[*i] = Some(Err(anyhow::anyhow!("{}: {e:#}", not_posted(&files[*i].id))));
+                }
+            }
+            Ok((store, budget)) => {
+                for (channel, batch) in by_channel {
+                    let (which, entries): (Vec<usize>, Vec<Entry>) = batch.into_iter().unzip();
+                    let results =
+                        post_entries(store.as_ref(), &repo.keys, channel, &entries, budget, 0)
+                            .await;
+                    for ((i, entry), result) in which.into_iter().zip(&entries).zip(results) {
+                        let file = &mut files[i];
+                        out[i] = Some(match result {
+                            Ok(posted) => record(s, file, entry.version, &posted),
+                            Err(e) => Err(anyhow::Error::new(e).context(not_posted(&file.id))),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("the catalogue entry was not posted"))))
+        .collect()
+}
+
+/// Records in `file.json` that the entry `version` of `file` is at `posted`.
+fn record(s: &Session, file: &mut FileManifest, version: u64, posted: &Posted) -> Result<()> {
+    file.remote_manifest = Some(posted.head);
     file.entry_version = Some(version);
     s.catalog.save_file(file)?;
-    tracing::info!(id = %id, version, pieces = posted.pieces.len(), "catalogue entry posted");
+    tracing::info!(id = %file.id, version, pieces = posted.pieces.len(), "catalogue entry posted");
     Ok(())
 }
