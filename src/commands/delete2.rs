@@ -1,17 +1,19 @@
 //! `delete` of a format-2 file (docs/format.md 7.5): its catalogue entries (every version, and
 //! their pieces) go first, then every pack it used or posted that no other file uses, by the
 //! catalogue on Discord and this machine's manifests alike. A delete stopped half-way, run
-//! again, finishes: the entry is gone, the packs left are found the same way.
+//! again, finishes: the entry is gone, the packs left are found the same way. Other files'
+//! entries that share a message with it (7.2) are posted again before that message goes.
 
 use std::collections::HashSet;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
-use super::upload2::RepoKeys;
+use super::upload2::{attachment_limit, RepoKeys};
 use super::Session;
 use crate::catalog::{FileManifest, MessageRef, FORMAT_V2};
-use crate::repo::catalogue::scan;
+use crate::repo::catalogue::{scan, Posted};
 use crate::repo::crypto::ObjectKind;
+use crate::repo::pack::pack_limit;
 use crate::store::PartStore;
 
 /// Pieces per entry version whose names are looked for (a piece holds ~30,000 chunks, so this
@@ -31,7 +33,7 @@ pub async fn delete(s: &Session, repo: &RepoKeys, file: &FileManifest) -> Result
     let id = file.id.clone();
     let store = s.store()?;
     let trusted = store.trusted_authors().await?;
-    let found = scan(store.as_ref(), &repo.keys, &s.config.channels, &trusted).await?;
+    let mut found = scan(store.as_ref(), &repo.keys, &s.config.channels, &trusted).await?;
     // Every version's head and pieces of this file, by name.
     let top = found
         .entries
@@ -85,6 +87,28 @@ pub async fn delete(s: &Session, repo: &RepoKeys, file: &FileManifest) -> Result
     candidates.sort_unstable();
     candidates.dedup();
     let mut removed = Removed::default();
+    // Other files' entries in those messages are posted again first, so none goes with them.
+    let Some(&first) = s.config.channels.first() else {
+        bail!("no channel is configured, so the catalogue has nowhere to be; nothing was deleted");
+    };
+    let budget = pack_limit(attachment_limit(s).await? as usize);
+    let reposted = found
+        .repost_sharers(
+            store.as_ref(),
+            &repo.keys,
+            first,
+            budget,
+            &entry_messages,
+            &id,
+        )
+        .await
+        .map_err(|e| {
+            anyhow!("other files' catalogue entries that share a message with the entry of {id} could not be posted again ({e}); nothing was deleted")
+        })?;
+    for (other, posted) in &reposted {
+        let version = found.entries.get(other).map_or(0, |f| f.entry.version);
+        record_place(s, other, version, posted)?;
+    }
     // The entries first: from here on no reader finds the file, so its packs may go.
     for m in &entry_messages {
         store.delete_message(m.channel_id, m.message_id).await?;
@@ -102,4 +126,29 @@ pub async fn delete(s: &Session, repo: &RepoKeys, file: &FileManifest) -> Result
         removed.packs += 1;
     }
     Ok(removed)
+}
+
+/// Records in the local `file.json` of `id`, when it holds entry `version`, that the entry is
+/// now at `posted` (posted again, same version). A file busy elsewhere is left as it is: its
+/// `remote_manifest` then names a message that is gone, which nothing relies on.
+pub(super) fn record_place(s: &Session, id: &str, version: u64, posted: &Posted) -> Result<()> {
+    if !s.catalog.contains(id) {
+        return Ok(());
+    }
+    let _lock = match s.catalog.lock(id) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::warn!(id, "the new place of its catalogue entry was not recorded: {e}");
+            return Ok(());
+        }
+    };
+    let Ok(mut m) = s.catalog.load_file(id) else {
+        return Ok(());
+    };
+    if m.format != FORMAT_V2 || m.entry_version != Some(version) {
+        return Ok(());
+    }
+    m.remote_manifest = Some(posted.head);
+    s.catalog.save_file(&m)?;
+    Ok(())
 }

@@ -17,7 +17,7 @@ use super::upload2::{attachment_limit, RepoKeys};
 use super::Session;
 use crate::catalog::{new_file_id, ChunkRef, MessageRef, PackRef, Status, FORMAT_V2};
 use crate::render::{human_bytes, plural};
-use crate::repo::catalogue::{post_entry, scan, Found};
+use crate::repo::catalogue::{post_entry, scan, Found, Scan};
 use crate::repo::crypto::ObjectKind;
 use crate::repo::entry::Entry;
 use crate::repo::pack::{pack_limit, PackEntry, PackReader, PackWriter};
@@ -84,7 +84,7 @@ pub async fn prune(s: &Session, repo: &RepoKeys, opts: PruneOpts) -> Result<Prun
     let keys = &repo.keys;
     let store = s.store()?;
     let trusted = store.trusted_authors().await?;
-    let found = scan(store.as_ref(), keys, &s.config.channels, &trusted).await?;
+    let mut found = scan(store.as_ref(), keys, &s.config.channels, &trusted).await?;
     for why in &found.skipped {
         eprintln!("warning: {why}");
     }
@@ -225,16 +225,24 @@ pub async fn prune(s: &Session, repo: &RepoKeys, opts: PruneOpts) -> Result<Prun
     // 2. A new entry version for every file that used a repacked pack, then its old entries go.
     let repacked: HashSet<u64> = repack.iter().map(|p| p.attachment_id).collect();
     let budget = limit;
-    for f in found.entries.values() {
-        if !f
-            .entry
-            .packs
-            .iter()
-            .any(|p| repacked.contains(&p.attachment_id))
-        {
+    let mut ids: Vec<String> = found
+        .entries
+        .iter()
+        .filter(|(_, f)| {
+            f.entry
+                .packs
+                .iter()
+                .any(|p| repacked.contains(&p.attachment_id))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.sort();
+    for id in ids {
+        // Where its entry is now: an earlier rewrite may have posted it again (7.2).
+        let Some(f) = found.entries.get(&id).cloned() else {
             continue;
-        }
-        rewrite(s, repo, f, &moved, budget).await?;
+        };
+        rewrite(s, repo, &mut found, &f, &moved, budget).await?;
         report.entries_rewritten += 1;
     }
 
@@ -293,6 +301,7 @@ async fn post_new(
 async fn rewrite(
     s: &Session,
     repo: &RepoKeys,
+    found: &mut Scan,
     f: &Found,
     moved: &HashMap<(u64, u64), (PackRef, PackEntry)>,
     budget: usize,
@@ -353,8 +362,33 @@ async fn rewrite(
         m.updated_at = OffsetDateTime::now_utc();
         s.catalog.save_file(&m)?;
     }
-    for m in f.pieces.iter().chain(std::iter::once(&f.head)) {
+    // The new entry counts now. The old one's messages go once the other files' entries they
+    // hold are posted again (7.2).
+    found.note_posted(&repo.keys, &entry, &posted, OffsetDateTime::now_utc());
+    let doomed: Vec<MessageRef> = f
+        .pieces
+        .iter()
+        .copied()
+        .chain(std::iter::once(f.head))
+        .collect();
+    let reposted = found
+        .repost_sharers(
+            store.as_ref(),
+            &repo.keys,
+            s.config.channels[0],
+            budget,
+            &doomed,
+            &old.id,
+        )
+        .await
+        .with_context(|| format!("other files' catalogue entries sharing a message with the old entry of {} could not be posted again; it was left in place, run `prune` again", old.id))?;
+    for (other, at) in &reposted {
+        let version = found.entries.get(other).map_or(0, |e| e.entry.version);
+        super::delete2::record_place(s, other, version, at)?;
+    }
+    for m in &doomed {
         store.delete_message(m.channel_id, m.message_id).await?;
     }
+    found.forget(&doomed);
     Ok(())
 }
