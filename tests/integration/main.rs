@@ -1,6 +1,7 @@
 //! Integration tests: dstore against its Discord emulator on 127.0.0.1:0, through the library
 //! and through the real binary (one-shot, piped stdin, and a pseudo-terminal).
 
+mod batch2;
 mod catalogue;
 mod cli;
 mod common;
