@@ -431,3 +431,70 @@ async fn a_message_of_several_attachments_is_never_posted_twice_and_never_taken_
     assert!(all.contains(&again[0].message_id));
     assert!(again.iter().all(|p| p.message_id == again[0].message_id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_posts_again_the_entries_sharing_a_message_with_one_it_rewrites() {
+    use crate::upload2::{repo, session2, upload2};
+    use dstore::commands::prune::{prune, PruneOpts};
+    use dstore::commands::upload2::{finish, upload_unposted};
+
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let a_data = random_bytes(3_000_000, 41);
+    // b shares a's first ~250 KB: a few chunks of a's first pack. c shares nothing.
+    let mut b_data = a_data[..250_000].to_vec();
+    b_data.extend_from_slice(&random_bytes(400_000, 42));
+    let c_data = random_bytes(300_000, 43);
+    let path = |n: &str, d: &[u8]| {
+        let p = env.dir.path().join(n);
+        std::fs::write(&p, d).unwrap();
+        p
+    };
+    let ma = upload2(&s, &r, &path("a.bin", &a_data)).await.unwrap();
+    let mut done = Vec::new();
+    for (n, d) in [("b.bin", &b_data), ("c.bin", &c_data)] {
+        let p = path(n, d);
+        done.push(
+            upload_unposted(&s, &r, &p, true, CancellationToken::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let posted = finish(&s, &r, done).await.unwrap();
+    let (mb, mc) = (&posted[0], &posted[1]);
+    assert_eq!(mb.remote_manifest, mc.remote_manifest, "b and c share a message");
+    dstore::commands::delete2::delete(&s, &r, &ma).await.unwrap();
+    s.catalog.remove_file(&ma.id).unwrap();
+
+    let report = prune(
+        &s,
+        &r,
+        PruneOpts {
+            grace: std::time::Duration::ZERO,
+            ..PruneOpts::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.entries_rewritten, 1, "{report:?}");
+    let b_now = s.catalog.load_file(&mb.id).unwrap();
+    let c_now = s.catalog.load_file(&mc.id).unwrap();
+    assert_eq!(b_now.entry_version, Some(2));
+    assert_eq!(c_now.entry_version, Some(1), "c posted again, same version");
+    assert_ne!(c_now.remote_manifest, mc.remote_manifest);
+    let gone = mb.remote_manifest.unwrap().message_id;
+    assert!(env.emu.messages(env.emu.channel_id()).iter().all(|m| m.id != gone));
+    let here = c_now.remote_manifest.unwrap().message_id;
+    assert!(env.emu.messages(env.emu.channel_id()).iter().any(|m| m.id == here));
+
+    let fresh = env.session_with(|c| c.data_dir = env.dir.path().join("new"));
+    let (got, skipped) =
+        dstore::commands::recover2::recover(&fresh, &r, true, CancellationToken::new())
+            .await
+            .unwrap();
+    assert_eq!((got.len(), skipped), (2, 0));
+    for (id, data) in [(&mb.id, &b_data), (&mc.id, &c_data)] {
+        assert_eq!(&rebuilt(&env, &r, &fresh.catalog.load_file(id).unwrap()), data);
+    }
+}
