@@ -138,7 +138,10 @@ pub(super) fn record_place(s: &Session, id: &str, version: u64, posted: &Posted)
     let _lock = match s.catalog.lock(id) {
         Ok(lock) => lock,
         Err(e) => {
-            tracing::warn!(id, "the new place of its catalogue entry was not recorded: {e}");
+            tracing::warn!(
+                id,
+                "the new place of its catalogue entry was not recorded: {e}"
+            );
             return Ok(());
         }
     };

@@ -150,7 +150,9 @@ impl Session {
                 break;
             }
             let batch = (paths.len() > 1).then_some(&mut waiting);
-            let result = self.upload_one(path, force, json, cancel.clone(), batch).await;
+            let result = self
+                .upload_one(path, force, json, cancel.clone(), batch)
+                .await;
             if let Err(e) = result {
                 failed += 1;
                 if paths.len() > 1 {

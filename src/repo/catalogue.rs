@@ -115,7 +115,8 @@ pub async fn post_entries<S: PartStore>(
     budget: usize,
     newer_than: u64,
 ) -> Vec<Result<Posted, PostError>> {
-    let mut out: Vec<Option<Result<Posted, PostError>>> = (0..entries.len()).map(|_| None).collect();
+    let mut out: Vec<Option<Result<Posted, PostError>>> =
+        (0..entries.len()).map(|_| None).collect();
     // Batches of (entry index, sealed entry), filled in order.
     let mut batches: Vec<Vec<(usize, Sealed)>> = Vec::new();
     let mut size = 0usize;
@@ -164,8 +165,7 @@ pub async fn post_entries<S: PartStore>(
             Ok(_) => {
                 for i in which {
                     out[i] = Some(Err(PostError::Store(StoreError::Protocol(
-                        "a message came back with another number of attachments than sent"
-                            .into(),
+                        "a message came back with another number of attachments than sent".into(),
                     ))));
                 }
             }

@@ -118,8 +118,11 @@ impl BotStore {
         message: &PutMessage,
         since: OffsetDateTime,
     ) -> Result<Option<Vec<RemotePart>>, StoreError> {
-        let names: std::collections::HashSet<&str> =
-            message.attachments.iter().map(|(n, _)| n.as_str()).collect();
+        let names: std::collections::HashSet<&str> = message
+            .attachments
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
         let named = |name: &str| names.contains(name);
         let found = self
             .find_parts(message.channel_id, &named, since - CLOCK_SKEW)
@@ -416,7 +419,11 @@ impl PartStore for BotStore {
                 "a message holds 1 to {MAX_ATTACHMENTS} attachments, not {count}"
             )));
         }
-        let mut names: Vec<&str> = message.attachments.iter().map(|(n, _)| n.as_str()).collect();
+        let mut names: Vec<&str> = message
+            .attachments
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Err(StoreError::Protocol(
@@ -475,7 +482,11 @@ impl PartStore for BotStore {
                 }
             }
         };
-        let total = message.attachments.iter().map(|(_, d)| d.len() as u64).sum();
+        let total = message
+            .attachments
+            .iter()
+            .map(|(_, d)| d.len() as u64)
+            .sum();
         let msg: Message = decode(&expect_ok(reply, channel, 0, total)?)?;
         message
             .attachments
@@ -486,7 +497,9 @@ impl PartStore for BotStore {
                     .iter()
                     .find(|a| &a.filename == name)
                     .ok_or_else(|| {
-                        StoreError::Protocol("the message came back without one of its attachments".into())
+                        StoreError::Protocol(
+                            "the message came back without one of its attachments".into(),
+                        )
                     })?;
                 if u64::from(stored.size) != data.len() as u64 {
                     return Err(StoreError::Protocol(format!(

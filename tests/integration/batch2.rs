@@ -122,7 +122,11 @@ async fn upload_of_three_files_posts_their_entries_in_one_message_and_a_new_mach
     let (s, r) = repository(&env, 5).await;
     let files = upload_three(&env, &s).await;
     let batches = entry_messages(&env, &r);
-    assert_eq!(batches.len(), 1, "one message for three entries: {batches:?}");
+    assert_eq!(
+        batches.len(),
+        1,
+        "one message for three entries: {batches:?}"
+    );
     let (message, names) = &batches[0];
     let mut want: Vec<String> = files.iter().map(|m| entry_name(&r, m)).collect();
     let mut got = names.clone();
@@ -159,8 +163,8 @@ async fn upload_of_three_files_posts_their_entries_in_one_message_and_a_new_mach
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_one_file_posts_the_others_entries_again_first_and_a_stopped_delete_loses_nothing(
-) {
+async fn deleting_one_file_posts_the_others_entries_again_first_and_a_stopped_delete_loses_nothing()
+{
     let env = Env::new().await;
     let (s, r) = repository(&env, 0).await;
     let files = upload_three(&env, &s).await;
@@ -261,7 +265,12 @@ async fn a_batch_that_fails_leaves_each_file_for_resume_which_posts_it() {
         )
         .await
         .unwrap();
-        assert!(s.catalog.load_file(&m.id).unwrap().remote_manifest.is_some());
+        assert!(s
+            .catalog
+            .load_file(&m.id)
+            .unwrap()
+            .remote_manifest
+            .is_some());
     }
     assert_eq!(entry_messages(&env, &r).len(), 3, "one each");
     let all: Vec<&FileManifest> = files.iter().collect();
@@ -285,7 +294,9 @@ fn synthetic(id: &str, channel: u64, chunks: usize) -> Entry {
         plain_len: 1000,
         flags: 0,
     };
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
     Entry {
         format: 2,
         kind: "entry".into(),
@@ -319,7 +330,10 @@ async fn an_entry_too_large_for_a_message_goes_alone_as_pieces_and_the_small_one
     let before = env.emu.stats().messages_created;
     let posted = post_entries(store.as_ref(), &r.keys, ch, &entries, budget, 0).await;
     let posted: Vec<_> = posted.into_iter().map(Result::unwrap).collect();
-    assert_eq!(posted[0].head, posted[2].head, "the small entries share a message");
+    assert_eq!(
+        posted[0].head, posted[2].head,
+        "the small entries share a message"
+    );
     assert!(posted[0].pieces.is_empty());
     let pieces = posted[1].pieces.len();
     assert!(pieces >= 2, "{pieces} pieces");
@@ -401,7 +415,10 @@ async fn a_message_of_several_attachments_is_never_posted_twice_and_never_taken_
     for ((name, data), got) in attachments.iter().zip(&first) {
         assert_eq!(&got.filename, name);
         assert_eq!(got.message_id, first[0].message_id);
-        assert_eq!(env.emu.attachment_bytes(got.attachment_id).unwrap(), data.to_vec());
+        assert_eq!(
+            env.emu.attachment_bytes(got.attachment_id).unwrap(),
+            data.to_vec()
+        );
     }
 
     // The same attachments posted again to replace that message: the reply is lost and the
@@ -463,8 +480,13 @@ async fn prune_posts_again_the_entries_sharing_a_message_with_one_it_rewrites() 
     }
     let posted = finish(&s, &r, done).await.unwrap();
     let (mb, mc) = (&posted[0], &posted[1]);
-    assert_eq!(mb.remote_manifest, mc.remote_manifest, "b and c share a message");
-    dstore::commands::delete2::delete(&s, &r, &ma).await.unwrap();
+    assert_eq!(
+        mb.remote_manifest, mc.remote_manifest,
+        "b and c share a message"
+    );
+    dstore::commands::delete2::delete(&s, &r, &ma)
+        .await
+        .unwrap();
     s.catalog.remove_file(&ma.id).unwrap();
 
     let report = prune(
@@ -484,9 +506,17 @@ async fn prune_posts_again_the_entries_sharing_a_message_with_one_it_rewrites() 
     assert_eq!(c_now.entry_version, Some(1), "c posted again, same version");
     assert_ne!(c_now.remote_manifest, mc.remote_manifest);
     let gone = mb.remote_manifest.unwrap().message_id;
-    assert!(env.emu.messages(env.emu.channel_id()).iter().all(|m| m.id != gone));
+    assert!(env
+        .emu
+        .messages(env.emu.channel_id())
+        .iter()
+        .all(|m| m.id != gone));
     let here = c_now.remote_manifest.unwrap().message_id;
-    assert!(env.emu.messages(env.emu.channel_id()).iter().any(|m| m.id == here));
+    assert!(env
+        .emu
+        .messages(env.emu.channel_id())
+        .iter()
+        .any(|m| m.id == here));
 
     let fresh = env.session_with(|c| c.data_dir = env.dir.path().join("new"));
     let (got, skipped) =
@@ -495,6 +525,9 @@ async fn prune_posts_again_the_entries_sharing_a_message_with_one_it_rewrites() 
             .unwrap();
     assert_eq!((got.len(), skipped), (2, 0));
     for (id, data) in [(&mb.id, &b_data), (&mc.id, &c_data)] {
-        assert_eq!(&rebuilt(&env, &r, &fresh.catalog.load_file(id).unwrap()), data);
+        assert_eq!(
+            &rebuilt(&env, &r, &fresh.catalog.load_file(id).unwrap()),
+            data
+        );
     }
 }

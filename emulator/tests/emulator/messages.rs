@@ -97,7 +97,12 @@ async fn ten_attachments_in_one_message_each_on_the_cdn_and_one_nonce_for_them_a
     for (a, (name, data)) in atts.iter().zip(&files) {
         assert_eq!(a["filename"], *name);
         assert_eq!(a["size"], data.len());
-        let got = env.http.get(a["url"].as_str().unwrap()).send().await.unwrap();
+        let got = env
+            .http
+            .get(a["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(got.bytes().await.unwrap().to_vec(), *data);
     }
     let mut ids: Vec<u64> = atts.iter().map(|a| id(&a["id"])).collect();
