@@ -45,7 +45,8 @@ impl Env {
             data_dir: self.data_dir(),
             part_size: PartSize::Fixed(PART),
             concurrency: 4,
-            request_timeout: Duration::from_secs(5),
+            // Generous, so a loaded machine never times a test out; tests of the idle timeout set their own.
+            request_timeout: Duration::from_secs(20),
             retries: 5,
             source: None,
             retry_base: Duration::from_millis(10),

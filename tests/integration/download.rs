@@ -187,9 +187,12 @@ async fn a_download_killed_with_sigkill_resumes_keeping_verified_parts() {
     c.args(["--concurrency", "1", "download", &m.id]).arg(&dir);
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    let base = env.emu.stats().requests;
     let mut child = c.spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while env.emu.faults().pending() == 0 || env.emu.stats().requests < 8 * 2 + 2 {
+    // The child's own requests, not the upload's: eight parts fetched (a message and a CDN
+    // request each) and the ninth CDN request stalled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while env.emu.stats().requests - base < 8 * 2 + 2 {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
