@@ -21,6 +21,8 @@ pub enum FaultRoute {
     BulkDelete,
     GetChannel,
     Cdn,
+    /// `POST /webhooks/{id}/{token}` (the other token routes only match `Any`).
+    ExecuteWebhook,
     Any,
 }
 

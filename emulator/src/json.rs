@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::cdn::Signer;
-use crate::model::{Channel, Guild, StoredMessage};
+use crate::model::{Channel, Guild, StoredMessage, Webhook, WebhookAuthor};
 
 const BOT_NAME: &str = "dstore-emulator";
 
@@ -34,6 +34,46 @@ pub fn other_user(user_id: u64) -> Value {
         "avatar": null,
         "public_flags": 0,
     })
+}
+
+/// A webhook as a message's `author`: the webhook's id and name, flagged as a bot (discord-api.md §1.5).
+pub fn webhook_user(w: &WebhookAuthor) -> Value {
+    json!({
+        "id": w.id.to_string(),
+        "username": w.username,
+        "discriminator": "0000",
+        "global_name": null,
+        "avatar": null,
+        "bot": true,
+        "public_flags": 0,
+        "flags": 0,
+    })
+}
+
+/// An incoming webhook (type 1), made by the bot's application. Its creator (the bot user) is
+/// shown with `show_user` (bot routes); the token routes return no user (discord-api.md §1.4).
+pub fn webhook(w: &Webhook, bot_user_id: u64, show_user: bool, base_url: &str) -> Value {
+    let mut v = json!({
+        "id": w.id.to_string(),
+        "type": 1,
+        "guild_id": w.guild_id.to_string(),
+        "channel_id": w.channel_id.to_string(),
+        "name": w.name,
+        "avatar": null,
+        "token": w.token,
+        // An application's id is its bot user's id for apps made since 2019 or so.
+        "application_id": bot_user_id.to_string(),
+        "url": webhook_url(base_url, w),
+    });
+    if show_user {
+        v["user"] = user(bot_user_id);
+    }
+    v
+}
+
+/// `<base>/api/v10/webhooks/<id>/<token>`.
+pub fn webhook_url(base_url: &str, w: &Webhook) -> String {
+    format!("{base_url}/api/v10/webhooks/{}/{}", w.id, w.token)
 }
 
 /// A guild text channel (type 0).
@@ -98,15 +138,23 @@ pub fn message(m: &StoredMessage, bot_user_id: u64, signer: &Signer) -> Value {
             })
         })
         .collect();
+    let author = match (&m.webhook, m.author_id) {
+        (Some(w), _) => webhook_user(w),
+        (None, Some(id)) => other_user(id),
+        (None, None) => user(bot_user_id),
+    };
     let mut v = json!({
-        "id": m.id.to_string(), "channel_id": m.channel_id.to_string(), "author": m.author_id.map_or_else(|| user(bot_user_id), other_user),
-        "content": m.content, "timestamp": iso8601(m.timestamp_ms), "edited_timestamp": null,
+        "id": m.id.to_string(), "channel_id": m.channel_id.to_string(), "author": author,
+        "content": m.content, "timestamp": iso8601(m.timestamp_ms), "edited_timestamp": m.edited_ms.map(iso8601),
         "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
         "attachments": attachments, "embeds": [], "pinned": false, "type": 0, "flags": 0,
         "components": [],
     });
     if let Some(nonce) = &m.nonce {
         v["nonce"] = nonce.clone();
+    }
+    if let Some(w) = &m.webhook {
+        v["webhook_id"] = json!(w.id.to_string());
     }
     v
 }

@@ -44,6 +44,35 @@ pub struct Channel {
     pub access: Access,
 }
 
+/// An incoming webhook (type 1) of a channel; its token is the credential of the token routes.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Webhook {
+    pub id: u64,
+    pub channel_id: u64,
+    pub guild_id: u64,
+    pub name: String,
+    /// 68 characters of `[A-Za-z0-9_-]` (discord-api.md §4).
+    pub token: String,
+}
+
+impl std::fmt::Debug for Webhook {
+    /// Leaves the token out, as any credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("channel_id", &self.channel_id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The webhook a message was posted through, and the name it was posted under.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebhookAuthor {
+    pub id: u64,
+    pub username: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredAttachment {
     pub id: u64,
@@ -66,6 +95,12 @@ pub struct StoredMessage {
     /// Who posted it: `None` for the bot itself, else another user (`Emulator::post_as`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author_id: Option<u64>,
+    /// Set when a webhook posted it; `author_id` is then the webhook's id too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookAuthor>,
+    /// Unix ms of the last edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ms: Option<u64>,
 }
 
 /// A message as tests see it.
@@ -78,8 +113,10 @@ pub struct MessageInfo {
     /// Unix time in milliseconds.
     pub timestamp: u64,
     pub attachments: Vec<AttachmentInfo>,
-    /// `None` when the bot posted it, else the other user's ID.
+    /// `None` when the bot posted it, else the other user's (or the webhook's) ID.
     pub author_id: Option<u64>,
+    /// The webhook that posted it, if one did.
+    pub webhook_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +151,7 @@ impl From<&StoredMessage> for MessageInfo {
                 })
                 .collect(),
             author_id: m.author_id,
+            webhook_id: m.webhook.as_ref().map(|w| w.id),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Rate-limit buckets per (route kind, channel), the global per-second limit, and their headers.
+//! Rate-limit buckets per (route kind, channel or webhook), the global per-second limits, the
+//! hidden per-channel webhook cap, and their headers.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,6 +23,51 @@ pub enum BucketKind {
     GetGuild,
     CurrentUser,
     RefreshUrls,
+    CreateWebhook,
+    ListWebhooks,
+    /// The token routes, keyed by webhook id.
+    GetWebhook,
+    DeleteWebhook,
+    ExecuteWebhook,
+    GetWebhookMessage,
+    EditWebhookMessage,
+    DeleteWebhookMessage,
+}
+
+impl BucketKind {
+    /// Token routes: limited per webhook and against the webhook global, not the bot's.
+    fn is_webhook_token_route(self) -> bool {
+        matches!(
+            self,
+            BucketKind::GetWebhook
+                | BucketKind::DeleteWebhook
+                | BucketKind::ExecuteWebhook
+                | BucketKind::GetWebhookMessage
+                | BucketKind::EditWebhookMessage
+                | BucketKind::DeleteWebhookMessage
+        )
+    }
+}
+
+/// `X-RateLimit-Scope` of a 429 (discord-api.md §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The route's own bucket.
+    User,
+    /// The global limit.
+    Global,
+    /// A limit shared with others, here the hidden per-channel webhook cap.
+    Shared,
+}
+
+impl Scope {
+    pub fn header(self) -> &'static str {
+        match self {
+            Scope::User => "user",
+            Scope::Global => "global",
+            Scope::Shared => "shared",
+        }
+    }
 }
 
 /// What goes into the `X-RateLimit-*` headers of one response.
@@ -33,11 +79,11 @@ pub struct BucketState {
     pub bucket: String,
 }
 
-/// A refusal: how long to wait and whether the global limit caused it.
+/// A refusal: how long to wait and which limit caused it.
 #[derive(Debug, Clone, Copy)]
 pub struct Limited {
     pub retry_after: f64,
-    pub global: bool,
+    pub scope: Scope,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +108,15 @@ impl Window {
         Ok(())
     }
 
+    /// Like `hit`, but counts nothing.
+    fn room(&mut self, limit: u32, period: Duration, now: Instant) -> Result<(), Duration> {
+        self.roll(period, now);
+        if self.count >= limit {
+            return Err(period.saturating_sub(now.duration_since(self.start)));
+        }
+        Ok(())
+    }
+
     /// Starts a new window once the old one has run out.
     fn roll(&mut self, period: Duration, now: Instant) {
         if now.duration_since(self.start) >= period {
@@ -79,78 +134,191 @@ impl Window {
     }
 }
 
+/// The hidden cap of one channel over its webhooks: a fixed window, and once it is full a block
+/// of `webhook_channel_retry_after` after which a fresh window starts.
+#[derive(Debug, Clone, Copy)]
+struct ChannelCap {
+    window: Window,
+    blocked_until: Option<Instant>,
+}
+
+impl ChannelCap {
+    fn hit(&mut self, limits: &RateLimits, now: Instant) -> Result<(), Duration> {
+        if let Some(until) = self.blocked_until {
+            if now < until {
+                return Err(until - now);
+            }
+            self.blocked_until = None;
+            self.window = Window {
+                start: now,
+                count: 0,
+            };
+        }
+        let (limit, period) = limits.webhook_channel;
+        self.window.hit(limit, period, now).map_err(|_| {
+            self.blocked_until = Some(now + limits.webhook_channel_retry_after);
+            limits.webhook_channel_retry_after
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: Option<RateLimits>,
     buckets: HashMap<(BucketKind, u64), Window>,
     global: Window,
+    /// The per-IP global of requests without a bot token (the webhook token routes).
+    webhook_global: Window,
+    channel_caps: HashMap<u64, ChannelCap>,
 }
 
 impl RateLimiter {
     pub fn new(limits: Option<RateLimits>) -> Self {
-        let now = Instant::now();
+        let fresh = Window {
+            start: Instant::now(),
+            count: 0,
+        };
         RateLimiter {
             limits,
             buckets: HashMap::new(),
-            global: Window {
-                start: now,
-                count: 0,
-            },
+            global: fresh,
+            webhook_global: fresh,
+            channel_caps: HashMap::new(),
         }
+    }
+
+    /// Counts a webhook token route request: the webhook global, then the webhook's bucket, then
+    /// (for an execute, `channel` given) the channel's hidden cap. A refused request uses up
+    /// nothing but its place in the global. The headers describe the webhook's bucket only, even
+    /// on a `shared` refusal: the hidden cap is never announced.
+    pub fn check_webhook(
+        &mut self,
+        kind: BucketKind,
+        webhook_id: u64,
+        channel: Option<u64>,
+    ) -> (BucketState, Option<Limited>) {
+        let Some(limits) = self.limits else {
+            return (unlimited(kind, webhook_id), None);
+        };
+        let (limit, period) = match kind {
+            BucketKind::ExecuteWebhook => limits.webhook_execute,
+            _ => limits.other,
+        };
+        let now = Instant::now();
+        let mut window = self.bucket(kind, webhook_id, now);
+        let refused = |wait: Duration, scope| Limited {
+            retry_after: wait.as_secs_f64(),
+            scope,
+        };
+        let limited = if let Err(wait) =
+            self.webhook_global
+                .hit(limits.webhook_global_per_sec, Duration::from_secs(1), now)
+        {
+            Some(refused(wait, Scope::Global))
+        } else if let Err(wait) = window.room(limit, period, now) {
+            Some(refused(wait, Scope::User))
+        } else if let Some(Err(wait)) = channel.map(|c| {
+            let fresh = ChannelCap {
+                window: Window {
+                    start: now,
+                    count: 0,
+                },
+                blocked_until: None,
+            };
+            self.channel_caps
+                .entry(c)
+                .or_insert(fresh)
+                .hit(&limits, now)
+        }) {
+            Some(refused(wait, Scope::Shared))
+        } else {
+            let _ = window.hit(limit, period, now);
+            None
+        };
+        self.buckets.insert((kind, webhook_id), window);
+        (
+            state(kind, webhook_id, &window, limit, period, now),
+            limited,
+        )
+    }
+
+    fn bucket(&self, kind: BucketKind, major: u64, now: Instant) -> Window {
+        self.buckets.get(&(kind, major)).copied().unwrap_or(Window {
+            start: now,
+            count: 0,
+        })
     }
 
     /// Counts a request against the global limit and its bucket. A refused request uses up nothing.
     pub fn check(&mut self, kind: BucketKind, major: u64) -> (BucketState, Option<Limited>) {
         let Some(limits) = self.limits else {
-            // Unlimited, but the headers stay numerically valid: serenity re-sends on parse errors (§5.2).
-            let state = BucketState {
-                limit: 10_000,
-                remaining: 9_999,
-                reset_after: 1.0,
-                bucket: bucket_hash(kind),
-            };
-            return (state, None);
+            return (unlimited(kind, major), None);
         };
         let (limit, period) = match kind {
             BucketKind::CreateMessage => limits.create_message,
             _ => limits.other,
         };
         let now = Instant::now();
-        let mut window = self.buckets.get(&(kind, major)).copied().unwrap_or(Window {
-            start: now,
-            count: 0,
-        });
+        let mut window = self.bucket(kind, major, now);
         let global = self
             .global
             .hit(limits.global_per_sec, Duration::from_secs(1), now);
         let limited = match global {
             Err(wait) => Some(Limited {
                 retry_after: wait.as_secs_f64(),
-                global: true,
+                scope: Scope::Global,
             }),
             Ok(()) => {
                 let verdict = window.hit(limit, period, now).err();
                 self.buckets.insert((kind, major), window);
                 verdict.map(|wait| Limited {
                     retry_after: wait.as_secs_f64(),
-                    global: false,
+                    scope: Scope::User,
                 })
             }
         };
-        window.roll(period, now);
-        let state = BucketState {
-            limit,
-            remaining: limit.saturating_sub(window.count),
-            reset_after: window.reset_after(period, now),
-            bucket: bucket_hash(kind),
-        };
-        (state, limited)
+        (state(kind, major, &window, limit, period, now), limited)
     }
 }
 
-/// Opaque and stable per route kind; like Discord's, it leaves out the top-level resource.
-pub fn bucket_hash(kind: BucketKind) -> String {
-    hex::encode(&Sha256::digest(format!("{kind:?}").as_bytes())[..16])
+/// The headers of a bucket after a request.
+fn state(
+    kind: BucketKind,
+    major: u64,
+    window: &Window,
+    limit: u32,
+    period: Duration,
+    now: Instant,
+) -> BucketState {
+    let mut window = *window;
+    window.roll(period, now);
+    BucketState {
+        limit,
+        remaining: limit.saturating_sub(window.count),
+        reset_after: window.reset_after(period, now),
+        bucket: bucket_hash(kind, major),
+    }
+}
+
+/// With limits off the headers stay numerically valid: serenity re-sends on parse errors (§5.2).
+fn unlimited(kind: BucketKind, major: u64) -> BucketState {
+    BucketState {
+        limit: 10_000,
+        remaining: 9_999,
+        reset_after: 1.0,
+        bucket: bucket_hash(kind, major),
+    }
+}
+
+/// Opaque and stable per route kind; like Discord's, it leaves out the top-level resource
+/// (`major`), except on webhook token routes, where each webhook gets a bucket of its own.
+pub fn bucket_hash(kind: BucketKind, major: u64) -> String {
+    let key = if kind.is_webhook_token_route() {
+        format!("{kind:?}/{major}")
+    } else {
+        format!("{kind:?}")
+    };
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
 /// Adds `X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/-Bucket` (discord-api.md §3.1).
@@ -173,7 +341,7 @@ pub fn too_many_requests(limited: Limited) -> Response {
     let body = serde_json::json!({
         "message": "You are being rate limited.",
         "retry_after": (limited.retry_after * 1000.0).ceil() / 1000.0,
-        "global": limited.global,
+        "global": limited.scope == Scope::Global,
     });
     let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     let h = resp.headers_mut();
@@ -183,9 +351,9 @@ pub fn too_many_requests(limited: Limited) -> Response {
     );
     h.insert(
         "x-ratelimit-scope",
-        HeaderValue::from_static(if limited.global { "global" } else { "user" }),
+        HeaderValue::from_static(limited.scope.header()),
     );
-    if limited.global {
+    if limited.scope == Scope::Global {
         h.insert("x-ratelimit-global", HeaderValue::from_static("true"));
     }
     resp

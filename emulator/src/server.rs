@@ -1,4 +1,5 @@
-//! The `Emulator` handle: start on 127.0.0.1:0, accept connections, test helpers, shutdown.
+//! The `Emulator` handle: start on 127.0.0.1:0, accept connections (through the link caps),
+//! test helpers, shutdown.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,11 +18,30 @@ use crate::api::{self, Outcome};
 use crate::cdn::Signer;
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
+use crate::link::{self, Pacer};
 use crate::model::{Access, AttachmentInfo, MessageInfo, StoredAttachment, StoredMessage};
 use crate::ratelimit::RateLimiter;
 use crate::shared::Shared;
 use crate::stats::{Counters, Stats};
 use crate::store::Store;
+
+/// A webhook made by `Emulator::create_webhook`. `Debug` leaves out the token and URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookInfo {
+    pub id: u64,
+    /// 68 characters of `[A-Za-z0-9_-]`.
+    pub token: String,
+    /// `<base_url>/api/v10/webhooks/<id>/<token>`: where to execute it.
+    pub url: String,
+}
+
+impl std::fmt::Debug for WebhookInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookInfo")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A running emulator. Dropping it stops the server too; `shutdown` also waits for it.
 #[derive(Debug)]
@@ -49,6 +69,8 @@ impl Emulator {
         };
         let shared = Arc::new(Shared {
             limiter: Mutex::new(RateLimiter::new(config.rate_limits)),
+            link: config.link_bytes_per_sec.map(Pacer::new),
+            connection_totals: Default::default(),
             config,
             store: Mutex::new(store),
             faults: Faults::default(),
@@ -128,6 +150,34 @@ impl Emulator {
             })
         });
         r.expect("writing meta.json");
+    }
+
+    /// A new webhook of `channel_id`, as the bot (with Manage Webhooks) would create it; named
+    /// `hook-N`. Panics if the channel is unknown or already has 15 webhooks (Discord's cap).
+    pub fn create_webhook(&self, channel_id: u64) -> WebhookInfo {
+        let hook = self
+            .shared
+            .with_store(|s| {
+                let name = format!("hook-{}", s.webhooks_of(channel_id).len() + 1);
+                s.add_webhook(channel_id, &name)
+            })
+            .expect("writing meta.json")
+            .unwrap_or_else(|| {
+                panic!("create_webhook: channel {channel_id} is unknown or has 15 webhooks")
+            });
+        WebhookInfo {
+            id: hook.id,
+            url: crate::json::webhook_url(&self.base_url(), &hook),
+            token: hook.token,
+        }
+    }
+
+    /// Deletes a webhook (its messages stay); its routes then answer 404 10015. False if there
+    /// was no such webhook.
+    pub fn delete_webhook(&self, webhook_id: u64) -> bool {
+        self.shared
+            .with_store(|s| s.delete_webhook(webhook_id))
+            .expect("writing meta.json")
     }
 
     pub fn faults(&self) -> &Faults {
@@ -212,6 +262,8 @@ impl Emulator {
                         content_type: "application/octet-stream".into(),
                     }],
                     author_id: Some(user_id),
+                    webhook: None,
+                    edited_ms: None,
                 };
                 let info = MessageInfo::from(&message);
                 s.commit(message.clone(), vec![(message.attachments[0].id, tmp)])?;
@@ -236,7 +288,14 @@ impl Emulator {
     }
 
     pub fn stats(&self) -> Stats {
-        self.shared.stats.snapshot()
+        let mut stats = self.shared.stats.snapshot();
+        stats.link_bytes = self
+            .shared
+            .link
+            .as_ref()
+            .map_or(0, |l| l.totals().snapshot().0);
+        stats.connection_capped_bytes = self.shared.connection_totals.snapshot().0;
+        stats
     }
 
     /// Stops accepting, closes open connections and waits for the server task.
@@ -282,11 +341,16 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let kill = Arc::new(Notify::new());
     let svc_kill = kill.clone();
+    // One set of pacers per connection: its own cap is shared by its requests, one after another.
+    let pacers = shared.connection_pacers();
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (shared, kill) = (shared.clone(), svc_kill.clone());
+        let (shared, kill, pacers) = (shared.clone(), svc_kill.clone(), pacers.clone());
         async move {
-            match api::handle(&shared, req.map(Body::new)).await {
-                Outcome::Reply(resp) => Ok::<_, std::convert::Infallible>(resp),
+            let req = req.map(|b| link::paced(Body::new(b), pacers.clone()));
+            match api::handle(&shared, req).await {
+                Outcome::Reply(resp) => {
+                    Ok::<_, std::convert::Infallible>(resp.map(|b| link::paced(b, pacers)))
+                }
                 Outcome::Drop => {
                     kill.notify_one();
                     std::future::pending().await

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::model::{nonce_key, Channel, Guild, StoredAttachment, StoredMessage};
+use crate::model::{nonce_key, Channel, Guild, StoredAttachment, StoredMessage, Webhook};
 use crate::persist::journal::{Event, Journal};
 use crate::persist::meta::Meta;
 use crate::snowflake::Snowflakes;
@@ -19,6 +19,9 @@ pub enum Page {
     After(u64),
     Around(u64),
 }
+
+/// At most 15 webhooks per channel (discord-api.md §3.2, staff comment in discord/discord-api-docs#5286).
+pub const MAX_WEBHOOKS_PER_CHANNEL: usize = 15;
 
 #[derive(Debug)]
 pub struct Store {
@@ -89,6 +92,21 @@ impl Store {
                     .and_then(|m| m.get_mut(&message_id))
                 {
                     m.timestamp_ms = timestamp_ms;
+                }
+            }
+            Event::Edit {
+                channel_id,
+                message_id,
+                content,
+                edited_ms,
+            } => {
+                if let Some(m) = self
+                    .messages
+                    .get_mut(&channel_id)
+                    .and_then(|m| m.get_mut(&message_id))
+                {
+                    m.content = content;
+                    m.edited_ms = Some(edited_ms);
                 }
             }
         }
@@ -172,6 +190,54 @@ impl Store {
         Ok(id)
     }
 
+    /// A new webhook of `channel_id`, or `None` when the channel is unknown or already holds
+    /// `MAX_WEBHOOKS_PER_CHANNEL`.
+    pub fn add_webhook(&mut self, channel_id: u64, name: &str) -> anyhow::Result<Option<Webhook>> {
+        let Some(guild_id) = self.channel(channel_id).map(|c| c.guild_id) else {
+            return Ok(None);
+        };
+        if self.webhooks_of(channel_id).len() >= MAX_WEBHOOKS_PER_CHANNEL {
+            return Ok(None);
+        }
+        let mut made = None;
+        self.update_meta(|meta, ids| {
+            let hook = Webhook {
+                id: ids.next(),
+                channel_id,
+                guild_id,
+                name: name.to_string(),
+                token: crate::persist::meta::webhook_token(),
+            };
+            meta.webhooks.insert(hook.id, hook.clone());
+            made = Some(hook);
+        })?;
+        Ok(made)
+    }
+
+    /// Removes a webhook (its messages stay); false if there was none.
+    pub fn delete_webhook(&mut self, id: u64) -> anyhow::Result<bool> {
+        if !self.meta.webhooks.contains_key(&id) {
+            return Ok(false);
+        }
+        self.update_meta(|meta, _| {
+            meta.webhooks.remove(&id);
+        })?;
+        Ok(true)
+    }
+
+    pub fn webhook(&self, id: u64) -> Option<&Webhook> {
+        self.meta.webhooks.get(&id)
+    }
+
+    /// A channel's webhooks, oldest first.
+    pub fn webhooks_of(&self, channel_id: u64) -> Vec<&Webhook> {
+        self.meta
+            .webhooks
+            .values()
+            .filter(|w| w.channel_id == channel_id)
+            .collect()
+    }
+
     pub fn channel(&self, id: u64) -> Option<&Channel> {
         self.meta.channels.get(&id)
     }
@@ -242,6 +308,25 @@ impl Store {
             channel_id,
             message_id,
             timestamp_ms,
+        })?;
+        Ok(true)
+    }
+
+    /// Replaces a message's content and marks it edited now; false if it does not exist.
+    pub fn edit(
+        &mut self,
+        channel_id: u64,
+        message_id: u64,
+        content: String,
+    ) -> anyhow::Result<bool> {
+        if self.message(channel_id, message_id).is_none() {
+            return Ok(false);
+        }
+        self.record(Event::Edit {
+            channel_id,
+            message_id,
+            content,
+            edited_ms: crate::snowflake::now_ms(),
         })?;
         Ok(true)
     }

@@ -30,6 +30,16 @@ impl ApiError {
     pub const UNKNOWN_CHANNEL: ApiError = err(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
     pub const UNKNOWN_GUILD: ApiError = err(StatusCode::NOT_FOUND, 10004, "Unknown Guild");
     pub const UNKNOWN_MESSAGE: ApiError = err(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+    pub const UNKNOWN_WEBHOOK: ApiError = err(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
+    /// discord-api.md §4: the code exists; its status (401) is believed, not known.
+    pub const INVALID_WEBHOOK_TOKEN: ApiError =
+        err(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
+    /// 15 per channel (discord-api.md §3.2); code from Discord's JSON error code table.
+    pub const MAX_WEBHOOKS: ApiError = err(
+        StatusCode::BAD_REQUEST,
+        30007,
+        "Maximum number of webhooks reached (15)",
+    );
     pub const MISSING_ACCESS: ApiError = err(StatusCode::FORBIDDEN, 50001, "Missing Access");
     pub const MISSING_PERMISSIONS: ApiError =
         err(StatusCode::FORBIDDEN, 50013, "Missing Permissions");

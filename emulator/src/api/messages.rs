@@ -1,6 +1,7 @@
 //! Message routes: create (with nonce dedupe), get, list, delete and bulk delete (discord-api.md §1, §4).
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
@@ -11,11 +12,12 @@ use super::error::ApiError;
 use super::upload::{self, Limits, TempFile, Upload};
 use super::{channel_guard, Need};
 use crate::json;
-use crate::model::StoredAttachment;
 use crate::model::StoredMessage;
+use crate::model::{Guild, StoredAttachment};
 use crate::query::Query;
 use crate::shared::Shared;
 use crate::snowflake::now_ms;
+use crate::stats::Lane;
 use crate::store::{Page, Store};
 
 /// Content limit in characters (discord-api.md §1.3).
@@ -29,7 +31,7 @@ fn ok_json(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
 
-fn render(shared: &Shared, m: &StoredMessage) -> Response {
+pub(super) fn render(shared: &Shared, m: &StoredMessage) -> Response {
     ok_json(json::message(m, shared.bot_user_id, &shared.signer))
 }
 
@@ -41,11 +43,7 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let guild = channel_guard(shared, channel_id, Need::Send)?;
-    let limits = Limits {
-        per_file: guild.file_limit(),
-        request: shared.config.max_request_bytes,
-        tmp_dir: shared.with_store(|s| s.tmp_dir()),
-    };
+    let limits = upload_limits(shared, &guild);
     let Upload { payload, files } = upload::read(headers, body, &limits).await?;
     let draft = Draft::parse(&payload, &files)?;
     let since = now_ms().saturating_sub(shared.config.nonce_window.as_millis() as u64);
@@ -56,17 +54,31 @@ pub async fn create(
             }
         }
         let message = draft.into_message(s, channel_id, &files);
-        let blobs = message
-            .attachments
-            .iter()
-            .zip(&files)
-            .map(|(a, f)| (a.id, f.path.clone()))
-            .collect();
+        let blobs = blob_moves(&message, &files);
         let resp = render(shared, &message);
         s.commit(message, blobs)?;
-        shared.stats.message_created();
+        shared.stats.message_created(Lane::Bot(channel_id));
         Ok(resp)
     })
+}
+
+/// The limits a create body in a channel of `guild` is read under (Execute Webhook's too).
+pub(super) fn upload_limits(shared: &Shared, guild: &Guild) -> Limits {
+    Limits {
+        per_file: guild.file_limit(),
+        request: shared.config.max_request_bytes,
+        tmp_dir: shared.with_store(|s| s.tmp_dir()),
+    }
+}
+
+/// Which temp file becomes which attachment's blob.
+pub(super) fn blob_moves(message: &StoredMessage, files: &[TempFile]) -> Vec<(u64, PathBuf)> {
+    message
+        .attachments
+        .iter()
+        .zip(files)
+        .map(|(a, f)| (a.id, f.path.clone()))
+        .collect()
 }
 
 fn content_type(f: &TempFile) -> String {
@@ -77,7 +89,7 @@ fn content_type(f: &TempFile) -> String {
 }
 
 /// The parts of a create payload the emulator acts on.
-struct Draft {
+pub(super) struct Draft {
     content: String,
     nonce: Option<Value>,
     enforce_nonce: bool,
@@ -86,7 +98,7 @@ struct Draft {
 }
 
 impl Draft {
-    fn parse(p: &Map<String, Value>, files: &[TempFile]) -> Result<Draft, ApiError> {
+    pub(super) fn parse(p: &Map<String, Value>, files: &[TempFile]) -> Result<Draft, ApiError> {
         let content = p
             .get("content")
             .and_then(Value::as_str)
@@ -128,7 +140,12 @@ impl Draft {
     }
 
     /// Allocates ids (message first, then attachments in part order) and builds the record.
-    fn into_message(self, s: &mut Store, channel_id: u64, files: &[TempFile]) -> StoredMessage {
+    pub(super) fn into_message(
+        self,
+        s: &mut Store,
+        channel_id: u64,
+        files: &[TempFile],
+    ) -> StoredMessage {
         let id = s.next_id();
         let attachments = files
             .iter()
@@ -148,6 +165,8 @@ impl Draft {
             timestamp_ms: now_ms(),
             attachments,
             author_id: None,
+            webhook: None,
+            edited_ms: None,
         }
     }
 

@@ -4,6 +4,7 @@ mod error;
 mod messages;
 mod resources;
 mod upload;
+mod webhooks;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request};
@@ -13,10 +14,13 @@ pub use error::ApiError;
 
 use crate::cdn::{self, CdnRequest, Tamper};
 use crate::faults::{FaultAction, FaultRoute};
+use crate::link;
 use crate::model::{Access, Guild};
 use crate::query::Query;
-use crate::ratelimit::{self, BucketKind, Limited};
+use crate::ratelimit::{self, BucketKind, Limited, Scope};
 use crate::shared::Shared;
+use crate::stats::Lane;
+use webhooks::{HookAction, HookToken};
 
 /// What the connection should do with a request's outcome.
 pub enum Outcome {
@@ -36,6 +40,14 @@ enum Route {
     DeleteMessage(u64, u64),
     BulkDelete(u64),
     RefreshUrls,
+    CreateWebhook(u64),
+    ListWebhooks(u64),
+    /// The token routes `/webhooks/{id}/{token}[/messages/{mid}]`.
+    Webhook {
+        id: u64,
+        token: HookToken,
+        action: HookAction,
+    },
     Cdn {
         channel_id: u64,
         attachment_id: u64,
@@ -78,12 +90,46 @@ fn classify(method: &Method, path: &str) -> Route {
             (id(c).zip(id(m)).map(|(c, m)| Route::GetMessage(c, m)), get)
         }
         ["attachments", "refresh-urls"] => (Some(Route::RefreshUrls), method == Method::POST),
+        ["channels", c, "webhooks"] if method == Method::POST => {
+            (id(c).map(Route::CreateWebhook), true)
+        }
+        ["channels", c, "webhooks"] => (id(c).map(Route::ListWebhooks), get),
+        ["webhooks", w, t, ..] => return classify_webhook(method, id(w), t, &seg[3..]),
         _ => (None, true),
     };
     match (route, allowed) {
         (Some(_), false) => Route::MethodNotAllowed,
         (Some(r), true) => r,
         (None, _) => Route::NotFound,
+    }
+}
+
+/// `/webhooks/{id}/{token}` (GET, DELETE, POST) and `.../messages/{mid}` (GET, PATCH, DELETE).
+fn classify_webhook(method: &Method, id: Option<u64>, token: &str, rest: &[&str]) -> Route {
+    let message = match rest {
+        [] => None,
+        ["messages", m] => match m.parse::<u64>() {
+            Ok(m) => Some(m),
+            Err(_) => return Route::NotFound,
+        },
+        _ => return Route::NotFound,
+    };
+    let Some(id) = id else {
+        return Route::NotFound;
+    };
+    let action = match (method.as_str(), message) {
+        ("GET", None) => HookAction::Get,
+        ("DELETE", None) => HookAction::Delete,
+        ("POST", None) => HookAction::Execute,
+        ("GET", Some(m)) => HookAction::GetMessage(m),
+        ("PATCH", Some(m)) => HookAction::EditMessage(m),
+        ("DELETE", Some(m)) => HookAction::DeleteMessage(m),
+        _ => return Route::MethodNotAllowed,
+    };
+    Route::Webhook {
+        id,
+        token: HookToken(token.to_string()),
+        action,
     }
 }
 
@@ -116,6 +162,13 @@ impl Route {
             Route::BulkDelete(_) => FaultRoute::BulkDelete,
             Route::GetChannel(_) => FaultRoute::GetChannel,
             Route::Cdn { .. } => FaultRoute::Cdn,
+            Route::Webhook {
+                action: HookAction::Execute,
+                ..
+            } => FaultRoute::ExecuteWebhook,
+            Route::Webhook { .. } | Route::CreateWebhook(_) | Route::ListWebhooks(_) => {
+                return None
+            }
             Route::CurrentUser | Route::GetGuild(_) | Route::RefreshUrls => return None,
             Route::MethodNotAllowed | Route::NotFound => return None,
         })
@@ -133,6 +186,9 @@ impl Route {
             Route::DeleteMessage(c, _) => (BucketKind::DeleteMessage, c),
             Route::BulkDelete(c) => (BucketKind::BulkDelete, c),
             Route::RefreshUrls => (BucketKind::RefreshUrls, 0),
+            Route::CreateWebhook(c) => (BucketKind::CreateWebhook, c),
+            Route::ListWebhooks(c) => (BucketKind::ListWebhooks, c),
+            Route::Webhook { id, action, .. } => (action.bucket(), id),
             _ => return None,
         })
     }
@@ -142,16 +198,43 @@ impl Route {
 pub async fn handle(shared: &Shared, req: Request<Body>) -> Outcome {
     shared.stats.request();
     let route = classify(req.method(), req.uri().path());
+    let lane = lane(shared, &route);
     // `Any` faults match every request, routes without a fault kind included.
     let fault = shared
         .faults
         .take(route.fault_route().unwrap_or(FaultRoute::Any));
     let outcome = with_fault(shared, route, fault, req).await;
     match &outcome {
-        Outcome::Reply(resp) => shared.stats.response(resp.status().as_u16()),
+        Outcome::Reply(resp) => {
+            let scope = match resp
+                .headers()
+                .get("x-ratelimit-scope")
+                .map(|v| v.as_bytes())
+            {
+                Some(b"user") => Some(Scope::User),
+                Some(b"global") => Some(Scope::Global),
+                Some(b"shared") => Some(Scope::Shared),
+                _ => None,
+            };
+            shared.stats.response(resp.status().as_u16(), scope, lane)
+        }
         Outcome::Drop => shared.stats.reset(),
     }
     outcome
+}
+
+/// The lane a request counts for in the per-lane stats: a bot create, or a webhook's route.
+fn lane(shared: &Shared, route: &Route) -> Option<Lane> {
+    match *route {
+        Route::CreateMessage(c) => Some(Lane::Bot(c)),
+        Route::Webhook { id, .. } => shared.with_store(|s| {
+            s.webhook(id).map(|w| Lane::Webhook {
+                webhook_id: id,
+                channel_id: w.channel_id,
+            })
+        }),
+        _ => None,
+    }
 }
 
 async fn with_fault(
@@ -166,16 +249,14 @@ async fn with_fault(
             retry_after,
             global,
         }) => {
-            let mut resp = ratelimit::too_many_requests(Limited {
-                retry_after,
-                global,
-            });
-            if let Some((kind, _)) = route.bucket() {
+            let scope = if global { Scope::Global } else { Scope::User };
+            let mut resp = ratelimit::too_many_requests(Limited { retry_after, scope });
+            if let Some((kind, major)) = route.bucket() {
                 let state = ratelimit::BucketState {
                     limit: 5,
                     remaining: 0,
                     reset_after: retry_after,
-                    bucket: ratelimit::bucket_hash(kind),
+                    bucket: ratelimit::bucket_hash(kind, major),
                 };
                 ratelimit::add_headers(resp.headers_mut(), &state);
             }
@@ -191,6 +272,8 @@ async fn with_fault(
         Some(FaultAction::IgnoreRange) => Tamper::IgnoreRange,
         _ => Tamper::None,
     };
+    // A trickle paces each direction on its own, at its rate.
+    let trickle = |b, rate| link::paced(b, vec![link::Pacer::new(rate)]);
     let req = match fault {
         Some(FaultAction::Trickle(rate)) => req.map(|b| trickle(b, rate)),
         _ => req,
@@ -205,31 +288,6 @@ async fn with_fault(
         }
         _ => Outcome::Reply(resp),
     }
-}
-
-/// `body` at `rate` bytes per second, in slices of at most a tenth of a second each.
-fn trickle(body: Body, rate: u64) -> Body {
-    use futures_util::StreamExt;
-    let slice = (rate / 10).max(1) as usize;
-    let slices = body.into_data_stream().flat_map(move |chunk| {
-        let pieces: Vec<Result<bytes::Bytes, axum::Error>> = match chunk {
-            Ok(mut c) => {
-                let mut out = Vec::new();
-                while !c.is_empty() {
-                    out.push(Ok(c.split_to(slice.min(c.len()))));
-                }
-                out
-            }
-            Err(e) => vec![Err(e)],
-        };
-        futures_util::stream::iter(pieces)
-    });
-    let paced = slices.then(move |piece| async move {
-        let len = piece.as_ref().map_or(0, |p| p.len());
-        tokio::time::sleep(std::time::Duration::from_secs_f64(len as f64 / rate as f64)).await;
-        piece
-    });
-    Body::from_stream(paced)
 }
 
 async fn dispatch(shared: &Shared, route: Route, req: Request<Body>, tamper: Tamper) -> Response {
@@ -251,6 +309,10 @@ async fn dispatch(shared: &Shared, route: Route, req: Request<Body>, tamper: Tam
             tamper,
         };
         return cdn::serve(shared, cdn_req, &parts.headers).await;
+    }
+    if let Route::Webhook { id, token, action } = &route {
+        return webhooks::token_route(shared, *id, token, *action, &parts.headers, &query, body)
+            .await;
     }
     if !authorized(shared, &parts.headers) {
         return ApiError::UNAUTHORIZED.into_response();
@@ -295,7 +357,11 @@ async fn run(
         Route::DeleteMessage(c, m) => messages::delete(shared, c, m),
         Route::BulkDelete(c) => messages::bulk_delete(shared, c, body).await,
         Route::RefreshUrls => resources::refresh_urls(shared, body).await,
-        Route::Cdn { .. } | Route::MethodNotAllowed | Route::NotFound => Err(ApiError::NOT_FOUND),
+        Route::CreateWebhook(c) => webhooks::create(shared, c, body).await,
+        Route::ListWebhooks(c) => webhooks::list(shared, c),
+        Route::Cdn { .. } | Route::Webhook { .. } | Route::MethodNotAllowed | Route::NotFound => {
+            Err(ApiError::NOT_FOUND)
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The message journal: one JSON line per created, deleted or re-timed message, replayed on start.
+//! The message journal: one JSON line per created, deleted, edited or re-timed message, replayed on start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -25,6 +25,13 @@ pub enum Event {
         channel_id: u64,
         message_id: u64,
         timestamp_ms: u64,
+    },
+    /// A new content (a webhook message edit), at `edited_ms`.
+    Edit {
+        channel_id: u64,
+        message_id: u64,
+        content: String,
+        edited_ms: u64,
     },
 }
 

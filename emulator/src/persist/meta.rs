@@ -10,7 +10,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Channel, Guild};
+use crate::model::{Channel, Guild, Webhook};
 use crate::snowflake::Snowflakes;
 
 const FILE: &str = "meta.json";
@@ -28,6 +28,9 @@ pub struct Meta {
     pub default_channel: u64,
     pub guilds: BTreeMap<u64, Guild>,
     pub channels: BTreeMap<u64, Channel>,
+    /// Webhooks by id; absent in files written before webhooks existed.
+    #[serde(default)]
+    pub webhooks: BTreeMap<u64, Webhook>,
     /// Highest id handed out when this file was last written; the journal may know higher ones.
     pub last_snowflake: u64,
 }
@@ -78,6 +81,7 @@ impl Meta {
             default_channel: channel.id,
             guilds: BTreeMap::from([(guild.id, guild)]),
             channels: BTreeMap::from([(channel.id, channel)]),
+            webhooks: BTreeMap::new(),
             last_snowflake: ids.last(),
         }
     }
@@ -96,6 +100,15 @@ impl Meta {
         }
         Ok(())
     }
+}
+
+/// A webhook token: 68 characters of the URL-safe alphabet real ones use (discord-api.md §4).
+pub fn webhook_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let mut rng = rand::thread_rng();
+    (0..68)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
 }
 
 /// Shaped like a real bot token (three dot-separated parts of URL-safe characters); random.
