@@ -358,3 +358,51 @@ pub fn too_many_requests(limited: Limited) -> Response {
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> RateLimits {
+        RateLimits {
+            webhook_execute: (2, Duration::from_secs(60)),
+            webhook_channel: (3, Duration::from_secs(60)),
+            webhook_channel_retry_after: Duration::from_millis(150),
+            ..Default::default()
+        }
+    }
+
+    fn execute(l: &mut RateLimiter, hook: u64) -> Option<Scope> {
+        let (_, limited) = l.check_webhook(BucketKind::ExecuteWebhook, hook, Some(1));
+        limited.map(|l| l.scope)
+    }
+
+    #[test]
+    fn channel_cap_blocks_for_its_retry_after_then_opens_a_fresh_window() {
+        let mut l = RateLimiter::new(Some(limits()));
+        assert_eq!(execute(&mut l, 10), None);
+        assert_eq!(execute(&mut l, 20), None);
+        assert_eq!(execute(&mut l, 30), None);
+        // The channel is full; webhook 10 still has room of its own, and keeps it.
+        assert_eq!(execute(&mut l, 10), Some(Scope::Shared));
+        let (state, _) = l.check_webhook(BucketKind::GetWebhookMessage, 10, None);
+        assert_eq!(state.bucket, bucket_hash(BucketKind::GetWebhookMessage, 10));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(execute(&mut l, 10), None);
+        // Its own bucket now runs out first (2 per window).
+        assert_eq!(execute(&mut l, 10), Some(Scope::User));
+    }
+
+    #[test]
+    fn webhook_routes_have_their_own_global_and_leave_the_bots_alone() {
+        let mut l = RateLimiter::new(Some(RateLimits {
+            global_per_sec: 1,
+            webhook_global_per_sec: 1,
+            ..Default::default()
+        }));
+        assert!(l.check_webhook(BucketKind::GetWebhook, 1, None).1.is_none());
+        let refused = l.check_webhook(BucketKind::GetWebhook, 2, None).1;
+        assert_eq!(refused.map(|r| r.scope), Some(Scope::Global));
+        assert!(l.check(BucketKind::CurrentUser, 0).1.is_none());
+    }
+}

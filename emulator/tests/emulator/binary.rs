@@ -15,6 +15,14 @@ async fn binary_prints_its_address_and_serves() {
             "--no-rate-limits",
             "--url-ttl",
             "60",
+            "--link-rate",
+            "100000000",
+            "--connection-rate",
+            "50000000",
+            "--webhook-channel-limit",
+            "30/60",
+            "--shared-retry-after",
+            "45",
         ])
         .stdout(Stdio::piped())
         .spawn()
