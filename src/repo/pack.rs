@@ -216,6 +216,34 @@ impl<'k> PackWriter<'k> {
         Ok(&self.header.entries[self.header.entries.len() - 1])
     }
 
+    /// Whether a blob already sealed (`sealed_len` bytes) fits with its header entry.
+    pub fn would_fit_sealed(&self, sealed_len: usize) -> bool {
+        self.size_with(sealed_len) <= self.limit
+    }
+
+    /// Appends a blob sealed elsewhere ([`Keys::seal_blob`] of `entry`'s ID and flags), setting
+    /// the entry's offset; fails, leaving the pack as it was, when it does not fit.
+    pub fn add_sealed(
+        &mut self,
+        mut entry: PackEntry,
+        blob: &[u8],
+    ) -> Result<&PackEntry, PackError> {
+        if blob.len() != entry.sealed_len as usize || !self.would_fit_sealed(blob.len()) {
+            return Err(PackError::DoesNotFit {
+                plain_len: entry.plain_len as usize,
+                limit: self.limit,
+            });
+        }
+        if self.bytes.capacity() == 0 {
+            // One allocation of the whole pack: no reallocation copies as it fills.
+            self.bytes.reserve_exact(self.limit);
+        }
+        entry.offset = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(blob);
+        self.header.entries.push(entry);
+        Ok(&self.header.entries[self.header.entries.len() - 1])
+    }
+
     /// The pack's bytes and its header.
     pub fn finish(self) -> (Vec<u8>, PackHeader) {
         let mut bytes = self.bytes;

@@ -349,10 +349,90 @@ struct ReadCtx {
     stop: CancellationToken,
 }
 
-/// The reader thread: chunk, hash, deduplicate, compress and seal; `None` when stopped.
+/// A new chunk on its way from the reader to a sealing worker.
+struct Work {
+    id: ChunkId,
+    offset: u64,
+    data: Vec<u8>,
+    /// Bytes of stored chunks the reader went through since the new chunk before this one.
+    skipped: u64,
+}
+
+/// A chunk compressed and sealed, on its way to the packer.
+struct Sealed {
+    /// Its pack entry, but for the offset (the packer sets it).
+    entry: PackEntry,
+    file_offset: u64,
+    blob: Vec<u8>,
+    /// The file bytes it stands for in the progress: its own and the skipped ones before it.
+    covered: u64,
+}
+
+/// Sealing workers: one per core (at most 4), so compression and sealing run beside the
+/// reader's chunking and hashing.
+fn sealers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
+
+/// The upload's threads, for one pass over the file; `None` when stopped:
+///
+/// - the reader (this thread) reads, cuts chunks, hashes the whole file, computes each chunk's
+///   ID and decides, in file order, whether it is new (so a chunk seen twice is sealed once);
+/// - [`sealers`] workers compress and seal the new chunks, which the reader deals out in turn;
+/// - the packer takes them back in the same turn, so in file order, into packs (the same packs
+///   whatever the timing), and hands each finished pack with its ID to the async side.
+///
+/// Each hand-over holds one item, so memory stays a few chunks and packs whatever the file size.
 fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
-    let mut known = std::mem::take(&mut c.known);
+    let known = std::mem::take(&mut c.known);
     let c = c;
+    let n = sealers();
+    std::thread::scope(|s| {
+        let mut to_sealers = Vec::with_capacity(n);
+        let mut from_sealers = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(1);
+            let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Sealed>(1);
+            let keys = &c.keys;
+            workers.push(s.spawn(move || seal_chunks(keys, work_rx, sealed_tx)));
+            to_sealers.push(work_tx);
+            from_sealers.push(sealed_rx);
+        }
+        let packer = s.spawn(|| pack_chunks(&c, from_sealers));
+        let scanned = scan(&c, known, to_sealers);
+        if !matches!(scanned, Ok(Some(_))) {
+            // Stopped or failed: the packer posts nothing more.
+            c.stop.cancel();
+        }
+        let panicked = |what: &str| UploadError::Internal(format!("the upload's {what} failed"));
+        let mut workers_ok = true;
+        for w in workers {
+            workers_ok &= w.join().is_ok();
+        }
+        let packed = packer.join().map_err(|_| panicked("packer"))?;
+        let Some(mut end) = scanned? else {
+            return Ok(None);
+        };
+        let Some(sealed) = packed? else {
+            return Ok(None);
+        };
+        if !workers_ok {
+            return Err(panicked("sealing worker"));
+        }
+        end.stats.new_plain = sealed.new_plain;
+        end.stats.new_sealed = sealed.new_sealed;
+        Ok(Some(end))
+    })
+}
+
+/// The reader: chunk, hash the whole file, compute chunk IDs and deduplicate, in file order;
+/// each new chunk goes to the next sealer in turn.
+fn scan(
+    c: &ReadCtx,
+    mut known: HashSet<ChunkId>,
+    to_sealers: Vec<std::sync::mpsc::SyncSender<Work>>,
+) -> Result<Option<ReadEnd>, UploadError> {
     let file = File::open(&c.path).map_err(|e| UploadError::source(&c.path, e))?;
     let chunks = Chunker::new(
         BufReader::with_capacity(1 << 20, file),
@@ -363,16 +443,104 @@ fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
     let mut sha = crate::hash::Sha256::default();
     let mut ids = Vec::new();
     let mut stats = Stats::default();
+    let mut size = 0u64;
+    let mut skipped = 0u64;
+    let mut turn = 0usize;
+    for chunk in chunks {
+        if c.stop.is_cancelled() {
+            return Ok(None);
+        }
+        let chunk = chunk.map_err(|e| UploadError::source(&c.path, e))?;
+        let len = chunk.data.len() as u64;
+        sha.update(&chunk.data);
+        size += len;
+        let id = c.keys.chunk_id(&chunk.data);
+        ids.push(id);
+        stats.chunks += 1;
+        if !known.insert(id) {
+            stats.deduplicated += 1;
+            skipped += len;
+            continue;
+        }
+        let work = Work {
+            id,
+            offset: chunk.offset,
+            data: chunk.data,
+            skipped: std::mem::take(&mut skipped),
+        };
+        if to_sealers[turn].send(work).is_err() {
+            return Ok(None);
+        }
+        turn = (turn + 1) % to_sealers.len();
+    }
+    Ok(Some(ReadEnd {
+        sha256: sha.finish_hex(),
+        size,
+        ids,
+        stats,
+        tail: skipped,
+    }))
+}
+
+/// A sealing worker: compresses (when that pays) and seals each chunk it is given.
+fn seal_chunks(
+    keys: &Keys,
+    work: std::sync::mpsc::Receiver<Work>,
+    sealed: std::sync::mpsc::SyncSender<Sealed>,
+) {
+    for w in work {
+        let (flags, body) = super::compress::compress(&w.data);
+        let blob = keys.seal_blob(&w.id, flags, &body);
+        drop(body);
+        // A chunk is at most 16 MiB (the chunker's largest maximum); a length that did not
+        // fit would make the packer refuse the blob, never a wrong entry.
+        let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let out = Sealed {
+            entry: PackEntry {
+                id: w.id,
+                offset: 0,
+                sealed_len: len32(blob.len()),
+                plain_len: len32(w.data.len()),
+                flags,
+            },
+            file_offset: w.offset,
+            covered: w.skipped + w.data.len() as u64,
+            blob,
+        };
+        if sealed.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// What the packer sealed.
+struct Packed {
+    new_plain: u64,
+    new_sealed: u64,
+}
+
+/// The packer: takes the sealed chunks back from the sealers in the reader's turn (file order),
+/// fills packs and hands each to the async side; `None` when stopped.
+fn pack_chunks(
+    c: &ReadCtx,
+    from_sealers: Vec<std::sync::mpsc::Receiver<Sealed>>,
+) -> Result<Option<Packed>, UploadError> {
     let mut writer = PackWriter::new(&c.keys, c.pack_size);
     let mut in_pack: Vec<PackChunk> = Vec::new();
     let mut index = c.first;
     let mut covered = 0u64;
-    let mut size = 0u64;
+    let mut packed = Packed {
+        new_plain: 0,
+        new_sealed: 0,
+    };
     let send = |writer: PackWriter<'_>,
                 in_pack: &mut Vec<PackChunk>,
                 index: &mut u64,
                 covered: &mut u64|
      -> bool {
+        if c.stop.is_cancelled() {
+            return false;
+        }
         let (bytes, _header) = writer.finish();
         let job = PackJob {
             index: *index,
@@ -384,47 +552,34 @@ fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
         *index += 1;
         c.tx.blocking_send(job).is_ok()
     };
-    for chunk in chunks {
-        if c.stop.is_cancelled() {
-            return Ok(None);
-        }
-        let chunk = chunk.map_err(|e| UploadError::source(&c.path, e))?;
-        sha.update(&chunk.data);
-        size += chunk.data.len() as u64;
-        covered += chunk.data.len() as u64;
-        let id = c.keys.chunk_id(&chunk.data);
-        ids.push(id);
-        stats.chunks += 1;
-        if !known.insert(id) {
-            stats.deduplicated += 1;
-            continue;
-        }
-        if !writer.would_fit(chunk.data.len()) {
+    let mut turn = 0usize;
+    // Each sealer's queue ends when the reader is done with it; the next turn's end is the end.
+    while let Ok(chunk) = from_sealers[turn].recv() {
+        turn = (turn + 1) % from_sealers.len();
+        if !writer.is_empty() && !writer.would_fit_sealed(chunk.blob.len()) {
             let full = std::mem::replace(&mut writer, PackWriter::new(&c.keys, c.pack_size));
             if !send(full, &mut in_pack, &mut index, &mut covered) {
                 return Ok(None);
             }
         }
         let entry: PackEntry = *writer
-            .add(id, &chunk.data)
+            .add_sealed(chunk.entry, &chunk.blob)
             .map_err(|e| UploadError::Inconsistent(e.to_string()))?;
-        stats.new_plain += u64::from(entry.plain_len);
-        stats.new_sealed += u64::from(entry.sealed_len);
+        covered += chunk.covered;
+        packed.new_plain += u64::from(entry.plain_len);
+        packed.new_sealed += u64::from(entry.sealed_len);
         in_pack.push(PackChunk {
             entry,
-            file_offset: Some(chunk.offset),
+            file_offset: Some(chunk.file_offset),
         });
+    }
+    if c.stop.is_cancelled() {
+        return Ok(None);
     }
     if !writer.is_empty() && !send(writer, &mut in_pack, &mut index, &mut covered) {
         return Ok(None);
     }
-    Ok(Some(ReadEnd {
-        sha256: sha.finish_hex(),
-        size,
-        ids,
-        stats,
-        tail: covered,
-    }))
+    Ok(Some(packed))
 }
 
 /// The nonce of pack `n`'s message: the start of its opaque name (Discord allows 25 characters),

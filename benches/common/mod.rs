@@ -1,0 +1,119 @@
+//! Test data shared by the benchmarks: incompressible bytes and text-like bytes, both
+//! deterministic, so every run measures the same input. Each benchmark uses part of it.
+#![allow(dead_code)]
+
+/// A xorshift64* generator: fast, deterministic, and incompressible to zstd.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut s = self.0;
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        self.0 = s;
+        s.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Fills `buf` with pseudo-random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut words = buf.chunks_exact_mut(8);
+        for w in &mut words {
+            w.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rest = words.into_remainder();
+        let last = self.next_u64().to_le_bytes();
+        rest.copy_from_slice(&last[..rest.len()]);
+    }
+}
+
+/// A generator of text-like bytes: lines of words drawn from a 4096-word vocabulary with a
+/// skewed (Zipf-like) frequency, punctuation, numbers and dates. zstd level 3 keeps about a
+/// third of it, near what it keeps of English prose or logs; nothing repeats at long range, so
+/// the chunker finds no duplicates in it.
+pub struct Text {
+    rng: XorShift,
+    words: Vec<Vec<u8>>,
+    line: u64,
+}
+
+impl Text {
+    pub fn new(seed: u64) -> Self {
+        let mut rng = XorShift::new(seed);
+        const SYLLABLES: [&str; 32] = [
+            "an", "ber", "cal", "den", "er", "fo", "gra", "hin", "is", "jo", "ka", "lor", "men",
+            "nu", "or", "pel", "qua", "ri", "sto", "tur", "un", "ve", "wi", "xen", "ya", "zo",
+            "th", "ing", "ed", "ly", "tion", "st",
+        ];
+        let words = (0..4096)
+            .map(|_| {
+                let n = 1 + (rng.next_u64() % 4) as usize;
+                let mut w = Vec::new();
+                for _ in 0..n {
+                    w.extend_from_slice(SYLLABLES[(rng.next_u64() % 32) as usize].as_bytes());
+                }
+                w
+            })
+            .collect();
+        Text {
+            rng,
+            words,
+            line: 0,
+        }
+    }
+
+    /// Appends lines to `out` until it holds at least `len` bytes.
+    pub fn fill_to(&mut self, out: &mut Vec<u8>, len: usize) {
+        while out.len() < len {
+            self.line += 1;
+            let r = self.rng.next_u64();
+            out.extend_from_slice(
+                format!(
+                    "2024-{:02}-{:02} {:05} ",
+                    1 + r % 12,
+                    1 + (r >> 8) % 28,
+                    self.line % 100_000
+                )
+                .as_bytes(),
+            );
+            let n = 6 + (r >> 16) % 12;
+            for i in 0..n {
+                let a = self.rng.next_u64();
+                // The product of two uniforms skews toward small indices: frequent words.
+                let idx = ((a & 0xFFF) * ((a >> 12) & 0xFFF)) >> 12;
+                let w = &self.words[idx as usize];
+                if i == 0 {
+                    out.push(w[0].to_ascii_uppercase());
+                    out.extend_from_slice(&w[1..]);
+                } else {
+                    out.extend_from_slice(w);
+                }
+                match (a >> 32) % 23 {
+                    0 => out.extend_from_slice(b", "),
+                    1 => out.extend_from_slice(format!(" {} ", (a >> 40) % 10_000).as_bytes()),
+                    _ => out.push(b' '),
+                }
+            }
+            out.extend_from_slice(b".\n");
+        }
+    }
+}
+
+/// `len` pseudo-random bytes.
+pub fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    XorShift::new(seed).fill(&mut v);
+    v
+}
+
+/// `len` text-like bytes.
+pub fn text(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 256);
+    Text::new(seed).fill_to(&mut v, len);
+    v.truncate(len);
+    v
+}
