@@ -10,6 +10,16 @@ use dstore_emulator::{FaultAction, FaultRoute};
 use crate::common::{Env, PART};
 
 pub fn dstore(env: &Env) -> Command {
+    let mut c = dstore_bare(env);
+    // These tests are about the spine (parts, resume, the prompt), in storage format 1;
+    // tests/integration/story2.rs runs the binary in format 2.
+    c.env("DSTORE_FORMAT", "1").args(["--part-size", "64KiB"]);
+    c
+}
+
+/// The binary against the test's emulator, with a private home and the test's data dir, and no
+/// other setting.
+pub fn dstore_bare(env: &Env) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dstore"));
     let home = env.dir.path().join("home");
     c.env_clear()
@@ -20,11 +30,7 @@ pub fn dstore(env: &Env) -> Command {
         .env("DSTORE_TOKEN", env.emu.token())
         .env("DSTORE_CHANNELS", env.emu.channel_id().to_string())
         .env("DSTORE_API_BASE", env.emu.base_url())
-        .env("DSTORE_DATA_DIR", env.data_dir())
-        // These tests are about the spine (parts, resume, the prompt), in storage format 1;
-        // tests/integration/story2.rs runs the binary in format 2.
-        .env("DSTORE_FORMAT", "1")
-        .args(["--part-size", "64KiB"]);
+        .env("DSTORE_DATA_DIR", env.data_dir());
     c
 }
 

@@ -10,7 +10,7 @@ use dstore::repo::repository::Secrets;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{random_bytes, Env};
-use crate::upload2::{repo, session2, text, upload2, CHUNKER};
+use crate::upload2::{put, repo, session2, text, upload2, CHUNKER};
 
 const PASS: &str = "the passphrase of the mixed channel";
 
@@ -23,6 +23,20 @@ fn machine(env: &Env, data: &str, format: StorageFormat) -> Session {
     });
     s.secrets = Secrets::given(&[("DSTORE_PASSPHRASE", PASS)]);
     s
+}
+
+/// `upload <path>` through the command, as the prompt runs it.
+async fn upload_cmd(s: &Session, path: std::path::PathBuf) {
+    s.run(
+        Command::Upload {
+            paths: vec![path],
+            force: false,
+            json: true,
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,33 +85,13 @@ async fn every_size_class_round_trips_through_packs() {
 async fn a_channel_with_both_formats_lists_recovers_and_downloads_both() {
     let env = Env::new().await;
     let old = machine(&env, "m1", StorageFormat::V1);
-    let a = env.dir.path().join("old.bin");
-    std::fs::write(&a, random_bytes(300_000, 1)).unwrap();
-    old.run(
-        Command::Upload {
-            paths: vec![a.clone()],
-            force: false,
-            json: true,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let a = put(&env, "old.bin", random_bytes(300_000, 1));
+    upload_cmd(&old, a.clone()).await;
     // The same machine moves to format 2: a repository, then a new upload.
     let new = machine(&env, "m1", StorageFormat::V2);
     init::init(&new, false).await.unwrap();
-    let b = env.dir.path().join("new.txt");
-    std::fs::write(&b, text(700_000, 2)).unwrap();
-    new.run(
-        Command::Upload {
-            paths: vec![b.clone()],
-            force: false,
-            json: true,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let b = put(&env, "new.txt", text(700_000, 2));
+    upload_cmd(&new, b.clone()).await;
     let files: Vec<_> = new.catalog.all().unwrap().into_iter().flatten().collect();
     let mut formats: Vec<u32> = files.iter().map(|f| f.format).collect();
     formats.sort();
@@ -136,10 +130,8 @@ async fn a_chunk_from_another_repositorys_pack_is_refused() {
     let s = session2(&env);
     let (mine, theirs) = (repo(true), repo(true));
     let data = random_bytes(400_000, 5);
-    let a = env.dir.path().join("a.bin");
-    std::fs::write(&a, &data).unwrap();
-    let b = env.dir.path().join("b.bin");
-    std::fs::write(&b, &data).unwrap();
+    let a = put(&env, "a.bin", &data);
+    let b = put(&env, "b.bin", &data);
     let ma = upload2(&s, &mine, &a).await.unwrap();
     let mb = upload2(&s, &theirs, &b).await.unwrap();
     // Same bytes, other repository: a's first chunk pointed at b's copy of it in b's pack.
@@ -178,16 +170,7 @@ async fn rebuild_index_rewrites_stale_records_and_counts_packs_no_file_uses() {
     for (name, seed) in [("a.bin", 1), ("b.bin", 2)] {
         let p = env.dir.path().join(name);
         std::fs::write(&p, random_bytes(1_200_000, seed)).unwrap();
-        s.run(
-            Command::Upload {
-                paths: vec![p],
-                force: false,
-                json: true,
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        upload_cmd(&s, p).await;
     }
     let files: Vec<_> = s.catalog.all().unwrap().into_iter().flatten().collect();
     let (a, b) = if files[0].name == "a.bin" {
@@ -230,8 +213,7 @@ async fn a_part_size_too_small_for_the_largest_chunk_is_one_sentence() {
         chunker: dstore::repo::chunker::ChunkerParams::default(),
         ..repo(true)
     };
-    let path = env.dir.path().join("x.bin");
-    std::fs::write(&path, random_bytes(100_000, 3)).unwrap();
+    let path = put(&env, "x.bin", random_bytes(100_000, 3));
     let err = format!("{:#}", upload2(&s, &r, &path).await.unwrap_err());
     assert!(
         err.contains("raise `part_size`") && !err.contains("resume"),
@@ -256,8 +238,7 @@ async fn an_entry_too_large_for_one_attachment_is_split_recovered_and_decoded() 
         keys: opened.keys.clone(),
     };
     let data = random_bytes(4_000_000, 17);
-    let path = env.dir.path().join("many.bin");
-    std::fs::write(&path, &data).unwrap();
+    let path = put(&env, "many.bin", &data);
     let m = upload2(&s, &r, &path).await.unwrap();
     assert!(m.chunks.len() > 12_000, "{} chunks", m.chunks.len());
     let pieces = env

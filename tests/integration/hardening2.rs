@@ -11,7 +11,7 @@ use dstore_emulator::{Access, FaultAction, FaultRoute};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{random_bytes, Env};
-use crate::upload2::{rebuilt, repo, upload2, ATTACHMENT};
+use crate::upload2::{put, rebuilt, repo, upload2, ATTACHMENT};
 
 fn entries(env: &Env, r: &dstore::commands::upload2::RepoKeys) -> usize {
     env.emu
@@ -31,8 +31,7 @@ async fn permission_removed_with_packs_in_flight_stops_with_its_sentence_then_re
     });
     let r = repo(true);
     let data = random_bytes(12_000_000, 61);
-    let path = env.dir.path().join("perm.bin");
-    std::fs::write(&path, &data).unwrap();
+    let path = put(&env, "perm.bin", &data);
     // Packs 2 to 4 wait on their way in, so they are in flight when the permission goes.
     env.fault(
         FaultRoute::CreateMessage,
@@ -74,8 +73,7 @@ async fn an_edit_in_place_during_a_format_2_upload_is_never_marked_complete() {
         c.concurrency = 1;
     });
     let r = repo(true);
-    let path = env.dir.path().join("edited.bin");
-    std::fs::write(&path, random_bytes(8_000_000, 62)).unwrap();
+    let path = put(&env, "edited.bin", random_bytes(8_000_000, 62));
     env.fault(
         FaultRoute::CreateMessage,
         1,
@@ -118,8 +116,7 @@ async fn a_format_2_upload_rides_out_a_network_outage() {
     });
     let r = repo(true);
     let data = random_bytes(6_000_000, 63);
-    let path = env.dir.path().join("outage.bin");
-    std::fs::write(&path, &data).unwrap();
+    let path = put(&env, "outage.bin", &data);
     env.fault(
         FaultRoute::Any,
         3,

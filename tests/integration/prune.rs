@@ -10,22 +10,13 @@ use dstore_emulator::{FaultAction, FaultRoute};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{random_bytes, Env};
-use crate::upload2::{rebuilt, repo, upload2, ATTACHMENT};
+use crate::upload2::{kinds, put, rebuilt, repo, upload2, ATTACHMENT};
 
 fn now() -> PruneOpts {
     PruneOpts {
         grace: Duration::ZERO,
         ..PruneOpts::default()
     }
-}
-
-fn pack_count(env: &Env, r: &dstore::commands::upload2::RepoKeys) -> usize {
-    env.emu
-        .messages(env.emu.channel_id())
-        .into_iter()
-        .flat_map(|m| m.attachments)
-        .filter(|a| r.keys.name_kind(&a.filename) == Some(ObjectKind::Pack))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,10 +31,8 @@ async fn prune_repacks_mostly_dead_packs_and_a_killed_prune_loses_nothing() {
     // b shares a's first ~250 KB: a few chunks of a's first pack.
     let mut b_data = a_data[..250_000].to_vec();
     b_data.extend_from_slice(&random_bytes(400_000, 42));
-    let a = env.dir.path().join("a.bin");
-    std::fs::write(&a, &a_data).unwrap();
-    let b = env.dir.path().join("b.bin");
-    std::fs::write(&b, &b_data).unwrap();
+    let a = put(&env, "a.bin", &a_data);
+    let b = put(&env, "b.bin", &b_data);
     let ma = upload2(&s, &r, &a).await.unwrap();
     let mb = upload2(&s, &r, &b).await.unwrap();
     let shared = ma.packs[0].clone();
@@ -96,7 +85,7 @@ async fn prune_repacks_mostly_dead_packs_and_a_killed_prune_loses_nothing() {
     );
     let moved = s.catalog.load_file(&mb.id).unwrap();
     assert_eq!(
-        pack_count(&env, &r),
+        kinds(&env, &r, ObjectKind::Pack),
         moved.packs.len(),
         "only b's packs remain"
     );

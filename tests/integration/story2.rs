@@ -14,17 +14,8 @@ const PASS: &str = "a long passphrase for the story";
 
 /// The binary in format 2 with the passphrase in its environment, on data dir `data`.
 fn dstore2(env: &Env, data: &Path, pass: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dstore"));
-    let home = env.dir.path().join("home");
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("XDG_DATA_HOME", home.join(".local/share"))
-        .env("DSTORE_TOKEN", env.emu.token())
-        .env("DSTORE_CHANNELS", env.emu.channel_id().to_string())
-        .env("DSTORE_API_BASE", env.emu.base_url())
-        .env("DSTORE_DATA_DIR", data)
+    let mut c = crate::cli::dstore_bare(env);
+    c.env("DSTORE_DATA_DIR", data)
         .env("DSTORE_FORMAT", "2")
         .env("DSTORE_PASSPHRASE", pass);
     c
@@ -207,9 +198,17 @@ async fn wait_messages(env: &Env, n: usize) {
     }
 }
 
+/// The only file's ID on `machine`.
+fn only_id(env: &Env, machine: &Path) -> String {
+    env.session_with(|c| c.data_dir = machine.to_path_buf())
+        .catalog
+        .ids()[0]
+        .clone()
+}
+
 fn packs_on_discord(env: &Env, machine: &Path) -> (usize, usize) {
     let s = env.session_with(|c| c.data_dir = machine.to_path_buf());
-    let id = s.catalog.ids()[0].clone();
+    let id = only_id(env, machine);
     let records = s.catalog.load_packs(&id).unwrap().len();
     let names: Vec<String> = env
         .emu
@@ -257,11 +256,7 @@ async fn killed_with_sigkill_between_discords_commit_and_the_record_then_resumed
         "two recorded, one orphan"
     );
 
-    let id = env
-        .session_with(|c| c.data_dir = machine.clone())
-        .catalog
-        .ids()[0]
-        .clone();
+    let id = only_id(&env, &machine);
     let mut c = dstore2(&env, &machine, PASS);
     c.args(["resume", &id]);
     let (out, _) = ok(c).await;
@@ -300,11 +295,7 @@ async fn killed_repeatedly_at_any_instant_a_format_2_upload_still_completes() {
         wait_messages(&env, base + target).await;
         child.kill().unwrap();
         child.wait().unwrap();
-        let id = env
-            .session_with(|c| c.data_dir = machine.clone())
-            .catalog
-            .ids()[0]
-            .clone();
+        let id = only_id(&env, &machine);
         let mut c = dstore2(&env, &machine, PASS);
         c.args(["resume", &id])
             .stdout(std::process::Stdio::null())
@@ -317,11 +308,7 @@ async fn killed_repeatedly_at_any_instant_a_format_2_upload_still_completes() {
     assert!(status.success());
     let (records, on_discord) = packs_on_discord(&env, &machine);
     assert_eq!(on_discord, records + 1, "no pack posted twice");
-    let id = env
-        .session_with(|c| c.data_dir = machine.clone())
-        .catalog
-        .ids()[0]
-        .clone();
+    let id = only_id(&env, &machine);
     let dest = env.dir.path().join("back.bin");
     let mut c = dstore2(&env, &machine, PASS);
     c.arg("download").arg(&id).arg(&dest);

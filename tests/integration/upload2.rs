@@ -38,6 +38,13 @@ pub fn repo(encrypted: bool) -> RepoKeys {
     }
 }
 
+/// Writes `data` to `name` in the test's folder and returns its path.
+pub fn put(env: &Env, name: &str, data: impl AsRef<[u8]>) -> std::path::PathBuf {
+    let path = env.dir.path().join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
 pub fn session2(env: &Env) -> Session {
     env.session_with(|c| c.part_size = PartSize::Fixed(ATTACHMENT))
 }
@@ -111,7 +118,7 @@ fn pack_bytes(env: &Env, r: &RepoKeys) -> u64 {
         .sum()
 }
 
-fn kinds(env: &Env, r: &RepoKeys, kind: ObjectKind) -> usize {
+pub fn kinds(env: &Env, r: &RepoKeys, kind: ObjectKind) -> usize {
     names(env)
         .iter()
         .filter(|n| r.keys.name_kind(n) == Some(kind))
@@ -126,8 +133,7 @@ async fn a_file_is_stored_as_sealed_packs_and_one_entry_with_encryption_on_and_o
         let r = repo(encrypted);
         let mut data = random_bytes(2_500_000, 3);
         data.extend_from_slice(&text(2_000_000, 4));
-        let path = env.dir.path().join("mixed.bin");
-        std::fs::write(&path, &data).unwrap();
+        let path = put(&env, "mixed.bin", &data);
         let m = upload2(&s, &r, &path).await.unwrap();
         assert_eq!((m.format, m.status), (FORMAT_V2, Status::Complete));
         assert_eq!(rebuilt(&env, &r, &m), data, "encrypted: {encrypted}");
@@ -179,14 +185,12 @@ async fn an_identical_file_sends_only_its_entry_and_an_insertion_sends_a_few_chu
     let s = session2(&env);
     let r = repo(true);
     let data = random_bytes(6_000_000, 9);
-    let a = env.dir.path().join("a.bin");
-    std::fs::write(&a, &data).unwrap();
+    let a = put(&env, "a.bin", &data);
     let first = upload2(&s, &r, &a).await.unwrap();
     let packs_before = kinds(&env, &r, ObjectKind::Pack);
     let sent_before = env.emu.stats().messages_created;
 
-    let b = env.dir.path().join("copy.bin");
-    std::fs::write(&b, &data).unwrap();
+    let b = put(&env, "copy.bin", &data);
     let copy = upload2(&s, &r, &b).await.unwrap();
     assert_ne!(copy.id, first.id);
     assert_eq!(
@@ -201,8 +205,7 @@ async fn an_identical_file_sends_only_its_entry_and_an_insertion_sends_a_few_chu
     let mut edited = data[..3_000_000].to_vec();
     edited.extend_from_slice(&random_bytes(100_000, 77));
     edited.extend_from_slice(&data[3_000_000..]);
-    let c = env.dir.path().join("edited.bin");
-    std::fs::write(&c, &edited).unwrap();
+    let c = put(&env, "edited.bin", &edited);
     let sent_before = pack_bytes(&env, &r);
     let m = upload2(&s, &r, &c).await.unwrap();
     let sent = pack_bytes(&env, &r) - sent_before;
@@ -235,8 +238,7 @@ async fn an_unrecorded_pack_is_adopted_on_resume_and_nothing_is_posted_twice() {
         FaultAction::StallAfterCommit(Duration::from_secs(30)),
     );
     let data = random_bytes(5_000_000, 21);
-    let path = env.dir.path().join("a.bin");
-    std::fs::write(&path, &data).unwrap();
+    let path = put(&env, "a.bin", &data);
     let cancel = CancellationToken::new();
     let stopper = cancel.clone();
     let watch = async {
@@ -282,8 +284,7 @@ async fn a_failed_upload_resumes_without_sending_stored_chunks_again() {
     let r = repo(false);
     env.fault(FaultRoute::CreateMessage, 2, 100, FaultAction::Status(500));
     let data = random_bytes(6_000_000, 5);
-    let path = env.dir.path().join("t.bin");
-    std::fs::write(&path, &data).unwrap();
+    let path = put(&env, "t.bin", &data);
     let err = match upload2(&s, &r, &path).await {
         Ok(_) => panic!("the upload should stop at the third pack"),
         Err(e) => e.to_string(),
@@ -319,8 +320,7 @@ async fn a_failed_upload_resumes_without_sending_stored_chunks_again() {
     );
     assert_eq!(rebuilt(&env, &r, &m), data);
     // An empty file: no pack, an entry with no chunks.
-    let empty = env.dir.path().join("empty");
-    std::fs::write(&empty, b"").unwrap();
+    let empty = put(&env, "empty", b"");
     let e = upload2(&s, &r, &empty).await.unwrap();
     assert!(e.chunks.is_empty() && e.packs.is_empty() && e.status == Status::Complete);
 }
@@ -331,10 +331,8 @@ async fn recover_rebuilds_every_file_from_sealed_entries_and_skips_strangers_and
     let env = Env::new().await;
     let s = session2(&env);
     let r = repo(true);
-    let a = env.dir.path().join("a.bin");
-    std::fs::write(&a, random_bytes(1_500_000, 1)).unwrap();
-    let b = env.dir.path().join("notes.txt");
-    std::fs::write(&b, text(900_000, 2)).unwrap();
+    let a = put(&env, "a.bin", random_bytes(1_500_000, 1));
+    let b = put(&env, "notes.txt", text(900_000, 2));
     let ma = upload2(&s, &r, &a).await.unwrap();
     let mb = upload2(&s, &r, &b).await.unwrap();
     // Someone else re-posts a's entry; another repository's entry sits in the channel too.
@@ -352,8 +350,7 @@ async fn recover_rebuilds_every_file_from_sealed_entries_and_skips_strangers_and
         &bytes,
     );
     let other = repo(true);
-    let c = env.dir.path().join("c.bin");
-    std::fs::write(&c, random_bytes(10_000, 3)).unwrap();
+    let c = put(&env, "c.bin", random_bytes(10_000, 3));
     upload2(&s, &other, &c).await.unwrap();
 
     // A new machine: an empty data dir, the same channel.
@@ -401,8 +398,7 @@ async fn a_shared_pack_deleted_elsewhere_is_sent_again_not_trusted() {
     let s = session2(&env);
     let r = repo(true);
     let data = random_bytes(2_500_000, 8);
-    let a = env.dir.path().join("a.bin");
-    std::fs::write(&a, &data).unwrap();
+    let a = put(&env, "a.bin", &data);
     let first = upload2(&s, &r, &a).await.unwrap();
     // Another machine deleted one of the packs; this machine's manifests still name it.
     let gone = &first.packs[1];
@@ -411,8 +407,7 @@ async fn a_shared_pack_deleted_elsewhere_is_sent_again_not_trusted() {
         .delete_message(gone.channel_id, gone.message_id)
         .await
         .unwrap();
-    let b = env.dir.path().join("b.bin");
-    std::fs::write(&b, &data).unwrap();
+    let b = put(&env, "b.bin", &data);
     let copy = upload2(&s, &r, &b).await.unwrap();
     assert!(copy.packs.iter().all(|p| p.pack_id != gone.pack_id));
     assert_eq!(rebuilt(&env, &r, &copy), data);
@@ -431,10 +426,8 @@ async fn delete_removes_the_entry_then_only_packs_no_other_file_uses_and_finishe
     a_data.extend_from_slice(&random_bytes(2_000_000, 32));
     let mut b_data = shared.clone();
     b_data.extend_from_slice(&random_bytes(500_000, 33));
-    let a = env.dir.path().join("a.bin");
-    std::fs::write(&a, &a_data).unwrap();
-    let b = env.dir.path().join("b.bin");
-    std::fs::write(&b, &b_data).unwrap();
+    let a = put(&env, "a.bin", &a_data);
+    let b = put(&env, "b.bin", &b_data);
     let ma = upload2(&s, &r, &a).await.unwrap();
     let mb = upload2(&s, &r, &b).await.unwrap();
     let shared_packs = mb.packs.iter().filter(|p| ma.packs.contains(p)).count();
