@@ -23,6 +23,8 @@ pub enum FaultRoute {
     Cdn,
     /// `POST /webhooks/{id}/{token}` (the other token routes only match `Any`).
     ExecuteWebhook,
+    /// `POST /webhooks/{id}/{token}` of this webhook only.
+    ExecuteWebhookOf(u64),
     Any,
 }
 
@@ -94,9 +96,7 @@ impl Faults {
     /// Consumes one matching request and says which action, if any, applies to it.
     pub(crate) fn take(&self, route: FaultRoute) -> Option<FaultAction> {
         let mut queue = self.lock();
-        let i = queue
-            .iter()
-            .position(|s| s.fault.route == FaultRoute::Any || s.fault.route == route)?;
+        let i = queue.iter().position(|s| fits(s.fault.route, route))?;
         let slot = &mut queue[i];
         slot.seen += 1;
         if slot.seen <= slot.fault.skip {
@@ -120,6 +120,15 @@ impl Faults {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether a fault on `fault` applies to a request on `request`.
+fn fits(fault: FaultRoute, request: FaultRoute) -> bool {
+    match (fault, request) {
+        (FaultRoute::Any, _) => true,
+        (FaultRoute::ExecuteWebhook, FaultRoute::ExecuteWebhookOf(_)) => true,
+        (f, r) => f == r,
     }
 }
 
@@ -153,6 +162,32 @@ mod tests {
         );
         assert_eq!(f.take(FaultRoute::CreateMessage), None);
         assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn a_webhook_fault_applies_to_that_webhook_and_a_general_one_to_all() {
+        let f = Faults::default();
+        f.push(Fault {
+            route: FaultRoute::ExecuteWebhookOf(7),
+            skip: 0,
+            times: 1,
+            action: FaultAction::Status(500),
+        });
+        assert_eq!(f.take(FaultRoute::ExecuteWebhookOf(8)), None);
+        assert_eq!(
+            f.take(FaultRoute::ExecuteWebhookOf(7)),
+            Some(FaultAction::Status(500))
+        );
+        f.push(Fault {
+            route: FaultRoute::ExecuteWebhook,
+            skip: 0,
+            times: 1,
+            action: FaultAction::Reset,
+        });
+        assert_eq!(
+            f.take(FaultRoute::ExecuteWebhookOf(8)),
+            Some(FaultAction::Reset)
+        );
     }
 
     #[test]

@@ -164,8 +164,9 @@ impl Route {
             Route::Cdn { .. } => FaultRoute::Cdn,
             Route::Webhook {
                 action: HookAction::Execute,
+                id,
                 ..
-            } => FaultRoute::ExecuteWebhook,
+            } => FaultRoute::ExecuteWebhookOf(*id),
             Route::Webhook { .. } | Route::CreateWebhook(_) | Route::ListWebhooks(_) => {
                 return None
             }
