@@ -423,9 +423,10 @@ impl Config {
                     .unwrap_or_else(|| "--config PATH".into())
             ),
         };
-        if self.token.is_empty() {
+        // Webhooks alone can upload, download, verify and delete (docs/lanes.md 5).
+        if self.token.is_empty() && self.webhooks.is_empty() {
             bail!(
-                "no bot token: set `token` {whereto} or DSTORE_TOKEN; \
+                "no bot token: set `token` {whereto} or DSTORE_TOKEN (or `webhooks`); \
                  or run `dstore --emulator` to try dstore without Discord"
             );
         }

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use super::error::classify;
 use super::ratelimit::RouteKey;
 use super::transport::{Reply, Sent, Transport};
+use super::webhook::{Hooks, Lane};
 use super::{
     NameFilter, PartStore, PartStream, PutMessage, PutPart, Reload, RemotePart, StoreError,
     MAX_ATTACHMENTS,
@@ -35,13 +36,18 @@ const PAGE: u8 = 100;
 const NONCE_TRUST: Duration = Duration::from_secs(60);
 
 /// How far Discord's clock may be ahead of ours when looking for a part posted by a try.
-const CLOCK_SKEW: time::Duration = time::Duration::seconds(10);
+pub(super) const CLOCK_SKEW: time::Duration = time::Duration::seconds(10);
 
 pub struct BotStore {
-    t: Transport,
+    pub(super) t: Transport,
     nonce_trust: Duration,
     /// The bot's own user ID, asked once (`GET /users/@me`).
     me: tokio::sync::OnceCell<u64>,
+    /// A bot token is configured: without one only webhook routes are used.
+    pub(super) bot: bool,
+    /// The configured channels.
+    pub(super) channels: Vec<u64>,
+    pub(super) hooks: Hooks,
 }
 
 /// A part a late retry looks for: same channel, name and bytes.
@@ -70,6 +76,9 @@ impl BotStore {
             t: Transport::new(config)?,
             nonce_trust: NONCE_TRUST,
             me: tokio::sync::OnceCell::new(),
+            bot: !config.token.is_empty(),
+            channels: config.channels.clone(),
+            hooks: Hooks::new(config.webhooks.clone()),
         })
     }
 
@@ -118,25 +127,41 @@ impl BotStore {
         message: &PutMessage,
         since: OffsetDateTime,
     ) -> Result<Option<Vec<RemotePart>>, StoreError> {
-        let names: std::collections::HashSet<&str> = message
-            .attachments
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect();
-        let named = |name: &str| names.contains(name);
-        let found = self
-            .find_parts(message.channel_id, &named, since - CLOCK_SKEW)
-            .await?;
         let me = self.own_user_id().await?;
+        self.find_posted_in(
+            message.channel_id,
+            &message.attachments,
+            message.newer_than,
+            me,
+            since,
+        )
+        .await
+    }
+
+    /// A message of `channel` by `author`, newer than `newer_than` and posted at or after
+    /// `since`, holding every attachment of `attachments` with its name and bytes; its
+    /// attachments in the order given.
+    pub(super) async fn find_posted_in(
+        &self,
+        channel: u64,
+        attachments: &[(String, Bytes)],
+        newer_than: u64,
+        author: u64,
+        since: OffsetDateTime,
+    ) -> Result<Option<Vec<RemotePart>>, StoreError> {
+        let names: std::collections::HashSet<&str> =
+            attachments.iter().map(|(n, _)| n.as_str()).collect();
+        let named = |name: &str| names.contains(name);
+        let found = self.find_parts(channel, &named, since - CLOCK_SKEW).await?;
         let mut by_message: std::collections::BTreeMap<u64, Vec<RemotePart>> = Default::default();
         for p in found {
-            if p.author_id == me && p.message_id > message.newer_than {
+            if p.author_id == author && p.message_id > newer_than {
                 by_message.entry(p.message_id).or_default().push(p);
             }
         }
         'messages: for (id, parts) in by_message {
-            let mut placed = Vec::with_capacity(message.attachments.len());
-            for (name, data) in &message.attachments {
+            let mut placed = Vec::with_capacity(attachments.len());
+            for (name, data) in attachments {
                 match parts
                     .iter()
                     .find(|p| &p.filename == name && p.size == data.len() as u64)
@@ -145,7 +170,7 @@ impl BotStore {
                     None => continue 'messages,
                 }
             }
-            for (p, (_, data)) in placed.iter().zip(&message.attachments) {
+            for (p, (_, data)) in placed.iter().zip(attachments) {
                 let bytes = self.read_part(p).await?;
                 if crate::hash::sha256_hex(&bytes) != crate::hash::sha256_hex(data) {
                     continue 'messages;
@@ -163,6 +188,9 @@ impl BotStore {
 
     /// The bot's own user ID: the author of every message it posts.
     pub async fn own_user_id(&self) -> Result<u64, StoreError> {
+        if !self.bot {
+            return Err(StoreError::NeedsBot("asking Discord who the bot is"));
+        }
         self.me
             .get_or_try_init(|| async {
                 let key = RouteKey {
@@ -180,6 +208,9 @@ impl BotStore {
     }
 
     pub async fn get_message(&self, channel: u64, message: u64) -> Result<Message, StoreError> {
+        if !self.bot {
+            return self.message_via_webhooks(channel, message).await;
+        }
         let key = RouteKey {
             kind: "get-message",
             major: channel,
@@ -199,6 +230,9 @@ impl BotStore {
         channel: u64,
         before: Option<u64>,
     ) -> Result<Vec<Message>, StoreError> {
+        if !self.bot {
+            return Err(StoreError::NeedsBot("reading a channel's history"));
+        }
         let key = RouteKey {
             kind: "list-messages",
             major: channel,
@@ -304,6 +338,9 @@ impl BotStore {
 
     /// Deletes one message; one already gone counts as deleted.
     pub async fn delete_message(&self, channel: u64, message: u64) -> Result<(), StoreError> {
+        if !self.bot {
+            return self.delete_via_webhooks(channel, message).await;
+        }
         let key = RouteKey {
             kind: "delete-message",
             major: channel,
@@ -322,6 +359,13 @@ impl BotStore {
 
     /// Deletes 2 to 100 messages younger than 14 days in one request (discord-api.md §4).
     pub async fn bulk_delete(&self, channel: u64, messages: &[u64]) -> Result<(), StoreError> {
+        if !self.bot {
+            // Webhooks delete one message at a time.
+            for &m in messages {
+                self.delete_via_webhooks(channel, m).await?;
+            }
+            return Ok(());
+        }
         let key = RouteKey {
             kind: "bulk-delete",
             major: channel,
@@ -346,8 +390,9 @@ impl BotStore {
     }
 }
 
-impl PartStore for BotStore {
-    async fn put_part(&self, part: PutPart) -> Result<RemotePart, StoreError> {
+impl BotStore {
+    /// [`PartStore::put_part`] through the bot: a create with a nonce.
+    async fn put_part_bot(&self, part: PutPart) -> Result<RemotePart, StoreError> {
         let key = RouteKey {
             kind: "create-message",
             major: part.channel_id,
@@ -411,6 +456,45 @@ impl PartStore for BotStore {
         }
         Ok(remote(&msg, stored))
     }
+}
+
+impl PartStore for BotStore {
+    async fn put_part(&self, part: PutPart) -> Result<RemotePart, StoreError> {
+        if !self.bot {
+            let mut parts = self
+                .execute_in(part.channel_id, &[(part.filename, part.data)])
+                .await?;
+            return parts
+                .pop()
+                .ok_or_else(|| StoreError::Protocol("the message came back empty".into()));
+        }
+        self.put_part_bot(part).await
+    }
+
+    async fn put_part_on(&self, lane: Lane, part: PutPart) -> Result<RemotePart, StoreError> {
+        match lane {
+            Lane::Channel(_) if !self.bot => Err(StoreError::NeedsBot("posting as the bot")),
+            Lane::Channel(channel_id) => self.put_part_bot(PutPart { channel_id, ..part }).await,
+            Lane::Webhook(id) => {
+                let mut parts = self.execute(id, &[(part.filename, part.data)]).await?;
+                parts
+                    .pop()
+                    .ok_or_else(|| StoreError::Protocol("the message came back empty".into()))
+            }
+        }
+    }
+
+    async fn upload_lanes(&self) -> Result<Vec<Lane>, StoreError> {
+        BotStore::upload_lanes(self).await
+    }
+
+    fn lane_ready(&self, lane: Lane) -> tokio::time::Instant {
+        BotStore::lane_ready(self, lane)
+    }
+
+    fn reads_history(&self) -> bool {
+        self.bot
+    }
 
     async fn put_parts(&self, message: PutMessage) -> Result<Vec<RemotePart>, StoreError> {
         let count = message.attachments.len();
@@ -431,6 +515,9 @@ impl PartStore for BotStore {
             ));
         }
         let channel = message.channel_id;
+        if !self.bot {
+            return self.execute_in(channel, &message.attachments).await;
+        }
         let key = RouteKey {
             kind: "create-message",
             major: channel,
@@ -621,10 +708,19 @@ impl PartStore for BotStore {
     }
 
     async fn trusted_authors(&self) -> Result<Vec<u64>, StoreError> {
-        Ok(vec![self.own_user_id().await?])
+        // A webhook's message has the webhook's ID as its author.
+        let mut ids = self.hooks.ids();
+        if self.bot {
+            ids.insert(0, self.own_user_id().await?);
+        }
+        Ok(ids)
     }
 
     async fn part_size_limit(&self, channel_id: u64) -> Result<u64, StoreError> {
+        if !self.bot {
+            // A server's boost tier is read with the bot's token only: the smallest limit is safe.
+            return Ok(DEFAULT_LIMIT);
+        }
         let key = RouteKey {
             kind: "get-channel",
             major: channel_id,
@@ -733,7 +829,7 @@ fn timestamp(msg: &Message) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn remote(msg: &Message, a: &Attachment) -> RemotePart {
+pub(super) fn remote(msg: &Message, a: &Attachment) -> RemotePart {
     RemotePart {
         channel_id: msg.channel_id.get(),
         message_id: msg.id.get(),

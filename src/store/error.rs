@@ -52,6 +52,31 @@ pub enum StoreError {
     /// Bytes asked of an attachment that ends before them (416, or a reply of other bytes).
     #[error("bytes {start}..{end} lie outside the {size}-byte attachment")]
     RangeOutside { start: u64, end: u64, size: u64 },
+    /// A webhook answered 404 Unknown Webhook or 401 Invalid Webhook Token: it is left out for
+    /// the rest of the run. `reason` names which; never the token.
+    #[error("webhook {webhook} {reason}; it is left out for the rest of this run (remove it from `webhooks` or copy its URL again)")]
+    DeadWebhook { webhook: u64, reason: &'static str },
+    /// With a bot, a webhook must post in a configured channel (so `recover` finds its messages).
+    #[error("webhook {webhook} posts in channel {channel}, which is not in `channels`; add the channel to `channels` or remove the webhook")]
+    WebhookElsewhere { webhook: u64, channel: u64 },
+    /// Every lane is gone: no bot token, and no configured webhook answers.
+    #[error("no lane left to post through: there is no bot token and no configured webhook can be used; set `token`, or check `webhooks`")]
+    NoLane,
+    /// Without a bot, a post to a channel needs a webhook of that channel.
+    #[error("without a bot token dstore posts to channel {channel} through its webhooks, and no configured webhook that works posts there; add one to `webhooks` or set `token`")]
+    NoWebhookIn { channel: u64 },
+    /// What only a bot can do: webhooks have no route for it.
+    #[error("{0} needs a bot token (no webhook route can do it); set `token` in the config file or DSTORE_TOKEN")]
+    NeedsBot(&'static str),
+    /// Without a bot, a message is reached only through a webhook that posted it.
+    #[error("message {message} in channel {channel} was not posted by any configured webhook of that channel, and without a bot token dstore can read only its webhooks' messages; set `token` to read it")]
+    NotByWebhooks { channel: u64, message: u64 },
+    /// A webhook's reply was lost after its body was sent, and no bot can look for the message.
+    #[error("the reply of webhook {webhook} was lost after the pack was sent, and without a bot token dstore cannot look whether Discord kept it; it is sent again (a copy may stay until `prune` runs with a bot token)")]
+    Ambiguous { webhook: u64 },
+    /// Too many 401/403/429 answers: Discord bans an IP that sends 10,000 in 10 minutes.
+    #[error("dstore stopped sending: {count} invalid requests in 10 minutes (401/403/429); Discord bans an IP at 10,000 — check the token, webhooks and permissions")]
+    TooManyInvalid { count: usize },
     /// A retry found the source's bytes changed (see [`SourceChanged`]).
     #[error(transparent)]
     Source(#[from] SourceChanged),
@@ -85,6 +110,9 @@ impl StoreError {
                 | StoreError::MissingAccess { .. }
                 | StoreError::MissingPermissions { .. }
                 | StoreError::UnknownChannel { .. }
+                | StoreError::TooManyInvalid { .. }
+                | StoreError::WebhookElsewhere { .. }
+                | StoreError::NoLane
                 | StoreError::Source(_)
         )
     }

@@ -5,10 +5,12 @@ mod backoff;
 mod bot;
 mod error;
 mod idle;
+pub mod lanes;
 mod ratelimit;
 mod retry;
 mod transport;
 mod wait;
+mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use time::OffsetDateTime;
 pub use bot::BotStore;
 pub use error::{SourceChanged, StoreError, PERMISSIONS};
 pub use wait::rate_limit_wait;
+pub use webhook::Lane;
 
 /// Which attachment names a search keeps.
 pub type NameFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
@@ -111,6 +114,37 @@ pub trait PartStore: Send + Sync + 'static {
         &self,
         part: PutPart,
     ) -> impl Future<Output = Result<RemotePart, StoreError>> + Send;
+
+    /// Posts a part on `lane` (a channel through the bot, or a webhook); `part.channel_id` is
+    /// ignored. The default knows channels only.
+    fn put_part_on(
+        &self,
+        lane: Lane,
+        part: PutPart,
+    ) -> impl Future<Output = Result<RemotePart, StoreError>> + Send {
+        async move {
+            match lane {
+                Lane::Channel(channel_id) => self.put_part(PutPart { channel_id, ..part }).await,
+                Lane::Webhook(_) => Err(StoreError::NoLane),
+            }
+        }
+    }
+
+    /// The lanes an upload spreads its packs over; empty when packs go to the file's channels
+    /// in turn (no webhook configured).
+    fn upload_lanes(&self) -> impl Future<Output = Result<Vec<Lane>, StoreError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// When `lane` could post without a rate-limit wait.
+    fn lane_ready(&self, _lane: Lane) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+    }
+
+    /// Whether channel history can be read (it needs a bot token).
+    fn reads_history(&self) -> bool {
+        true
+    }
 
     /// Posts one message holding every attachment of `message` (1 to [`MAX_ATTACHMENTS`]);
     /// succeeds only when Discord returned the message with each attachment of exactly the

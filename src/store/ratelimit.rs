@@ -87,7 +87,8 @@ impl State {
         {
             self.recent.pop_front();
         }
-        if self.recent.len() >= GLOBAL_PER_SEC {
+        let bot = !key.is_webhook();
+        if bot && self.recent.len() >= GLOBAL_PER_SEC {
             return Err(Duration::from_secs(1) - now.duration_since(self.recent[0]));
         }
         let name = self.bucket_name(key);
@@ -112,13 +113,50 @@ impl State {
             }
             b.remaining -= 1;
         }
-        self.recent.push_back(now);
+        if bot {
+            self.recent.push_back(now);
+        }
         let sent = self.sent.entry(*key).or_default();
         *sent += 1;
         Ok(Ticket {
             seq: *sent,
             sent_at: now,
         })
+    }
+}
+
+impl RouteKey {
+    /// Webhook routes carry no bot token, so the bot's global limit does not pace them.
+    pub fn is_webhook(&self) -> bool {
+        self.kind.starts_with("webhook")
+    }
+}
+
+impl State {
+    /// When a request on `key` could be sent without waiting, as [`State::try_take`] would
+    /// find it; takes nothing.
+    fn ready_at(&self, key: &RouteKey, now: Instant) -> Instant {
+        let mut at = now;
+        if let Some(until) = self.global_until {
+            at = at.max(until);
+        }
+        if !key.is_webhook() {
+            let live: Vec<&Instant> = self
+                .recent
+                .iter()
+                .filter(|t| now.duration_since(**t) < Duration::from_secs(1))
+                .collect();
+            if live.len() >= GLOBAL_PER_SEC {
+                at = at.max(*live[live.len() - GLOBAL_PER_SEC] + Duration::from_secs(1));
+            }
+        }
+        if let Some(b) = self.buckets.get(&self.bucket_name(key)) {
+            // A window that ended opens a fresh one at once; one still running waits when empty.
+            if b.reset_at > now && b.remaining == 0 {
+                at = at.max(b.reset_at);
+            }
+        }
+        at
     }
 }
 
@@ -146,6 +184,12 @@ impl RateLimiter {
                 }
             }
         }
+    }
+
+    /// When a request on `key` could leave without waiting for a rate limit (now, if it can
+    /// now). Never waits and takes no slot: the scheduler asks it of every lane.
+    pub fn ready_at(&self, key: &RouteKey) -> Instant {
+        self.state().ready_at(key, Instant::now())
     }
 
     /// Learns the bucket state from the headers of the reply to request `ticket`.
@@ -347,6 +391,55 @@ mod tests {
             .unwrap()
             .try_take(&other, Instant::now())
             .is_err());
+    }
+
+    #[test]
+    fn ready_at_says_when_an_empty_bucket_refills_and_takes_nothing() {
+        let rl = RateLimiter::default();
+        let now = Instant::now();
+        assert!(rl.ready_at(&KEY) <= Instant::now());
+        let t = Ticket {
+            seq: 0,
+            sent_at: now,
+        };
+        rl.observe(&KEY, t, &headers("1", "4"));
+        // One left: ready now, and asking twice takes nothing.
+        assert!(rl.ready_at(&KEY) <= Instant::now());
+        assert!(rl.ready_at(&KEY) <= Instant::now());
+        rl.state().try_take(&KEY, Instant::now()).unwrap();
+        let at = rl.ready_at(&KEY);
+        assert!(at >= now + Duration::from_millis(3900), "{:?}", at - now);
+        // Another route is not held up.
+        let other = RouteKey {
+            kind: "create",
+            major: 8,
+        };
+        assert!(rl.ready_at(&other) <= Instant::now());
+    }
+
+    #[test]
+    fn webhook_routes_are_not_paced_by_the_bots_global_limit() {
+        let st = &mut State::default();
+        let now = Instant::now();
+        for i in 0..50 {
+            let k = RouteKey {
+                kind: "get",
+                major: i,
+            };
+            st.try_take(&k, now).unwrap();
+        }
+        let bot = RouteKey {
+            kind: "get",
+            major: 99,
+        };
+        let hook = RouteKey {
+            kind: "webhook-execute",
+            major: 99,
+        };
+        assert!(st.try_take(&bot, now).is_err());
+        assert!(st.ready_at(&bot, now) > now);
+        assert_eq!(st.ready_at(&hook, now), now);
+        assert!(st.try_take(&hook, now).is_ok());
     }
 
     #[test]

@@ -44,8 +44,75 @@ pub struct Opened {
     pub stream: PartStream,
 }
 
+/// Invalid requests (401, 403, 429 but those of scope `shared`) over a sliding window; at the
+/// threshold every further request fails at once (docs/lanes.md 3, discord-api.md §3.1).
+#[derive(Debug)]
+pub struct InvalidGuard {
+    threshold: usize,
+    window: Duration,
+    seen: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+}
+
+/// A tenth of the 10,000 invalid requests in 10 minutes that get an IP banned for an hour.
+const INVALID_THRESHOLD: usize = 1_000;
+const INVALID_WINDOW: Duration = Duration::from_secs(600);
+
+impl InvalidGuard {
+    pub fn new(threshold: usize, window: Duration) -> Self {
+        Self {
+            threshold,
+            window,
+            seen: Default::default(),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<tokio::time::Instant>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The invalid answers within the window, forgetting older ones.
+    fn count(&self) -> usize {
+        let now = tokio::time::Instant::now();
+        let mut seen = self.seen();
+        while seen
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            seen.pop_front();
+        }
+        seen.len()
+    }
+
+    /// Refuses to send once the threshold is reached.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let count = self.count();
+        if count >= self.threshold {
+            return Err(StoreError::TooManyInvalid { count });
+        }
+        Ok(())
+    }
+
+    /// Counts the reply if Discord counts it as invalid.
+    pub fn note(&self, status: u16, headers: &HeaderMap) {
+        let shared = headers
+            .get("x-ratelimit-scope")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"shared"));
+        if status == 401 || status == 403 || (status == 429 && !shared) {
+            let count = self.count();
+            self.seen().push_back(tokio::time::Instant::now());
+            if count + 1 == self.threshold {
+                tracing::error!(
+                    "{} invalid requests in 10 minutes; dstore stops sending",
+                    count + 1
+                );
+            }
+        }
+    }
+}
+
 pub struct Transport {
     client: reqwest::Client,
+    invalid: InvalidGuard,
     auth: Secret,
     proxy: Option<String>,
     limiter: RateLimiter,
@@ -70,6 +137,7 @@ impl Transport {
         let proxy = (config.api_base != DISCORD_API_BASE).then(|| config.api_base.clone());
         Ok(Self {
             client,
+            invalid: InvalidGuard::new(INVALID_THRESHOLD, INVALID_WINDOW),
             auth: Secret::new(auth),
             proxy,
             limiter: RateLimiter::default(),
@@ -162,6 +230,49 @@ impl Transport {
         .await
     }
 
+    /// The API URL of `path` (`/webhooks/...`): on the configured origin, as serenity's are.
+    pub fn api_url(&self, path: &str) -> String {
+        let origin = self.proxy.as_deref().unwrap_or(DISCORD_API_BASE);
+        format!("{}/api/v10{path}", origin.trim_end_matches('/'))
+    }
+
+    /// When a request on `key` could leave without a rate-limit wait.
+    pub fn ready_at(&self, key: &RouteKey) -> tokio::time::Instant {
+        self.limiter.ready_at(key)
+    }
+
+    /// [`Transport::send_until`] for a request without the bot's `Authorization` (a webhook's
+    /// token routes), built afresh for each attempt on the shared client.
+    pub async fn send_plain_until(
+        &self,
+        key: RouteKey,
+        attempts: &mut Attempts,
+        trust: Option<Duration>,
+        mut build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, StoreError>,
+    ) -> Result<Sent, StoreError> {
+        self.send_built_until(key, attempts, trust, || {
+            Ok(build(&self.client)?
+                .header(reqwest::header::USER_AGENT, serenity::constants::USER_AGENT))
+        })
+        .await
+    }
+
+    /// [`Transport::send_plain_until`] on a fresh budget, never late.
+    pub async fn send_plain(
+        &self,
+        key: RouteKey,
+        build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, StoreError>,
+    ) -> Result<Reply, StoreError> {
+        let mut attempts = self.attempts(key.kind);
+        match self
+            .send_plain_until(key, &mut attempts, None, build)
+            .await?
+        {
+            Sent::Reply(reply) => Ok(reply),
+            Sent::Late(_) => Err(StoreError::Protocol("a request stopped early".into())),
+        }
+    }
+
     async fn send_built_until(
         &self,
         key: RouteKey,
@@ -170,6 +281,7 @@ impl Transport {
         mut build: impl FnMut() -> Result<reqwest::RequestBuilder, StoreError>,
     ) -> Result<Sent, StoreError> {
         loop {
+            self.invalid.check()?;
             let ticket = self.limiter.acquire(&key).await?;
             // Checked after any rate-limit wait: that wait is what can make a retry late.
             if let Some(since) = trust.and_then(|t| attempts.late(t)) {
@@ -184,6 +296,7 @@ impl Transport {
                     continue;
                 }
             };
+            self.invalid.note(reply.status.as_u16(), &reply.headers);
             if reply.status == StatusCode::TOO_MANY_REQUESTS {
                 self.limiter.observe_limited(&key, ticket, &reply.headers);
             } else {
@@ -414,4 +527,37 @@ fn retry_after(reply: &Reply) -> (Duration, bool) {
         .or_else(|| header("retry-after").and_then(|v| v.parse().ok()))
         .unwrap_or(1.0);
     (secs(wait), global)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_answers_stop_sending_at_the_threshold_then_age_out() {
+        let guard = InvalidGuard::new(3, Duration::from_secs(600));
+        let none = HeaderMap::new();
+        let mut shared = HeaderMap::new();
+        shared.insert("x-ratelimit-scope", HeaderValue::from_static("shared"));
+        guard.note(401, &none);
+        guard.note(403, &none);
+        // Neither a shared-scope 429, nor a 404 or a 500, counts.
+        guard.note(429, &shared);
+        guard.note(404, &none);
+        guard.note(500, &none);
+        guard.check().unwrap();
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        guard.note(429, &none);
+        let err = guard.check().unwrap_err();
+        assert!(matches!(err, StoreError::TooManyInvalid { count: 3 }));
+        assert_eq!(
+            err.to_string(),
+            "dstore stopped sending: 3 invalid requests in 10 minutes (401/403/429); Discord bans an IP at 10,000 — check the token, webhooks and permissions"
+        );
+        assert!(err.is_fatal());
+        // The first two leave the window ten minutes after they came.
+        tokio::time::sleep(Duration::from_secs(301)).await;
+        guard.check().unwrap();
+    }
 }
