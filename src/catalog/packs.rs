@@ -138,6 +138,30 @@ pub struct PackRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub uploaded_at: OffsetDateTime,
     pub chunks: Vec<PackChunk>,
+    /// The webhook that posted the pack (its ID only, never its token); absent for the bot's.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_snowflake"
+    )]
+    pub webhook_id: Option<u64>,
+}
+
+/// An optional snowflake as a decimal string, like the others.
+mod optional_snowflake {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&v.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl PackRecord {
@@ -227,6 +251,7 @@ mod tests {
             attachment_id: 1_300_000_000_000_000_456,
             attachment_name: "x.bin".into(),
             uploaded_at: OffsetDateTime::UNIX_EPOCH,
+            webhook_id: None,
             chunks: vec![
                 PackChunk {
                     entry: PackEntry {
@@ -256,6 +281,17 @@ mod tests {
             "{json}"
         );
         assert!(json.contains(",0,null]"), "{json}");
+        assert!(!json.contains("webhook_id"), "absent for the bot's: {json}");
         assert_eq!(serde_json::from_str::<PackRecord>(&json).unwrap(), rec);
+        let by_hook = PackRecord {
+            webhook_id: Some(1_400_000_000_000_000_789),
+            ..rec
+        };
+        let json = serde_json::to_string(&by_hook).unwrap();
+        assert!(
+            json.contains("\"webhook_id\":\"1400000000000000789\""),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<PackRecord>(&json).unwrap(), by_hook);
     }
 }

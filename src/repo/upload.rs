@@ -5,7 +5,7 @@
 //! every chunk is stored the file's chunk list is resolved through the index and the file is
 //! complete; its sealed catalogue entry is posted after.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -23,8 +23,16 @@ use super::index::ChunkIndex;
 use super::pack::{pack_limit, PackEntry, PackWriter, ENTRY_LEN, HEADER_FIXED, TRAILER_LEN};
 use crate::catalog::{Catalog, FileManifest, PackChunk, PackRecord, Status, FORMAT_V2};
 use crate::progress::Progress;
-use crate::store::{PartStore, PutPart, StoreError};
+use crate::store::lanes::Scheduler;
+use crate::store::{Lane, PartStore, PutPart, StoreError};
 use crate::transfer::{check_source, check_unchanged, UploadError};
+
+/// Packs in flight at most when spreading over lanes, whatever the number of lanes: the memory
+/// budget (each pack is at most one attachment).
+const MEMORY_PACKS: usize = 8;
+
+/// How many times one pack may fail on a lane before the upload stops with its error.
+const LANE_TRIES: u32 = 4;
 
 /// Per-file limits by boost tier, largest first (discord-api.md §1.1): after a 413 the next
 /// smaller one is tried.
@@ -59,7 +67,7 @@ pub struct Stats {
 /// One pack the reader finished: its number in this file's upload, bytes, ID and chunks.
 struct PackJob {
     index: u64,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     pack_id: [u8; PACK_ID_LEN],
     chunks: Vec<PackChunk>,
     /// Bytes of the file the reader went through since the previous pack (stored or not).
@@ -218,9 +226,12 @@ async fn missing_packs<S: PartStore>(
             .await
         {
             Ok(r) if r.size == p.size => {}
-            Ok(_) | Err(StoreError::UnknownMessage { .. }) | Err(StoreError::ContentGone) => {
-                missing.push(p.pack_id)
-            }
+            // Without a bot, a pack no webhook of this machine posted cannot be told from a gone
+            // one: its chunks are sent again.
+            Ok(_)
+            | Err(StoreError::UnknownMessage { .. })
+            | Err(StoreError::NotByWebhooks { .. })
+            | Err(StoreError::ContentGone) => missing.push(p.pack_id),
             Err(e) => return Err(e.into()),
         }
     }
@@ -266,13 +277,46 @@ async fn round<S: PartStore>(
             })
         })
     };
-    let mut inflight: JoinSet<Result<PackRecord, UploadError>> = JoinSet::new();
+    // With webhooks configured, each pack goes to the lane that can take it soonest; without,
+    // pack n goes to channel n mod len as always.
+    let mut lanes = match ctx.store.upload_lanes().await {
+        Ok(l) if l.is_empty() => None,
+        Ok(l) => Some(Scheduler::new(l)),
+        Err(e) => {
+            stop.cancel();
+            drop(rx);
+            let _ = reader.await;
+            return Err(e.into());
+        }
+    };
+    let cap = match &lanes {
+        Some(l) => ctx.concurrency.max(l.live().min(MEMORY_PACKS)),
+        None => ctx.concurrency,
+    };
+    let mut inflight: JoinSet<(Option<Lane>, Result<PackRecord, Failed>)> = JoinSet::new();
     let mut covered: HashMap<u64, u64> = HashMap::new();
+    // Packs a lane failed to post, to go again (on the soonest lane).
+    let mut again: VecDeque<PackJob> = VecDeque::new();
+    let mut tries: HashMap<u64, u32> = HashMap::new();
     let mut reading = true;
     let mut refused: Option<u64> = None;
     let mut failure: Option<UploadError> = None;
     let mut posted = Stats::default();
-    while reading || !inflight.is_empty() {
+    while reading || !inflight.is_empty() || (!again.is_empty() && failure.is_none()) {
+        while failure.is_none() && inflight.len() < cap {
+            let Some(job) = again.pop_front() else { break };
+            match launch(ctx, file, lanes.as_mut(), job) {
+                Some(task) => drop(inflight.spawn(task)),
+                None => {
+                    failure.get_or_insert(StoreError::NoLane.into());
+                    stop.cancel();
+                    reading = false;
+                }
+            }
+        }
+        if failure.is_some() {
+            again.clear();
+        }
         tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => {
@@ -282,7 +326,10 @@ async fn round<S: PartStore>(
             }
             Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
                 let err = match joined {
-                    Ok(Ok(rec)) => {
+                    Ok((lane, Ok(rec))) => {
+                        if let (Some(l), Some(lane)) = (lanes.as_mut(), lane) {
+                            l.done(lane);
+                        }
                         progress.part_done(covered.remove(&rec.index).unwrap_or(0));
                         posted.packs += 1;
                         posted.pack_bytes += rec.size;
@@ -290,13 +337,43 @@ async fn round<S: PartStore>(
                         index.add_pack(rec.pack_ref(), rec.chunks.iter().map(|c| c.entry));
                         continue;
                     }
-                    Ok(Err(UploadError::Store(StoreError::PartTooLarge { size }))) => {
+                    Ok((lane, Err(Failed { err: UploadError::Store(StoreError::PartTooLarge { size }), .. }))) => {
+                        if let (Some(l), Some(lane)) = (lanes.as_mut(), lane) {
+                            l.done(lane);
+                        }
                         refused = Some(refused.map_or(size, |r| r.min(size)));
                         reading = false;
                         stop.cancel();
                         continue;
                     }
-                    Ok(Err(e)) => e,
+                    Ok((Some(lane), Err(Failed { err, job: Some(job) }))) if !err.is_fatal() && failure.is_none() => {
+                        // A lane's failure is that lane's: the pack goes again, perhaps elsewhere.
+                        let Some(l) = lanes.as_mut() else { continue };
+                        let dead = matches!(err, UploadError::Store(StoreError::DeadWebhook { .. }));
+                        if dead {
+                            l.dead(lane);
+                        } else {
+                            l.failed(lane);
+                            let n = tries.entry(job.index).or_default();
+                            *n += 1;
+                            if *n >= LANE_TRIES {
+                                stop.cancel();
+                                failure.get_or_insert(err);
+                                reading = false;
+                                continue;
+                            }
+                            tracing::warn!(pack = job.index, %lane, "posting a pack failed ({err}); it goes again on the lane that can take it soonest");
+                        }
+                        if l.live() == 0 {
+                            stop.cancel();
+                            failure.get_or_insert(StoreError::NoLane.into());
+                            reading = false;
+                            continue;
+                        }
+                        again.push_back(job);
+                        continue;
+                    }
+                    Ok((_, Err(Failed { err, .. }))) => err,
                     // Aborted after a fatal error: if Discord kept the pack, `resume` finds it
                     // by its name.
                     Err(j) if j.is_cancelled() => continue,
@@ -309,11 +386,18 @@ async fn round<S: PartStore>(
                 failure.get_or_insert(err);
                 reading = false;
             }
-            job = rx.recv(), if reading && inflight.len() < ctx.concurrency => match job {
+            job = rx.recv(), if reading && inflight.len() < cap && again.is_empty() => match job {
                 Some(job) => {
                     *next = job.index + 1;
                     covered.insert(job.index, job.covered);
-                    inflight.spawn(post_pack(ctx.store.clone(), ctx.catalog.clone(), &ctx.keys, file, job));
+                    match launch(ctx, file, lanes.as_mut(), job) {
+                        Some(task) => drop(inflight.spawn(task)),
+                        None => {
+                            failure.get_or_insert(StoreError::NoLane.into());
+                            stop.cancel();
+                            reading = false;
+                        }
+                    }
                 }
                 None => reading = false,
             },
@@ -545,7 +629,7 @@ fn pack_chunks(
         let job = PackJob {
             index: *index,
             pack_id: c.keys.pack_id(&bytes),
-            bytes,
+            bytes: Bytes::from(bytes),
             chunks: std::mem::take(in_pack),
             covered: std::mem::take(covered),
         };
@@ -588,44 +672,124 @@ fn nonce_of(name: &str) -> String {
     name.chars().take(25).collect()
 }
 
-/// Posts one pack and records it as soon as Discord has confirmed it.
+/// A pack that was not posted: why, and (on a lane, when another lane may take it) the pack.
+struct Failed {
+    err: UploadError,
+    job: Option<PackJob>,
+}
+
+type Posting = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Option<Lane>, Result<PackRecord, Failed>)> + Send>,
+>;
+
+/// The task posting `job`: on the lane the scheduler picks, or (without lanes) on channel
+/// n mod len. `None` when every lane is dead.
+fn launch<S: PartStore>(
+    ctx: &Upload2<S>,
+    file: &FileManifest,
+    lanes: Option<&mut Scheduler>,
+    job: PackJob,
+) -> Option<Posting> {
+    let (store, catalog) = (ctx.store.clone(), ctx.catalog.clone());
+    let Some(lanes) = lanes else {
+        let channel = file.channels[(job.index % file.channels.len() as u64) as usize];
+        let post = post_pack(
+            store,
+            catalog,
+            &ctx.keys,
+            file,
+            job,
+            Lane::Channel(channel),
+            None,
+        );
+        return Some(Box::pin(async move { (None, post.await) }));
+    };
+    let (lane, at) = lanes.pick(|l| store.lane_ready(l))?;
+    let post = post_pack(store, catalog, &ctx.keys, file, job, lane, Some(at));
+    Some(Box::pin(async move { (Some(lane), post.await) }))
+}
+
+/// Posts one pack on `lane` and records it as soon as Discord has confirmed it. With
+/// `not_before` (a lane of several) it waits for the lane first, and a failure on the lane
+/// gives the pack back for another try.
 fn post_pack<S: PartStore>(
     store: Arc<S>,
     catalog: Catalog,
     keys: &Keys,
     file: &FileManifest,
     job: PackJob,
-) -> impl std::future::Future<Output = Result<PackRecord, UploadError>> + Send + 'static {
+    lane: Lane,
+    not_before: Option<tokio::time::Instant>,
+) -> impl std::future::Future<Output = Result<PackRecord, Failed>> + Send + 'static {
     let id = file.id.clone();
-    let channel_id = file.channels[(job.index % file.channels.len() as u64) as usize];
     let name = keys.object_name(ObjectKind::Pack, &id, job.index);
+    let failed = |err: UploadError| Failed { err, job: None };
     async move {
         let size = job.bytes.len() as u64;
-        let remote = store
-            .put_part(PutPart {
-                channel_id,
-                filename: name.clone(),
-                nonce: nonce_of(&name),
-                data: Bytes::from(job.bytes),
-                reload: None,
-            })
-            .await?;
+        let (index, pack_id) = (job.index, job.pack_id);
+        let (data, keep, chunks) = match not_before {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                (job.bytes.clone(), Some(job), None)
+            }
+            // The only handle on the bytes: the request takes them without a copy.
+            None => (job.bytes, None, Some(job.chunks)),
+        };
+        let posted = store
+            .put_part_on(
+                lane,
+                PutPart {
+                    channel_id: 0,
+                    filename: name.clone(),
+                    nonce: nonce_of(&name),
+                    data,
+                    reload: None,
+                },
+            )
+            .await;
+        let remote = match posted {
+            Ok(remote) => remote,
+            Err(e) => {
+                return Err(Failed {
+                    err: e.into(),
+                    job: keep,
+                })
+            }
+        };
+        let chunks = match (chunks, keep) {
+            (Some(chunks), _) => chunks,
+            (None, Some(job)) => job.chunks,
+            (None, None) => {
+                return Err(failed(UploadError::Internal(
+                    "a pack lost its chunk list".into(),
+                )))
+            }
+        };
         let rec = PackRecord {
             format: FORMAT_V2,
-            index: job.index,
-            pack_id: job.pack_id,
+            index,
+            pack_id,
             size,
             channel_id: remote.channel_id,
             message_id: remote.message_id,
             attachment_id: remote.attachment_id,
             attachment_name: name,
             uploaded_at: OffsetDateTime::now_utc(),
-            chunks: job.chunks,
+            chunks,
+            webhook_id: match lane {
+                Lane::Webhook(w) => Some(w),
+                Lane::Channel(_) => None,
+            },
         };
         let (c, r) = (catalog, rec.clone());
         tokio::task::spawn_blocking(move || c.save_pack(&id, &r))
             .await
-            .map_err(|j| UploadError::Internal(format!("the pack record writer failed: {j}")))??;
+            .map_err(|j| {
+                failed(UploadError::Internal(format!(
+                    "the pack record writer failed: {j}"
+                )))
+            })?
+            .map_err(|e| failed(e.into()))?;
         Ok(rec)
     }
 }
@@ -647,6 +811,10 @@ pub async fn adopt_orphans<S: PartStore>(
     if file.channels.is_empty() {
         return Ok(0);
     }
+    if !store.reads_history() {
+        tracing::info!(id = %file.id, "no bot token: unrecorded packs cannot be looked for in channel history");
+        return Ok(0);
+    }
     let since = file
         .created_at
         .checked_sub(time::Duration::minutes(10))
@@ -661,21 +829,15 @@ pub async fn adopt_orphans<S: PartStore>(
         if end <= searched_to {
             return Ok(adopted);
         }
-        // Candidate names by channel, for the numbers not yet recorded.
-        let mut wanted: HashMap<u64, HashMap<String, u64>> = HashMap::new();
-        for n in searched_to..end {
-            if known.contains(&n) {
-                continue;
-            }
-            let channel = file.channels[(n % file.channels.len() as u64) as usize];
-            wanted
-                .entry(channel)
-                .or_default()
-                .insert(keys.object_name(ObjectKind::Pack, &file.id, n), n);
-        }
+        // Candidate names for the numbers not yet recorded, looked for in every channel: with
+        // lanes a pack goes wherever it could leave soonest (docs/lanes.md 4).
+        let names: HashMap<String, u64> = (searched_to..end)
+            .filter(|n| !known.contains(n))
+            .map(|n| (keys.object_name(ObjectKind::Pack, &file.id, n), n))
+            .collect();
         searched_to = end;
         let mut found_any = false;
-        for (channel, names) in wanted {
+        for &channel in &file.channels {
             let is_wanted = |name: &str| names.contains_key(name);
             for remote in store.find_parts(channel, &is_wanted, since).await? {
                 let Some(&n) = names.get(&remote.filename) else {
@@ -713,6 +875,10 @@ pub async fn adopt_orphans<S: PartStore>(
                     attachment_id: remote.attachment_id,
                     attachment_name: remote.filename.clone(),
                     uploaded_at: remote.posted_at,
+                    // Adoption reads channel history, so a bot is configured; a pack by
+                    // anyone trusted but the bot is a webhook's.
+                    webhook_id: (Some(&remote.author_id) != trusted.first())
+                        .then_some(remote.author_id),
                     chunks: header
                         .entries
                         .iter()
