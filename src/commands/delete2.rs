@@ -32,8 +32,15 @@ pub struct Removed {
 pub async fn delete(s: &Session, repo: &RepoKeys, file: &FileManifest) -> Result<Removed> {
     let id = file.id.clone();
     let store = s.store()?;
-    let trusted = store.trusted_authors().await?;
-    let mut found = scan(store.as_ref(), &repo.keys, &s.config.channels, &trusted).await?;
+    let history = store.reads_history();
+    let mut found = if history {
+        let trusted = store.trusted_authors().await?;
+        scan(store.as_ref(), &repo.keys, &s.config.channels, &trusted).await?
+    } else {
+        // Webhooks only: what this machine recorded is all there is to go by.
+        refuse_shared_entry_without_history(s, file)?;
+        Default::default()
+    };
     // Every version's head and pieces of this file, by name.
     let top = found
         .entries
@@ -57,6 +64,9 @@ pub async fn delete(s: &Session, repo: &RepoKeys, file: &FileManifest) -> Result
     if let Some(f) = found.entries.get(&id) {
         entry_messages.extend(f.pieces.iter().copied());
         entry_messages.push(f.head);
+    }
+    if !history {
+        entry_messages.extend(file.remote_manifest);
     }
     entry_messages.sort_by_key(|m| (m.channel_id, m.message_id));
     entry_messages.dedup();
@@ -126,6 +136,23 @@ pub async fn delete(s: &Session, repo: &RepoKeys, file: &FileManifest) -> Result
         removed.packs += 1;
     }
     Ok(removed)
+}
+
+/// Without channel history (no bot token), an entry that shares its message with other files'
+/// entries cannot be posted again elsewhere first, so the delete stops before anything goes.
+fn refuse_shared_entry_without_history(s: &Session, file: &FileManifest) -> Result<()> {
+    let Some(head) = file.remote_manifest else {
+        return Ok(());
+    };
+    for other in s.catalog.all()?.into_iter().flatten() {
+        if other.id != file.id && other.remote_manifest == Some(head) {
+            bail!(
+                "the catalogue entry of {} shares its message with that of {}, and without a bot token that entry cannot be posted again first; set `token` to delete {}; nothing was deleted",
+                file.id, other.id, file.id
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Records in the local `file.json` of `id`, when it holds entry `version`, that the entry is

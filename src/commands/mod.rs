@@ -72,6 +72,16 @@ impl Session {
         Ok(self.store.get_or_init(|| s).clone())
     }
 
+    /// Refuses `command` (which reads channel history) when only webhooks are configured.
+    pub fn require_bot(&self, command: &str) -> Result<()> {
+        if self.config.token.is_empty() && !self.config.webhooks.is_empty() {
+            anyhow::bail!(
+                "`{command}` needs a bot token, because only a bot can read the channel history the catalogue is in (webhooks cannot); set `token` in the config file or DSTORE_TOKEN and run it again"
+            );
+        }
+        Ok(())
+    }
+
     /// Runs one command; `cancel` fires on Ctrl-C.
     pub async fn run(&self, command: Command, cancel: CancellationToken) -> Result<()> {
         match command {
@@ -98,7 +108,10 @@ impl Session {
                 keep_remote,
             } => delete::delete(self, &id, yes, keep_remote).await,
             Command::Undelete { id } => delete::undelete(self, &id).await,
-            Command::Recover { json } => recover::recover(self, json, cancel).await.map(drop),
+            Command::Recover { json } => {
+                self.require_bot("recover")?;
+                recover::recover(self, json, cancel).await.map(drop)
+            }
             Command::Init { no_encryption } => init::init(self, no_encryption).await.map(drop),
             Command::Key { action } => key::key(self, action).await,
             Command::Prune {
@@ -119,7 +132,10 @@ impl Session {
                 Ok(())
             }
             Command::Stats { json } => stats::stats(self, json).await,
-            Command::RebuildIndex => rebuild::command(self).await,
+            Command::RebuildIndex => {
+                self.require_bot("rebuild-index")?;
+                rebuild::command(self).await
+            }
         }
     }
 }

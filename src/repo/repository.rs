@@ -473,6 +473,19 @@ impl Scan {
 pub async fn scan(place: &Place) -> Result<Scan> {
     let store = &place.store;
     let channel = place.channel;
+    if !store.reads_history() {
+        // Webhooks only: nothing on Discord can be read back (docs/lanes.md 5).
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!(
+                "warning: {}",
+                crate::store::StoreError::NeedsBot(
+                    "finding a repository already on Discord (and `recover`)"
+                )
+            );
+        }
+        return Ok(Scan::default());
+    }
     let found = store
         .find_parts(channel, &is_repo_object, OffsetDateTime::UNIX_EPOCH)
         .await

@@ -16,6 +16,7 @@ mod hardening2;
 mod hardening_upload;
 mod info;
 mod keys;
+mod lanes;
 mod network;
 mod prompt;
 mod prune;
