@@ -55,6 +55,11 @@ struct State {
     sent: HashMap<RouteKey, u64>,
     global_until: Option<Instant>,
     recent: VecDeque<Instant>,
+    /// Routes that share a limit no header announces: a webhook's executes and every other
+    /// webhook of its channel (Discord's per-channel cap, answered with scope `shared`).
+    group_of: HashMap<RouteKey, u64>,
+    /// A group held back by a `shared` 429 until this instant.
+    group_until: HashMap<u64, Instant>,
 }
 
 /// A request's place among those sent on its route, and when it left, for reading its reply.
@@ -65,6 +70,14 @@ pub struct Ticket {
 }
 
 impl State {
+    /// Until when `key`'s group is held back, if it is in one that a `shared` 429 blocked.
+    fn group_block(&self, key: &RouteKey) -> Option<Instant> {
+        self.group_of
+            .get(key)
+            .and_then(|g| self.group_until.get(g))
+            .copied()
+    }
+
     fn bucket_name(&self, key: &RouteKey) -> (String, u64) {
         let name = self
             .bucket_of
@@ -77,6 +90,9 @@ impl State {
     /// How long to wait before sending, or a ticket after taking a slot. Every wait it
     /// returns ends at a known instant, after which a slot is free.
     fn try_take(&mut self, key: &RouteKey, now: Instant) -> Result<Ticket, Duration> {
+        if let Some(until) = self.group_block(key).filter(|u| *u > now) {
+            return Err(until - now);
+        }
         if let Some(until) = self.global_until.filter(|u| *u > now) {
             return Err(until - now);
         }
@@ -137,6 +153,9 @@ impl State {
     /// find it; takes nothing.
     fn ready_at(&self, key: &RouteKey, now: Instant) -> Instant {
         let mut at = now;
+        if let Some(until) = self.group_block(key) {
+            at = at.max(until);
+        }
         if let Some(until) = self.global_until {
             at = at.max(until);
         }
@@ -245,6 +264,24 @@ impl RateLimiter {
         } else {
             // Replies within one window arrive out of order: keep the lowest count.
             bucket.remaining = bucket.remaining.min(remaining);
+        }
+    }
+
+    /// Puts `key` in `group`: a `shared` 429 on any route of the group holds back all of them.
+    pub fn join_group(&self, key: RouteKey, group: u64) {
+        self.state().group_of.insert(key, group);
+    }
+
+    /// A 429 with scope `shared` on `key`: the limit is one the route shares with others no
+    /// header names, so its whole group (a webhook's channel) waits `retry_after`, not only
+    /// `key`: the other webhooks of that channel would be refused the same way.
+    pub fn penalize_shared(&self, key: &RouteKey, retry_after: Duration) {
+        self.penalize(key, retry_after, false);
+        let until = Instant::now() + retry_after;
+        let mut st = self.state();
+        if let Some(&group) = st.group_of.get(key) {
+            let at = st.group_until.entry(group).or_insert(until);
+            *at = (*at).max(until);
         }
     }
 
@@ -611,5 +648,29 @@ mod tests {
             text.contains("route=\"create\"") && text.contains("waiting 3.0s"),
             "{text}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_429_holds_back_every_route_of_its_group_and_no_other() {
+        let rl = RateLimiter::default();
+        let hook = |id| RouteKey {
+            kind: "webhook-execute",
+            major: id,
+        };
+        rl.join_group(hook(1), 77);
+        rl.join_group(hook(2), 77);
+        rl.join_group(hook(3), 88);
+        let now = Instant::now();
+        rl.penalize_shared(&hook(1), Duration::from_secs(40));
+        assert_eq!(
+            rl.ready_at(&hook(2)),
+            now + Duration::from_secs(40),
+            "same channel"
+        );
+        assert_eq!(rl.ready_at(&hook(3)), now, "another channel");
+        assert_eq!(rl.ready_at(&KEY), now, "bot routes");
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(rl.ready_at(&hook(2)), Instant::now());
+        rl.acquire(&hook(2)).await.unwrap();
     }
 }

@@ -241,6 +241,12 @@ impl Transport {
         self.limiter.ready_at(key)
     }
 
+    /// Puts `key` in a group that shares a limit no header announces (see
+    /// [`RateLimiter::penalize_shared`]).
+    pub fn join_group(&self, key: RouteKey, group: u64) {
+        self.limiter.join_group(key, group)
+    }
+
     /// [`Transport::send_until`] for a request without the bot's `Authorization` (a webhook's
     /// token routes), built afresh for each attempt on the shared client.
     pub async fn send_plain_until(
@@ -305,7 +311,16 @@ impl Transport {
             match reply.status.as_u16() {
                 429 => {
                     let (wait, global) = retry_after(&reply);
-                    self.limiter.penalize(&key, wait, global);
+                    let shared = reply
+                        .headers
+                        .get("x-ratelimit-scope")
+                        .and_then(|v| v.to_str().ok())
+                        == Some("shared");
+                    if shared && !global {
+                        self.limiter.penalize_shared(&key, wait);
+                    } else {
+                        self.limiter.penalize(&key, wait, global);
+                    }
                     attempts.rate_limited(wait, global)?;
                 }
                 s if s >= 500 || s == 408 => {

@@ -186,7 +186,11 @@ impl BotStore {
                 let mut out = Vec::new();
                 for id in self.hooks.ids() {
                     match self.webhook_channel(id).await {
-                        Ok(channel) => out.push((id, channel)),
+                        Ok(channel) => {
+                            // The webhooks of one channel share Discord's hidden per-channel cap.
+                            self.t.join_group(Lane::Webhook(id).create_key(), channel);
+                            out.push((id, channel))
+                        }
                         Err(StoreError::DeadWebhook { .. }) => {}
                         Err(e) => return Err(e),
                     }

@@ -295,3 +295,65 @@ fn walk(dir: &std::path::Path) -> String {
     }
     all
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_429_holds_back_every_webhook_of_the_channel_not_only_the_one_refused() {
+    use dstore::store::{Lane, PartStore, PutPart};
+    let env = Env::with(|c| {
+        let mut limits = dstore_emulator::RateLimits::default();
+        limits.webhook_channel = (2, std::time::Duration::from_secs(60));
+        limits.webhook_channel_retry_after = std::time::Duration::from_secs(3);
+        c.rate_limits = Some(limits);
+    })
+    .await;
+    let channel = env.emu.channel_id();
+    let (a, b) = (
+        env.emu.create_webhook(channel),
+        env.emu.create_webhook(channel),
+    );
+    let s = lanes_session(&env, vec![hook(&a), hook(&b)], false);
+    let store = s.store().unwrap();
+    assert_eq!(store.live_webhooks().await.unwrap().len(), 2);
+    let post = |n: u32| PutPart {
+        channel_id: channel,
+        filename: format!("p{n}.bin"),
+        nonce: format!("n{n}"),
+        data: bytes::Bytes::from(vec![n as u8; 1000]),
+        reload: None,
+    };
+    for n in 0..2 {
+        store
+            .put_part_on(Lane::Webhook(a.id), post(n))
+            .await
+            .unwrap();
+    }
+    // The channel's hidden cap is full: the third post is refused with scope `shared` and
+    // waits; meanwhile the other webhook of that channel is held back too.
+    let third = {
+        let store = store.clone();
+        let part = post(2);
+        tokio::spawn(async move { store.put_part_on(Lane::Webhook(a.id), part).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env.emu.stats().rate_limited.shared == 0 {
+        assert!(std::time::Instant::now() < deadline, "no shared 429");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let held = store.lane_ready(Lane::Webhook(b.id));
+    assert!(
+        held > tokio::time::Instant::now() + std::time::Duration::from_secs(1),
+        "webhook {} of the same channel waits with the refused one",
+        b.id
+    );
+    third.await.unwrap().unwrap();
+    store
+        .put_part_on(Lane::Webhook(b.id), post(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        env.emu.stats().rate_limited.shared,
+        1,
+        "the cap was hit once"
+    );
+}
