@@ -300,10 +300,11 @@ fn walk(dir: &std::path::Path) -> String {
 async fn a_shared_429_holds_back_every_webhook_of_the_channel_not_only_the_one_refused() {
     use dstore::store::{Lane, PartStore, PutPart};
     let env = Env::with(|c| {
-        let mut limits = dstore_emulator::RateLimits::default();
-        limits.webhook_channel = (2, std::time::Duration::from_secs(60));
-        limits.webhook_channel_retry_after = std::time::Duration::from_secs(3);
-        c.rate_limits = Some(limits);
+        c.rate_limits = Some(dstore_emulator::RateLimits {
+            webhook_channel: (2, std::time::Duration::from_secs(60)),
+            webhook_channel_retry_after: std::time::Duration::from_secs(3),
+            ..Default::default()
+        });
     })
     .await;
     let channel = env.emu.channel_id();
