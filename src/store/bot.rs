@@ -575,29 +575,7 @@ impl PartStore for BotStore {
             .map(|(_, d)| d.len() as u64)
             .sum();
         let msg: Message = decode(&expect_ok(reply, channel, 0, total)?)?;
-        message
-            .attachments
-            .iter()
-            .map(|(name, data)| {
-                let stored = msg
-                    .attachments
-                    .iter()
-                    .find(|a| &a.filename == name)
-                    .ok_or_else(|| {
-                        StoreError::Protocol(
-                            "the message came back without one of its attachments".into(),
-                        )
-                    })?;
-                if u64::from(stored.size) != data.len() as u64 {
-                    return Err(StoreError::Protocol(format!(
-                        "Discord stored {} bytes of a {}-byte attachment",
-                        stored.size,
-                        data.len()
-                    )));
-                }
-                Ok(remote(&msg, stored))
-            })
-            .collect()
+        confirmed(&msg, &message.attachments)
     }
 
     async fn find_parts(
@@ -827,6 +805,35 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> 
 fn timestamp(msg: &Message) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(msg.timestamp.unix_timestamp())
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The attachments of a message Discord returned, in the order they were sent, each checked to
+/// hold exactly the bytes sent: a part counts as stored only then.
+pub(super) fn confirmed(
+    msg: &Message,
+    sent: &[(String, Bytes)],
+) -> Result<Vec<RemotePart>, StoreError> {
+    sent.iter()
+        .map(|(name, data)| {
+            let stored = msg
+                .attachments
+                .iter()
+                .find(|a| &a.filename == name)
+                .ok_or_else(|| {
+                    StoreError::Protocol(
+                        "the message came back without one of its attachments".into(),
+                    )
+                })?;
+            if u64::from(stored.size) != data.len() as u64 {
+                return Err(StoreError::Protocol(format!(
+                    "Discord stored {} bytes of a {}-byte attachment",
+                    stored.size,
+                    data.len()
+                )));
+            }
+            Ok(remote(msg, stored))
+        })
+        .collect()
 }
 
 pub(super) fn remote(msg: &Message, a: &Attachment) -> RemotePart {

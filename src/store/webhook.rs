@@ -370,28 +370,7 @@ impl BotStore {
         }
         let msg: Message = decode(&reply.body)?;
         self.hooks.note_poster(msg.id.get(), id);
-        attachments
-            .iter()
-            .map(|(name, data)| {
-                let stored = msg
-                    .attachments
-                    .iter()
-                    .find(|a| &a.filename == name)
-                    .ok_or_else(|| {
-                        StoreError::Protocol(
-                            "the message came back without one of its attachments".into(),
-                        )
-                    })?;
-                if u64::from(stored.size) != data.len() as u64 {
-                    return Err(StoreError::Protocol(format!(
-                        "Discord stored {} bytes of a {}-byte attachment",
-                        stored.size,
-                        data.len()
-                    )));
-                }
-                Ok(super::bot::remote(&msg, stored))
-            })
-            .collect()
+        super::bot::confirmed(&msg, attachments)
     }
 
     /// `GET` (or `DELETE`, when `delete`) of message `message` through webhook `id`; `None`
