@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::Session;
 use crate::catalog::{Status, FORMAT_V2};
-use crate::progress::{Progress, ProgressMode};
 use crate::render::human_bytes;
 use crate::repo::crypto::Keys;
 use crate::repo::download::{check_manifest, Rebuild, RebuildError, Sink};
@@ -51,12 +50,7 @@ pub async fn download(
             target.display()
         );
     }
-    let mode = if json && s.progress == ProgressMode::Bar {
-        ProgressMode::Hidden
-    } else {
-        s.progress
-    };
-    let progress = Progress::new(mode, &format!("download {id}"), file.size);
+    let progress = s.progress_bar(json, &format!("download {id}"), file.size);
     let result = download_into(
         store,
         &file,
@@ -120,12 +114,7 @@ pub async fn download_v2(
             target.display()
         );
     }
-    let mode = if json && s.progress == ProgressMode::Bar {
-        ProgressMode::Hidden
-    } else {
-        s.progress
-    };
-    let progress = Progress::new(mode, &format!("download {id}"), file.size);
+    let progress = s.progress_bar(json, &format!("download {id}"), file.size);
     let sink = Sink {
         file: partial.file.clone(),
         path: partial.path.clone(),

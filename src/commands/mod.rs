@@ -82,6 +82,22 @@ impl Session {
         Ok(())
     }
 
+    /// The progress line of a transfer of `total_bytes`: none while `--json` writes stdout on
+    /// a terminal (the JSON is the output), else as the session shows progress.
+    pub fn progress_bar(
+        &self,
+        json: bool,
+        label: &str,
+        total_bytes: u64,
+    ) -> crate::progress::Progress {
+        let mode = if json && self.progress == ProgressMode::Bar {
+            ProgressMode::Hidden
+        } else {
+            self.progress
+        };
+        crate::progress::Progress::new(mode, label, total_bytes)
+    }
+
     /// Runs one command; `cancel` fires on Ctrl-C.
     pub async fn run(&self, command: Command, cancel: CancellationToken) -> Result<()> {
         match command {

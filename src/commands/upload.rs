@@ -10,7 +10,6 @@ use super::{FileJson, Session};
 use crate::catalog::remote::uncovered;
 use crate::catalog::{layout, FileManifest, Status, FORMAT_VERSION};
 use crate::config::PartSize;
-use crate::progress::{Progress, ProgressMode};
 use crate::render::human_bytes;
 use crate::store::PartStore;
 use crate::transfer::{adopt_orphans, check_source, run_upload, UploadCtx, UploadError};
@@ -204,12 +203,7 @@ async fn transfer(
         concurrency: s.config.concurrency,
         cancel,
     };
-    let mode = if json && s.progress == ProgressMode::Bar {
-        ProgressMode::Hidden
-    } else {
-        s.progress
-    };
-    let progress = Progress::new(mode, &format!("upload {}", file.id), file.size);
+    let progress = s.progress_bar(json, &format!("upload {}", file.id), file.size);
     let id = file.id.clone();
     match run_upload(&ctx, file, parts, &progress).await {
         Ok(mut done) => {

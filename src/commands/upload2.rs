@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 use super::{FileJson, Session};
 use crate::catalog::{FileManifest, Status, FORMAT_V2};
 use crate::config::PartSize;
-use crate::progress::{Progress, ProgressMode};
 use crate::render::{human_bytes, plural};
 use crate::repo::catalogue::{post_entries, Posted};
 use crate::repo::chunker::ChunkerParams;
@@ -196,12 +195,7 @@ async fn transfer(
         cancel,
         attachment_limit: attachment_limit(s).await?,
     };
-    let mode = if json && s.progress == ProgressMode::Bar {
-        ProgressMode::Hidden
-    } else {
-        s.progress
-    };
-    let progress = Progress::new(mode, &format!("upload {}", file.id), file.size);
+    let progress = s.progress_bar(json, &format!("upload {}", file.id), file.size);
     let id = file.id.clone();
     match run(&ctx, file, records, &progress).await {
         Ok((done, stats)) => {
