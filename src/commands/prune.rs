@@ -17,7 +17,7 @@ use super::upload2::{attachment_limit, RepoKeys};
 use super::Session;
 use crate::catalog::{new_file_id, ChunkRef, MessageRef, PackRef, Status, FORMAT_V2};
 use crate::render::{human_bytes, plural};
-use crate::repo::catalogue::{post_entry, scan, Found, Scan};
+use crate::repo::catalogue::{list_packs, post_entry, scan, Found, Scan};
 use crate::repo::crypto::ObjectKind;
 use crate::repo::entry::Entry;
 use crate::repo::pack::{pack_limit, PackEntry, PackReader, PackWriter};
@@ -89,18 +89,7 @@ pub async fn prune(s: &Session, repo: &RepoKeys, opts: PruneOpts) -> Result<Prun
         eprintln!("warning: {why}");
     }
     // Every pack on Discord by this bot.
-    let is_pack = |name: &str| keys.name_kind(name) == Some(ObjectKind::Pack);
-    let mut packs: Vec<RemotePart> = Vec::new();
-    for &channel in &s.config.channels {
-        for p in store
-            .find_parts(channel, &is_pack, OffsetDateTime::UNIX_EPOCH)
-            .await?
-        {
-            if trusted.contains(&p.author_id) {
-                packs.push(p);
-            }
-        }
-    }
+    let packs = list_packs(store.as_ref(), keys, &s.config.channels, &trusted).await?;
     // Live chunks per pack attachment, from the entries that count.
     let mut live: HashMap<u64, BTreeMap<u64, PackEntry>> = HashMap::new();
     for f in found.entries.values() {

@@ -7,13 +7,11 @@
 use std::collections::HashSet;
 
 use anyhow::{bail, Result};
-use time::OffsetDateTime;
 
 use super::Session;
 use crate::catalog::{Status, FORMAT_V2};
 use crate::render::{human_bytes, plural};
-use crate::repo::catalogue::scan;
-use crate::repo::crypto::ObjectKind;
+use crate::repo::catalogue::{list_packs, scan};
 use crate::repo::pack::{header_range, open_header, TRAILER_LEN};
 use crate::store::PartStore;
 
@@ -84,28 +82,22 @@ pub async fn rebuild_index(s: &Session) -> Result<Rebuilt> {
             out.gone.push(m.id.clone());
         }
     }
-    let is_pack = |name: &str| keys.name_kind(name) == Some(ObjectKind::Pack);
-    for &channel in &s.config.channels {
-        for p in store
-            .find_parts(channel, &is_pack, OffsetDateTime::UNIX_EPOCH)
-            .await?
-        {
-            if !trusted.contains(&p.author_id) || named.contains(&p.attachment_id) {
-                continue;
-            }
-            out.orphan_packs += 1;
-            out.orphan_bytes += p.size;
-            let header = async {
-                let end = p.size.checked_sub(TRAILER_LEN as u64)?;
-                let trailer = store.read_range(&p, end..p.size).await.ok()?;
-                let r = header_range(p.size, &trailer).ok()?;
-                let sealed = store.read_range(&p, r.clone()).await.ok()?;
-                open_header(keys, &sealed, r.start).ok()
-            };
-            match header.await {
-                Some(h) => out.orphan_chunks += h.entries.len(),
-                None => out.unreadable += 1,
-            }
+    for p in list_packs(store.as_ref(), keys, &s.config.channels, &trusted).await? {
+        if named.contains(&p.attachment_id) {
+            continue;
+        }
+        out.orphan_packs += 1;
+        out.orphan_bytes += p.size;
+        let header = async {
+            let end = p.size.checked_sub(TRAILER_LEN as u64)?;
+            let trailer = store.read_range(&p, end..p.size).await.ok()?;
+            let r = header_range(p.size, &trailer).ok()?;
+            let sealed = store.read_range(&p, r.clone()).await.ok()?;
+            open_header(keys, &sealed, r.start).ok()
+        };
+        match header.await {
+            Some(h) => out.orphan_chunks += h.entries.len(),
+            None => out.unreadable += 1,
         }
     }
     Ok(out)

@@ -6,12 +6,11 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use super::Session;
 use crate::catalog::{Status, FORMAT_V2};
 use crate::render::{human_bytes, plural};
-use crate::repo::crypto::ObjectKind;
+use crate::repo::catalogue::list_packs;
 use crate::store::PartStore;
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -83,26 +82,15 @@ pub async fn compute(s: &Session) -> Result<Stats> {
     if let Some(repo) = s.repository().await? {
         let store = s.store()?;
         let trusted = store.trusted_authors().await?;
-        let is_pack = |name: &str| repo.keys.name_kind(name) == Some(ObjectKind::Pack);
-        for &channel in &s.config.channels {
-            for p in store
-                .find_parts(channel, &is_pack, OffsetDateTime::UNIX_EPOCH)
-                .await?
-            {
-                if !trusted.contains(&p.author_id) {
-                    continue;
-                }
-                st.packs += 1;
-                st.stored_bytes += p.size;
-                match live.get(&p.attachment_id) {
-                    Some(used) => {
-                        st.garbage_bytes += p.size.saturating_sub(used.values().sum::<u64>())
-                    }
-                    None if pinned.contains(&p.attachment_id) => {}
-                    None => {
-                        st.unused_packs += 1;
-                        st.garbage_bytes += p.size;
-                    }
+        for p in list_packs(store.as_ref(), &repo.keys, &s.config.channels, &trusted).await? {
+            st.packs += 1;
+            st.stored_bytes += p.size;
+            match live.get(&p.attachment_id) {
+                Some(used) => st.garbage_bytes += p.size.saturating_sub(used.values().sum::<u64>()),
+                None if pinned.contains(&p.attachment_id) => {}
+                None => {
+                    st.unused_packs += 1;
+                    st.garbage_bytes += p.size;
                 }
             }
         }

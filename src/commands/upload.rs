@@ -11,7 +11,6 @@ use crate::catalog::remote::uncovered;
 use crate::catalog::{layout, FileManifest, Status, FORMAT_VERSION};
 use crate::config::PartSize;
 use crate::render::human_bytes;
-use crate::store::PartStore;
 use crate::transfer::{adopt_orphans, check_source, run_upload, UploadCtx, UploadError};
 
 /// How far below the channel's limit `auto` parts stay: the exact boundary is not documented
@@ -25,11 +24,7 @@ pub async fn upload(
     cancel: CancellationToken,
 ) -> Result<FileManifest> {
     let mut file = new_manifest(s, path, FORMAT_VERSION)?;
-    let store = s.store()?;
-    let mut limit = u64::MAX;
-    for &channel in &s.config.channels {
-        limit = limit.min(store.part_size_limit(channel).await?);
-    }
+    let limit = super::upload2::channels_limit(s).await?;
     let part_size = match s.config.part_size {
         PartSize::Auto => limit
             .checked_sub(AUTO_MARGIN)

@@ -45,13 +45,19 @@ pub async fn repo_keys(s: &Session, id: &str) -> Result<RepoKeys> {
     }
 }
 
-/// The largest attachment every configured channel accepts, or the configured part size.
-pub async fn attachment_limit(s: &Session) -> Result<u64> {
+/// The largest attachment every configured channel accepts (from each server's boost tier).
+pub async fn channels_limit(s: &Session) -> Result<u64> {
     let store = s.store()?;
     let mut limit = u64::MAX;
     for &channel in &s.config.channels {
         limit = limit.min(store.part_size_limit(channel).await?);
     }
+    Ok(limit)
+}
+
+/// The largest attachment every configured channel accepts, or the configured part size.
+pub async fn attachment_limit(s: &Session) -> Result<u64> {
+    let limit = channels_limit(s).await?;
     Ok(match s.config.part_size {
         PartSize::Auto => limit,
         PartSize::Fixed(n) => n.min(limit),

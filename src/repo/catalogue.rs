@@ -487,3 +487,25 @@ async fn join_pieces<S: PartStore>(
     let whole = entry::join(head, pieces).map_err(|e| e.to_string())?;
     Ok((whole, at))
 }
+
+/// Every pack in `channels` posted by an author in `trusted` (listed, not downloaded).
+pub async fn list_packs<S: PartStore>(
+    store: &S,
+    keys: &Keys,
+    channels: &[u64],
+    trusted: &[u64],
+) -> Result<Vec<RemotePart>, StoreError> {
+    let is_pack = |name: &str| keys.name_kind(name) == Some(ObjectKind::Pack);
+    let mut packs = Vec::new();
+    for &channel in channels {
+        for p in store
+            .find_parts(channel, &is_pack, OffsetDateTime::UNIX_EPOCH)
+            .await?
+        {
+            if trusted.contains(&p.author_id) {
+                packs.push(p);
+            }
+        }
+    }
+    Ok(packs)
+}

@@ -523,7 +523,8 @@ fn scan(
         c.params,
         c.keys.chunker_seed(),
     )
-    .map_err(|e| UploadError::Inconsistent(e.to_string()))?;
+    // The repository's config is checked when it is opened: bounds out of range here are a bug.
+    .map_err(|e| UploadError::Internal(e.to_string()))?;
     let mut sha = crate::hash::Sha256::default();
     let mut ids = Vec::new();
     let mut stats = Stats::default();
@@ -648,7 +649,8 @@ fn pack_chunks(
         }
         let entry: PackEntry = *writer
             .add_sealed(chunk.entry, &chunk.blob)
-            .map_err(|e| UploadError::Inconsistent(e.to_string()))?;
+            // The pack was checked to have room just above: a refusal here is a bug.
+            .map_err(|e| UploadError::Internal(e.to_string()))?;
         covered += chunk.covered;
         packed.new_plain += u64::from(entry.plain_len);
         packed.new_sealed += u64::from(entry.sealed_len);
