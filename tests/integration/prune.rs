@@ -47,6 +47,30 @@ async fn prune_repacks_mostly_dead_packs_and_a_killed_prune_loses_nothing() {
     assert_eq!((dry.deleted, dry.repacked), (0, 0));
     assert!(dry.young >= 2);
 
+    // A dry run says what it would do and touches nothing.
+    let (posts, packs) = (
+        env.emu.stats().messages_created,
+        kinds(&env, &r, ObjectKind::Pack),
+    );
+    let plan = prune(
+        &s,
+        &r,
+        PruneOpts {
+            dry_run: true,
+            ..now()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(plan.repacked >= 1 && plan.deleted_bytes > 0, "{plan:?}");
+    assert!(
+        plan.summary(true).contains("would free"),
+        "{}",
+        plan.summary(true)
+    );
+    assert_eq!(env.emu.stats().messages_created, posts);
+    assert_eq!(kinds(&env, &r, ObjectKind::Pack), packs);
+
     // Killed after the new pack is posted, before the new entry: b still reads from the old pack.
     let posts = env.emu.stats().messages_created;
     env.fault(FaultRoute::CreateMessage, 1, 100, FaultAction::Status(500));

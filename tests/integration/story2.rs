@@ -86,6 +86,14 @@ async fn init_upload_wipe_recover_download_and_discord_holds_nothing_readable() 
     let (listed, _) = ok(c).await;
     let files = ids(&listed);
     assert_eq!(files.len(), 2);
+    let mut c = dstore2(&env, &machine, PASS);
+    c.args(["info", &files[0].1, "--json"]);
+    let (info, _) = ok(c).await;
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["format"], 2);
+    assert!(info["chunks"].as_u64().unwrap() > 0, "{info}");
+    assert!(!info["packs"].as_array().unwrap().is_empty(), "{info}");
+    assert_eq!(info["next"], format!("download {}", files[0].1));
 
     // Nothing readable anywhere in the emulator's state: no name, no line, no hash, no size.
     let sha = |b: &[u8]| {
