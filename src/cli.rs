@@ -218,6 +218,40 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep a folder stored: upload what changed, one snapshot per round (docs/sync.md); --once for cron.
+    #[command(
+        long_about = "Keep a folder stored (format 2): each round uploads only the chunks of what changed, packed \
+            together for all files, and posts one snapshot of the whole tree. `sync DIR` syncs now and then \
+            watches the folder until Ctrl-C (at the prompt: in the background; `sync status`, `sync stop [DIR]`). \
+            `--once` syncs and exits, for cron. A `.dstoreignore` (gitignore syntax) leaves files out; \
+            swap, temporary and partial files are always left out."
+    )]
+    Sync {
+        /// The folder to sync (at the prompt also `status` or `stop`).
+        dir: PathBuf,
+        /// At the prompt, with `stop`: the folder to stop (default: all).
+        #[arg(hide = true)]
+        more: Option<PathBuf>,
+        /// One round, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between full rescans while watching (a safety net for missed events).
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        rescan: u64,
+    },
+    /// Write a synced folder (or one file or subfolder of it) as it was at a time, every file verified.
+    Restore {
+        /// The folder (its path, ID or name), or `<folder>/<path>` for a file or subfolder.
+        what: String,
+        /// Where to write it (default: ./<name>).
+        dest: Option<PathBuf>,
+        /// The time to restore (RFC 3339, a date, or an age like 2h or 3d; default: the latest).
+        #[arg(long, value_name = "TIME", value_parser = crate::commands::sync::parse_time)]
+        at: Option<time::OffsetDateTime>,
+        /// Replace files that exist at the destination.
+        #[arg(long)]
+        force: bool,
+    },
     /// List, add or remove the repository's passphrases (its key files); `key passwd` changes yours.
     Key {
         #[command(subcommand)]

@@ -13,6 +13,7 @@ pub mod render;
 pub mod repl;
 pub mod repo;
 pub mod store;
+pub mod sync;
 pub mod transfer;
 
 use tokio_util::sync::CancellationToken;

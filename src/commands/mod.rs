@@ -17,7 +17,9 @@ pub mod rebuild;
 pub mod recover;
 pub mod recover2;
 mod repair;
+pub mod restore;
 pub mod stats;
+pub mod sync;
 pub mod upload;
 pub mod upload2;
 pub mod verify;
@@ -148,6 +150,27 @@ impl Session {
                 Ok(())
             }
             Command::Stats { json } => stats::stats(self, json).await,
+            Command::Sync {
+                dir,
+                more: _,
+                once,
+                rescan,
+            } => {
+                sync::command(
+                    self,
+                    &dir,
+                    once,
+                    std::time::Duration::from_secs(rescan.max(1)),
+                    cancel,
+                )
+                .await
+            }
+            Command::Restore {
+                what,
+                dest,
+                at,
+                force,
+            } => restore::command(self, &what, dest.as_deref(), at, force, cancel).await,
             Command::RebuildIndex => {
                 self.require_bot("rebuild-index")?;
                 rebuild::command(self).await

@@ -91,18 +91,26 @@ pub enum ObjectKind {
     Entry,
     /// A piece of a catalogue entry too large for one attachment.
     Piece,
+    /// A synced folder's snapshot (docs/sync.md).
+    Snapshot,
 }
 
 impl ObjectKind {
     /// Every kind, in the order [`Keys::name_kind`] tries them.
-    pub const ALL: [ObjectKind; 3] = [ObjectKind::Pack, ObjectKind::Entry, ObjectKind::Piece];
+    pub const ALL: [ObjectKind; 4] = [
+        ObjectKind::Pack,
+        ObjectKind::Entry,
+        ObjectKind::Piece,
+        ObjectKind::Snapshot,
+    ];
 
-    /// The kind's string in the name derivation: "pack", "entry" or "piece".
+    /// The kind's string in the name derivation: "pack", "entry", "piece" or "snapshot".
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Pack => "pack",
             ObjectKind::Entry => "entry",
             ObjectKind::Piece => "piece",
+            ObjectKind::Snapshot => "snapshot",
         }
     }
 }

@@ -12,5 +12,6 @@ pub mod keys;
 pub mod pack;
 pub mod passphrase;
 pub mod repository;
+pub mod snapshot;
 pub mod upload;
 mod xchacha;

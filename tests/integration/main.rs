@@ -25,5 +25,6 @@ mod recover;
 mod repl;
 mod resume;
 mod story2;
+mod sync;
 mod upload;
 mod upload2;

@@ -1,0 +1,831 @@
+//! One sync round (docs/sync.md 3): walk the folder, take unchanged files from the state, read
+//! the others, pack the new chunks of all of them together into the round's packs (each recorded
+//! the moment Discord confirms it), then post one snapshot of the whole tree.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::walk::{walk, Item, Skipped};
+use super::{Folder, Folders, Local, Seen, State, LOCAL_FORMAT};
+use crate::catalog::{Catalog, ChunkRef, MessageRef, PackChunk, PackRecord, PackRef, FORMAT_V2};
+use crate::repo::chunker::{Chunker, ChunkerParams};
+use crate::repo::crypto::{ChunkId, Keys, ObjectKind, PACK_ID_LEN};
+use crate::repo::index::ChunkIndex;
+use crate::repo::pack::{pack_limit, PackEntry, PackWriter};
+use crate::repo::snapshot::{self, Kind, Node, Snapshot, SNAPSHOT_FORMAT};
+use crate::store::lanes::Scheduler;
+use crate::store::{Lane, PartStore, PutMessage, PutPart, StoreError};
+
+/// What a round runs with.
+pub struct Ctx<S> {
+    pub store: Arc<S>,
+    pub catalog: Catalog,
+    pub folders: Folders,
+    pub keys: Keys,
+    pub chunker: ChunkerParams,
+    /// The configured channels; the first holds snapshots.
+    pub channels: Vec<u64>,
+    /// The largest attachment every channel accepts (the part size in force).
+    pub attachment_limit: u64,
+    pub concurrency: usize,
+    /// The data dir, never synced even when inside the folder.
+    pub data_dir: PathBuf,
+    pub host: String,
+    pub cancel: CancellationToken,
+}
+
+/// What a round did.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Files new, changed and deleted against the previous snapshot; files read.
+    pub new: usize,
+    pub changed: usize,
+    pub deleted: usize,
+    pub read: usize,
+    /// Files, folders and links in the snapshot.
+    pub files: usize,
+    pub dirs: usize,
+    /// Packs posted and their bytes; chunks sent.
+    pub packs: u64,
+    pub pack_bytes: u64,
+    pub chunks_sent: u64,
+    /// The snapshot posted, `None` when the tree was as the previous snapshot says.
+    pub snapshot: Option<u64>,
+    /// Messages posted (packs, snapshot and its pieces).
+    pub messages: u64,
+    /// Paths left out this round, and why (changing while read, unreadable).
+    pub skipped: Vec<Skipped>,
+}
+
+impl Report {
+    /// One line for people.
+    pub fn line(&self, name: &str) -> String {
+        use crate::render::{human_bytes, plural};
+        let what = match self.snapshot {
+            Some(seq) => format!("snapshot {seq} posted"),
+            None => "nothing changed".into(),
+        };
+        let mut line = format!(
+            "{name}: {what}; {} new, {} changed, {} deleted; {} sent in {} ({}).",
+            self.new,
+            self.changed,
+            self.deleted,
+            human_bytes(self.pack_bytes),
+            plural(self.packs, "pack"),
+            plural(self.messages, "message"),
+        );
+        if !self.skipped.is_empty() {
+            line.push_str(&format!(
+                " {} left for the next round: {}.",
+                plural(self.skipped.len() as u64, "path"),
+                self.skipped
+                    .iter()
+                    .take(3)
+                    .map(|s| format!("{} ({})", s.path, s.why))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        line
+    }
+}
+
+/// A finished pack on its way from the packer to the poster.
+struct PackJob {
+    index: u64,
+    bytes: Bytes,
+    pack_id: [u8; PACK_ID_LEN],
+    chunks: Vec<PackChunk>,
+}
+
+/// A file the packer read whole.
+struct ReadFile {
+    path: String,
+    sha256: String,
+    size: u64,
+    ids: Vec<ChunkId>,
+}
+
+/// What the packer thread gives back.
+struct Packed {
+    files: Vec<ReadFile>,
+    unstable: Vec<Skipped>,
+    chunks_sent: u64,
+}
+
+/// Runs one round over `folder`.
+pub async fn round<S: PartStore>(ctx: &Ctx<S>, folder: &Folder) -> Result<Report> {
+    if folder.root.is_empty() {
+        bail!(
+            "folder {} ({}) was synced on another machine; restore it here, or sync a local folder",
+            folder.id,
+            folder.name
+        );
+    }
+    let root = PathBuf::from(&folder.root);
+    if !root.is_dir() {
+        bail!("{} is not a folder (any more)", root.display());
+    }
+    let Some(&first_channel) = ctx.channels.first() else {
+        bail!("no channel is configured");
+    };
+    let mut report = Report::default();
+    let state = ctx.folders.state(&folder.id)?;
+    let prev = ctx.folders.latest(&folder.id)?;
+    let prev_snap = prev.as_ref().map(|l| &l.snapshot);
+    let began = OffsetDateTime::now_utc();
+    let (data_dir, root2) = (ctx.data_dir.clone(), root.clone());
+    let (items, skipped) = tokio::task::spawn_blocking(move || walk(&root2, &data_dir))
+        .await
+        .map_err(|e| anyhow!("the folder walk failed: {e}"))?;
+    report.skipped = skipped;
+
+    // Unchanged files: same size, mtime and inode as the state's snapshot records.
+    let prev_state_snap = if state.seq != 0 {
+        ctx.folders.snapshot(&folder.id, state.seq)?
+    } else {
+        None
+    };
+    let mut reuse: HashMap<String, (Node, Vec<ChunkId>, Vec<PackRef>)> = HashMap::new();
+    let mut to_read: Vec<Item> = Vec::new();
+    for it in items.iter().filter(|i| i.kind == Kind::File) {
+        let seen = state.files.get(&it.path);
+        let old = prev_state_snap
+            .as_ref()
+            .and_then(|l| l.snapshot.node(&it.path).map(|n| (n, &l.snapshot.packs)));
+        match (seen, old) {
+            (Some(s), Some((n, packs)))
+                if s.size == it.size
+                    && s.mtime_ns == it.mtime_ns()
+                    && s.inode == it.inode
+                    && n.kind == Kind::File
+                    && n.size == Some(it.size) =>
+            {
+                let refs: Vec<PackRef> = n
+                    .chunks
+                    .iter()
+                    .map(|c| packs[c.pack as usize].clone())
+                    .collect();
+                let ids = n.chunks.iter().map(|c| c.id).collect();
+                reuse.insert(it.path.clone(), (n.clone(), ids, refs));
+            }
+            _ => to_read.push(it.clone()),
+        }
+    }
+    report.read = to_read.len();
+
+    // The index: every chunk this machine knows to be stored.
+    let mut index = ChunkIndex::build(&ctx.catalog)?;
+    ctx.folders.add_to_index(&mut index)?;
+    let round_id = crate::catalog::new_file_id();
+    let limit = pack_limit(ctx.attachment_limit as usize);
+    let mut own: HashSet<[u8; PACK_ID_LEN]> = HashSet::new();
+    let mut read_files: HashMap<String, ReadFile> = HashMap::new();
+    let mut unstable: Vec<Skipped> = Vec::new();
+    let mut next_pack = 0u64;
+    let mut began_round = false;
+    let mut pending = to_read.clone();
+    let mut checked: HashSet<[u8; PACK_ID_LEN]> = prev_snap
+        .map(|s| s.packs.iter().map(|p| p.pack_id).collect())
+        .unwrap_or_default();
+    for attempt in 0..3 {
+        if !pending.is_empty() {
+            if !began_round {
+                ctx.folders.begin_round(&folder.id, &round_id)?;
+                began_round = true;
+            }
+            let packed = pack_files(
+                ctx,
+                &folder.id,
+                &round_id,
+                &mut next_pack,
+                limit,
+                std::mem::take(&mut pending),
+                &mut index,
+                &mut own,
+                &mut report,
+            )
+            .await?;
+            report.chunks_sent += packed.chunks_sent;
+            unstable.extend(packed.unstable);
+            for f in packed.files {
+                read_files.insert(f.path.clone(), f);
+            }
+        }
+        // Packs named for the first time, posted by someone else: still there?
+        let mut fresh: Vec<PackRef> = Vec::new();
+        for f in read_files.values() {
+            for id in &f.ids {
+                let Some((p, _)) = index.get(id) else {
+                    bail!(
+                        "chunk {} of {} was neither stored nor found in the index",
+                        hex::encode(id),
+                        f.path
+                    );
+                };
+                if !own.contains(&p.pack_id) && checked.insert(p.pack_id) {
+                    fresh.push(p.clone());
+                }
+            }
+        }
+        let mut gone = HashSet::new();
+        for p in fresh {
+            match ctx
+                .store
+                .locate_part(p.channel_id, p.message_id, p.attachment_id)
+                .await
+            {
+                Ok(r) if r.size == p.size => {}
+                Ok(_)
+                | Err(StoreError::UnknownMessage { .. })
+                | Err(StoreError::NotByWebhooks { .. })
+                | Err(StoreError::ContentGone) => {
+                    index.remove_pack(&p.pack_id);
+                    checked.remove(&p.pack_id);
+                    gone.insert(p.pack_id);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if gone.is_empty() {
+            break;
+        }
+        if attempt == 2 {
+            bail!("packs this folder shares with other files keep disappearing from Discord; run the sync again");
+        }
+        tracing::warn!(
+            "{} the folder's files use are gone from Discord; their chunks go again",
+            crate::render::plural(gone.len() as u64, "pack")
+        );
+        pending = to_read
+            .iter()
+            .filter(|i| read_files.remove(&i.path).is_some())
+            .cloned()
+            .collect();
+    }
+
+    // The tree.
+    let mut packs: Vec<PackRef> = Vec::new();
+    let mut slots: HashMap<[u8; PACK_ID_LEN], u32> = HashMap::new();
+    let mut slot = |p: &PackRef| -> u32 {
+        *slots.entry(p.pack_id).or_insert_with(|| {
+            packs.push(p.clone());
+            packs.len() as u32 - 1
+        })
+    };
+    let unstable_paths: HashSet<&str> = unstable.iter().map(|s| s.path.as_str()).collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut seen: std::collections::BTreeMap<String, Seen> = Default::default();
+    for it in &items {
+        match it.kind {
+            Kind::Dir => nodes.push(Node {
+                path: it.path.clone(),
+                kind: Kind::Dir,
+                size: None,
+                mtime: it.mtime,
+                mode: Some(it.mode),
+                sha256: None,
+                chunks: Vec::new(),
+                target: None,
+            }),
+            Kind::Symlink => nodes.push(Node {
+                path: it.path.clone(),
+                kind: Kind::Symlink,
+                size: None,
+                mtime: it.mtime,
+                mode: None,
+                sha256: None,
+                chunks: Vec::new(),
+                target: it.target.clone(),
+            }),
+            Kind::File => {
+                if let Some((n, _, refs)) = reuse.get(&it.path) {
+                    let chunks = n
+                        .chunks
+                        .iter()
+                        .zip(refs)
+                        .map(|(c, p)| ChunkRef {
+                            pack: slot(p),
+                            ..*c
+                        })
+                        .collect();
+                    nodes.push(Node {
+                        chunks,
+                        mode: Some(it.mode),
+                        ..n.clone()
+                    });
+                    seen.insert(it.path.clone(), seen_of(it));
+                } else if let Some(f) = read_files.get(&it.path) {
+                    let mut chunks = Vec::with_capacity(f.ids.len());
+                    for id in &f.ids {
+                        let Some((p, e)) = index.get(id) else {
+                            bail!(
+                                "chunk {} of {} is not in the index",
+                                hex::encode(id),
+                                f.path
+                            );
+                        };
+                        let e: PackEntry = *e;
+                        let pack = slot(p);
+                        chunks.push(ChunkRef {
+                            id: e.id,
+                            pack,
+                            offset: e.offset,
+                            sealed_len: e.sealed_len,
+                            plain_len: e.plain_len,
+                            flags: e.flags,
+                        });
+                    }
+                    nodes.push(Node {
+                        path: it.path.clone(),
+                        kind: Kind::File,
+                        size: Some(f.size),
+                        mtime: it.mtime,
+                        mode: Some(it.mode),
+                        sha256: Some(f.sha256.clone()),
+                        chunks,
+                        target: None,
+                    });
+                    seen.insert(it.path.clone(), seen_of(it));
+                } else if unstable_paths.contains(it.path.as_str()) {
+                    // Changing while read: its previous version stays, if it had one.
+                    if let Some(n) = prev_snap.and_then(|s| s.node(&it.path)) {
+                        if n.kind == Kind::File {
+                            let old = prev_snap.map(|s| &s.packs);
+                            let chunks = n
+                                .chunks
+                                .iter()
+                                .filter_map(|c| {
+                                    old.and_then(|o| o.get(c.pack as usize)).map(|p| ChunkRef {
+                                        pack: slot(p),
+                                        ..*c
+                                    })
+                                })
+                                .collect();
+                            nodes.push(Node {
+                                chunks,
+                                ..n.clone()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    report.skipped.extend(unstable);
+    nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    // A folder whose parent was left out (unreadable) would break the tree rule: drop orphans.
+    let dirs: HashSet<String> = nodes
+        .iter()
+        .filter(|n| n.kind == Kind::Dir)
+        .map(|n| n.path.clone())
+        .collect();
+    nodes.retain(|n| {
+        let mut at = n.path.as_str();
+        while let Some(p) = snapshot::parent(at) {
+            if !dirs.contains(p) {
+                return false;
+            }
+            at = p;
+        }
+        true
+    });
+    report.files = nodes.iter().filter(|n| n.kind == Kind::File).count();
+    report.dirs = nodes.iter().filter(|n| n.kind == Kind::Dir).count();
+    if let Some(p) = prev_snap {
+        let now: HashMap<&str, &Node> = nodes.iter().map(|n| (n.path.as_str(), n)).collect();
+        for n in &nodes {
+            match p.node(&n.path) {
+                None if n.kind == Kind::File => report.new += 1,
+                Some(o) if n.kind == Kind::File && o.sha256 != n.sha256 => report.changed += 1,
+                _ => {}
+            }
+        }
+        report.deleted = p
+            .files
+            .iter()
+            .filter(|o| o.kind == Kind::File && !now.contains_key(o.path.as_str()))
+            .count();
+    } else {
+        report.new = report.files;
+    }
+
+    let unchanged = prev_snap.is_some_and(|p| same_tree(p, &nodes, &packs));
+    let seq = prev.as_ref().map_or(0, |l| l.snapshot.seq);
+    if unchanged {
+        ctx.folders.save_state(
+            &folder.id,
+            &State {
+                format: LOCAL_FORMAT,
+                seq,
+                files: seen,
+            },
+        )?;
+        return Ok(report);
+    }
+    let snap = Snapshot {
+        format: SNAPSHOT_FORMAT,
+        kind: "snapshot".into(),
+        folder: folder.id.clone(),
+        seq: seq + 1,
+        parent: seq,
+        time: began,
+        host: ctx.host.clone(),
+        name: folder.name.clone(),
+        root: folder.root.clone(),
+        packs,
+        files: nodes,
+        pieces: Vec::new(),
+    };
+    snap.check(&ctx.channels)
+        .map_err(|e| anyhow!("the snapshot built is inconsistent ({e}); nothing was posted"))?;
+    let (message, pieces) = post_snapshot(ctx, first_channel, &snap, limit).await?;
+    report.messages += 1 + pieces.len() as u64;
+    report.snapshot = Some(snap.seq);
+    ctx.folders.save_snapshot(&Local {
+        message,
+        pieces,
+        snapshot: snap.clone(),
+    })?;
+    ctx.folders.save_state(
+        &folder.id,
+        &State {
+            format: LOCAL_FORMAT,
+            seq: snap.seq,
+            files: seen,
+        },
+    )?;
+    tracing::info!(folder = %folder.id, seq = snap.seq, "snapshot posted");
+    Ok(report)
+}
+
+fn seen_of(it: &Item) -> Seen {
+    Seen {
+        size: it.size,
+        mtime_ns: it.mtime_ns(),
+        inode: it.inode,
+    }
+}
+
+/// Whether `nodes` (chunks indexing `packs`) describe the same tree as `prev`.
+fn same_tree(prev: &Snapshot, nodes: &[Node], packs: &[PackRef]) -> bool {
+    if prev.files.len() != nodes.len() {
+        return false;
+    }
+    prev.files.iter().zip(nodes).all(|(a, b)| {
+        a.path == b.path
+            && a.kind == b.kind
+            && a.size == b.size
+            && a.mtime == b.mtime
+            && a.mode == b.mode
+            && a.sha256 == b.sha256
+            && a.target == b.target
+            && a.chunks.len() == b.chunks.len()
+            && a.chunks.iter().zip(&b.chunks).all(|(x, y)| {
+                x.id == y.id
+                    && x.offset == y.offset
+                    && prev.packs.get(x.pack as usize).map(|p| p.attachment_id)
+                        == packs.get(y.pack as usize).map(|p| p.attachment_id)
+            })
+    })
+}
+
+/// Posts the snapshot: its pieces each alone, then the head; returns where they are.
+async fn post_snapshot<S: PartStore>(
+    ctx: &Ctx<S>,
+    channel_id: u64,
+    snap: &Snapshot,
+    budget: usize,
+) -> Result<(MessageRef, Vec<MessageRef>)> {
+    let split = snapshot::seal(&ctx.keys, snap, budget)
+        .map_err(|e| anyhow!("the snapshot cannot be written: {e}"))?;
+    let mut placed = Vec::new();
+    let mut pieces = Vec::new();
+    for p in &split.pieces {
+        let r = post_one(ctx, channel_id, p.clone()).await?;
+        placed.push((r.channel_id, r.message_id, r.attachment_id));
+        pieces.push(MessageRef {
+            channel_id: r.channel_id,
+            message_id: r.message_id,
+        });
+    }
+    let head = split
+        .head(&ctx.keys, &placed)
+        .map_err(|e| anyhow!("the snapshot cannot be written: {e}"))?;
+    let r = post_one(ctx, channel_id, head).await?;
+    Ok((
+        MessageRef {
+            channel_id: r.channel_id,
+            message_id: r.message_id,
+        },
+        pieces,
+    ))
+}
+
+async fn post_one<S: PartStore>(
+    ctx: &Ctx<S>,
+    channel_id: u64,
+    object: crate::repo::entry::Sealed,
+) -> Result<crate::store::RemotePart> {
+    let mut posted = ctx
+        .store
+        .put_parts(PutMessage {
+            channel_id,
+            // Random: a snapshot posted again after a crash is never answered with an older one.
+            nonce: hex::encode(rand::random::<[u8; 12]>()),
+            attachments: vec![(object.name, Bytes::from(object.bytes))],
+            newer_than: 0,
+        })
+        .await
+        .context("the snapshot could not be posted")?;
+    match (posted.pop(), posted.is_empty()) {
+        (Some(r), true) => Ok(r),
+        _ => bail!("a message came back with another number of attachments than sent"),
+    }
+}
+
+/// Reads `files` (in order), packs their new chunks into the round's packs and posts them as
+/// they fill, recording each; returns the files read whole with their chunk IDs.
+#[allow(clippy::too_many_arguments)]
+async fn pack_files<S: PartStore>(
+    ctx: &Ctx<S>,
+    folder_id: &str,
+    round_id: &str,
+    next_pack: &mut u64,
+    limit: usize,
+    files: Vec<Item>,
+    index: &mut ChunkIndex,
+    own: &mut HashSet<[u8; PACK_ID_LEN]>,
+    report: &mut Report,
+) -> Result<Packed> {
+    let (tx, mut rx) = mpsc::channel::<PackJob>(1);
+    let stop = ctx.cancel.child_token();
+    let known: HashSet<ChunkId> = index.ids().copied().collect();
+    let (keys, params, first, stop2) = (ctx.keys.clone(), ctx.chunker, *next_pack, stop.clone());
+    let packer = tokio::task::spawn_blocking(move || {
+        pack_thread(&keys, params, files, known, first, limit, &tx, &stop2)
+    });
+    let mut lanes = match ctx.store.upload_lanes().await {
+        Ok(l) if l.is_empty() => None,
+        Ok(l) => Some(Scheduler::new(l)),
+        Err(e) => {
+            stop.cancel();
+            drop(rx);
+            let _ = packer.await;
+            return Err(e.into());
+        }
+    };
+    let cap = ctx.concurrency.max(1);
+    let mut inflight: JoinSet<(Option<Lane>, Result<PackRecord>)> = JoinSet::new();
+    let mut reading = true;
+    let mut failure: Option<anyhow::Error> = None;
+    while reading || !inflight.is_empty() {
+        tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => {
+                inflight.abort_all();
+                stop.cancel();
+                drop(rx);
+                let _ = packer.await;
+                bail!("sync cancelled; the packs posted so far are kept, and the next round goes on from them");
+            }
+            Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                match joined {
+                    Ok((lane, Ok(rec))) => {
+                        if let (Some(l), Some(lane)) = (lanes.as_mut(), lane) {
+                            l.done(lane);
+                        }
+                        report.packs += 1;
+                        report.messages += 1;
+                        report.pack_bytes += rec.size;
+                        own.insert(rec.pack_id);
+                        index.add_pack(rec.pack_ref(), rec.chunks.iter().map(|c| c.entry));
+                    }
+                    Ok((_, Err(e))) => {
+                        failure.get_or_insert(e);
+                        stop.cancel();
+                        reading = false;
+                    }
+                    Err(j) if j.is_cancelled() => {}
+                    Err(j) => {
+                        failure.get_or_insert(anyhow!("a pack upload failed: {j}"));
+                        stop.cancel();
+                        reading = false;
+                    }
+                }
+            }
+            job = rx.recv(), if reading && inflight.len() < cap => match job {
+                Some(job) => {
+                    *next_pack = job.index + 1;
+                    let name = ctx.keys.object_name(ObjectKind::Pack, round_id, job.index);
+                    let lane = match lanes.as_mut() {
+                        Some(l) => match l.pick(|lane| ctx.store.lane_ready(lane)) {
+                            Some((lane, _)) => lane,
+                            None => {
+                                failure.get_or_insert(StoreError::NoLane.into());
+                                stop.cancel();
+                                reading = false;
+                                continue;
+                            }
+                        },
+                        None => Lane::Channel(ctx.channels[(job.index % ctx.channels.len() as u64) as usize]),
+                    };
+                    let on_lane = lanes.is_some().then_some(lane);
+                    let (store, folders) = (ctx.store.clone(), ctx.folders.clone());
+                    let (folder_id, round_id) = (folder_id.to_string(), round_id.to_string());
+                    inflight.spawn(async move {
+                        (on_lane, post_pack(store, folders, &folder_id, &round_id, name, lane, job).await)
+                    });
+                }
+                None => reading = false,
+            },
+        }
+    }
+    drop(rx);
+    let packed = packer
+        .await
+        .map_err(|e| anyhow!("the sync's packer failed: {e}"))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    packed
+}
+
+/// Posts one pack and records it as soon as Discord confirms it.
+async fn post_pack<S: PartStore>(
+    store: Arc<S>,
+    folders: Folders,
+    folder_id: &str,
+    round_id: &str,
+    name: String,
+    lane: Lane,
+    job: PackJob,
+) -> Result<PackRecord> {
+    let size = job.bytes.len() as u64;
+    let remote = store
+        .put_part_on(
+            lane,
+            PutPart {
+                channel_id: 0,
+                filename: name.clone(),
+                nonce: name.chars().take(25).collect(),
+                data: job.bytes,
+                reload: None,
+            },
+        )
+        .await?;
+    let rec = PackRecord {
+        format: FORMAT_V2,
+        index: job.index,
+        pack_id: job.pack_id,
+        size,
+        channel_id: remote.channel_id,
+        message_id: remote.message_id,
+        attachment_id: remote.attachment_id,
+        attachment_name: name,
+        uploaded_at: OffsetDateTime::now_utc(),
+        chunks: job.chunks,
+        webhook_id: match lane {
+            Lane::Webhook(w) => Some(w),
+            Lane::Channel(_) => None,
+        },
+    };
+    let (f, r, fid, rid) = (
+        folders,
+        rec.clone(),
+        folder_id.to_string(),
+        round_id.to_string(),
+    );
+    tokio::task::spawn_blocking(move || f.save_pack(&fid, &rid, &r))
+        .await
+        .map_err(|e| anyhow!("the pack record writer failed: {e}"))??;
+    Ok(rec)
+}
+
+/// The packer: reads each file, cuts and hashes it, and seals every chunk not yet stored into
+/// the round's packs, handing each full pack over. A file whose size or mtime changed while it
+/// was read is left out (unstable).
+#[allow(clippy::too_many_arguments)]
+fn pack_thread(
+    keys: &Keys,
+    params: ChunkerParams,
+    files: Vec<Item>,
+    mut known: HashSet<ChunkId>,
+    first: u64,
+    limit: usize,
+    tx: &mpsc::Sender<PackJob>,
+    stop: &CancellationToken,
+) -> Result<Packed> {
+    let mut writer = PackWriter::new(keys, limit);
+    let mut in_pack: Vec<PackChunk> = Vec::new();
+    let mut index = first;
+    let mut out = Packed {
+        files: Vec::new(),
+        unstable: Vec::new(),
+        chunks_sent: 0,
+    };
+    let send = |writer: PackWriter<'_>, in_pack: &mut Vec<PackChunk>, index: &mut u64| -> bool {
+        let (bytes, _) = writer.finish();
+        let job = PackJob {
+            index: *index,
+            pack_id: keys.pack_id(&bytes),
+            bytes: Bytes::from(bytes),
+            chunks: std::mem::take(in_pack),
+        };
+        *index += 1;
+        !stop.is_cancelled() && tx.blocking_send(job).is_ok()
+    };
+    let stopped = || anyhow!("sync stopped");
+    for item in files {
+        if stop.is_cancelled() {
+            return Err(stopped());
+        }
+        let file = match File::open(&item.abs) {
+            Ok(f) => f,
+            Err(e) => {
+                out.unstable.push(Skipped {
+                    path: item.path.clone(),
+                    why: format!("cannot be read: {e}"),
+                });
+                continue;
+            }
+        };
+        let chunks = Chunker::new(
+            BufReader::with_capacity(1 << 20, file),
+            params,
+            keys.chunker_seed(),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        let mut sha = crate::hash::Sha256::default();
+        let mut ids = Vec::new();
+        let mut size = 0u64;
+        let mut failed = None;
+        for chunk in chunks {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    failed = Some(format!("cannot be read: {e}"));
+                    break;
+                }
+            };
+            sha.update(&chunk.data);
+            size += chunk.data.len() as u64;
+            let id = keys.chunk_id(&chunk.data);
+            ids.push(id);
+            if !known.insert(id) {
+                continue;
+            }
+            if !writer.is_empty() && !writer.would_fit(chunk.data.len()) {
+                let full = std::mem::replace(&mut writer, PackWriter::new(keys, limit));
+                if !send(full, &mut in_pack, &mut index) {
+                    return Err(stopped());
+                }
+            }
+            let entry = *writer
+                .add(id, &chunk.data)
+                .map_err(|e| anyhow!("a chunk does not fit an empty pack: {e}"))?;
+            out.chunks_sent += 1;
+            in_pack.push(PackChunk {
+                entry,
+                file_offset: None,
+            });
+        }
+        // Stable: the same size and mtime after reading as when walked.
+        let after = std::fs::symlink_metadata(&item.abs);
+        let stable = after.as_ref().is_ok_and(|m| {
+            m.len() == item.size && super::walk::mtime_of(m) == item.mtime && size == item.size
+        });
+        if let Some(why) = failed {
+            out.unstable.push(Skipped {
+                path: item.path,
+                why,
+            });
+        } else if !stable {
+            out.unstable.push(Skipped {
+                path: item.path,
+                why: "it changed while it was read".into(),
+            });
+        } else {
+            out.files.push(ReadFile {
+                path: item.path,
+                sha256: sha.finish_hex(),
+                size,
+                ids,
+            });
+        }
+    }
+    if !writer.is_empty() && !send(writer, &mut in_pack, &mut index) {
+        return Err(stopped());
+    }
+    Ok(out)
+}

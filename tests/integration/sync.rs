@@ -1,0 +1,305 @@
+//! Folder sync against the emulator (docs/sync.md): a round posts shared packs and one snapshot,
+//! restore gives the tree back byte for byte, changes send only what changed, a restart sends
+//! nothing, and a round killed mid-way loses nothing.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use dstore::commands::upload2::RepoKeys;
+use dstore::commands::{restore, sync, Session};
+use dstore::repo::crypto::ObjectKind;
+use dstore::sync::round::Report;
+use dstore_emulator::{FaultAction, FaultRoute};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{random_bytes, Env};
+use crate::upload2::{kinds, repo, session2, text};
+
+/// What a tree holds: per relative path, its kind and bytes (or link target), mode and mtime.
+pub fn tree(root: &Path) -> BTreeMap<String, (char, Vec<u8>, u32, i64)> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, Vec<u8>, u32, i64)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+            if m.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(rel, ('l', t.to_str().unwrap().as_bytes().to_vec(), 0, 0));
+            } else if m.is_dir() {
+                out.insert(
+                    rel,
+                    ('d', Vec::new(), m.permissions().mode() & 0o7777, mtime),
+                );
+                walk(root, &p, out);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.insert(rel, ('f', bytes, m.permissions().mode() & 0o7777, mtime));
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+pub fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) -> PathBuf {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// The messages and pack bytes the emulator received since `before` messages existed.
+pub fn received(env: &Env, r: &RepoKeys, before: usize) -> (usize, u64) {
+    let msgs = env.emu.messages(env.emu.channel_id());
+    let new = &msgs[before.min(msgs.len())..];
+    let bytes = new
+        .iter()
+        .flat_map(|m| &m.attachments)
+        .filter(|a| r.keys.name_kind(&a.filename) == Some(ObjectKind::Pack))
+        .map(|a| a.size)
+        .sum();
+    (new.len(), bytes)
+}
+
+pub fn count(env: &Env) -> usize {
+    env.emu.messages(env.emu.channel_id()).len()
+}
+
+pub async fn once(s: &Session, r: &RepoKeys, dir: &Path) -> Report {
+    sync::sync_once(s, r, dir, CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+pub async fn restore_to(
+    s: &Session,
+    r: &RepoKeys,
+    what: &str,
+    dest: &Path,
+    at: Option<OffsetDateTime>,
+) -> anyhow::Result<()> {
+    restore::restore(s, r, what, Some(dest), at, false, CancellationToken::new())
+        .await
+        .map(drop)
+}
+
+/// The folder's tree, less what sync leaves out.
+fn synced_part(
+    mut t: BTreeMap<String, (char, Vec<u8>, u32, i64)>,
+) -> BTreeMap<String, (char, Vec<u8>, u32, i64)> {
+    t.retain(|p, _| !p.ends_with(".swp") && !p.ends_with(".part") && !p.starts_with("build"));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_round_trips_byte_identical_with_its_tree_modes_mtimes_and_links() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("Notes");
+    write(&root, "a.txt", b"hello");
+    write(&root, "docs/deep/nested/b.bin", random_bytes(700_000, 1));
+    write(&root, "docs/c.md", text(300_000, 2));
+    write(&root, "empty-file", b"");
+    write(&root, ".dstoreignore", b"build/\n");
+    write(&root, "build/out.o", b"object");
+    write(&root, "docs/.c.md.swp", b"swap");
+    write(&root, "movie.mkv.part", b"partial");
+    std::fs::create_dir_all(root.join("empty/inner")).unwrap();
+    let script = write(&root, "run.sh", b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("docs/c.md", root.join("link")).unwrap();
+
+    let before = count(&env);
+    let report = once(&s, &r, &root).await;
+    assert_eq!(report.snapshot, Some(1), "{report:?}");
+    assert_eq!(report.files, 6, "{report:?}");
+    let (messages, _) = received(&env, &r, before);
+    assert_eq!(messages as u64, report.packs + 1, "packs and one snapshot");
+    assert_eq!(kinds(&env, &r, ObjectKind::Snapshot), 1);
+
+    let out = env.dir.path().join("restored");
+    restore_to(&s, &r, "Notes", &out, None).await.unwrap();
+    assert_eq!(tree(&out), synced_part(tree(&root)));
+    assert!(!out.join("build").exists() && !out.join("docs/.c.md.swp").exists());
+
+    // One file and one subfolder alone.
+    let one = env.dir.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    restore_to(&s, &r, "Notes/docs/c.md", &one, None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(one.join("c.md")).unwrap(), text(300_000, 2));
+    let sub = env.dir.path().join("sub");
+    restore_to(&s, &r, "Notes/docs", &sub, None).await.unwrap();
+    assert_eq!(
+        std::fs::read(sub.join("deep/nested/b.bin")).unwrap(),
+        random_bytes(700_000, 1)
+    );
+    // Nothing is overwritten without --force.
+    assert!(restore_to(&s, &r, "Notes", &out, None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_small_files_take_a_handful_of_messages_and_a_restart_sends_nothing() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("many");
+    for i in 0..2000u64 {
+        write(
+            &root,
+            &format!("d{}/f{i:04}.dat", i % 20),
+            random_bytes(2048 + (i as usize % 7) * 300, i + 10),
+        );
+    }
+    let before = count(&env);
+    let report = once(&s, &r, &root).await;
+    let (messages, bytes) = received(&env, &r, before);
+    assert_eq!(report.files, 2000);
+    assert!(
+        messages <= 10,
+        "2,000 files took {messages} messages ({} packs)",
+        report.packs
+    );
+    assert!(bytes > 2000 * 2048, "every file's bytes were sent: {bytes}");
+
+    // Restart: nothing stored and unchanged is sent again, and no snapshot either.
+    let before = count(&env);
+    let again = once(&s, &r, &root).await;
+    assert_eq!((again.read, again.snapshot), (0, None), "{again:?}");
+    assert_eq!(received(&env, &r, before), (0, 0));
+
+    // The local state lost (a new machine's data dir would be): the files are read, nothing sent.
+    let state = env.data_dir().join("sync");
+    for f in std::fs::read_dir(&state).unwrap().flatten() {
+        let _ = std::fs::remove_file(f.path().join("state.json"));
+    }
+    let before = count(&env);
+    let reread = once(&s, &r, &root).await;
+    assert_eq!(reread.read, 2000);
+    assert_eq!(reread.packs, 0, "{reread:?}");
+    assert_eq!(received(&env, &r, before).1, 0);
+
+    let out = env.dir.path().join("out");
+    restore_to(&s, &r, "many", &out, None).await.unwrap();
+    assert_eq!(tree(&out), tree(&root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_send_only_what_changed_and_old_snapshots_restore() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("work");
+    let big = random_bytes(4_000_000, 7);
+    write(&root, "big.bin", &big);
+    let log = text(500_000, 8);
+    write(&root, "app.log", &log);
+    write(&root, "keep/notes.txt", b"first notes");
+    write(&root, "gone.txt", random_bytes(100_000, 9));
+    let first = once(&s, &r, &root).await;
+    assert_eq!(first.snapshot, Some(1));
+    let v1 = tree(&root);
+    let t1 = OffsetDateTime::now_utc();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // Append to the log: only the tail goes.
+    let mut log2 = log.clone();
+    log2.extend_from_slice(&text(20_000, 10));
+    write(&root, "app.log", &log2);
+    let before = count(&env);
+    let rep = once(&s, &r, &root).await;
+    let (_, sent) = received(&env, &r, before);
+    assert_eq!((rep.changed, rep.snapshot), (1, Some(2)), "{rep:?}");
+    assert!(sent < 300_000, "an append of 20 KB sent {sent} bytes");
+
+    // An edit in the middle of a 4 MB file: a few chunks (at most 256 KiB each) go.
+    let mut big2 = big.clone();
+    big2[2_000_000..2_000_100].copy_from_slice(&[0xee; 100]);
+    write(&root, "big.bin", &big2);
+    let before = count(&env);
+    let rep = once(&s, &r, &root).await;
+    let (_, sent) = received(&env, &r, before);
+    assert_eq!(rep.changed, 1, "{rep:?}");
+    assert!(
+        sent > 0 && sent < 800_000,
+        "an edit of 100 bytes sent {sent} bytes"
+    );
+
+    // Rename and move: no pack at all; delete: gone from the latest snapshot only.
+    std::fs::create_dir_all(root.join("moved")).unwrap();
+    std::fs::rename(root.join("keep/notes.txt"), root.join("moved/renamed.txt")).unwrap();
+    std::fs::remove_file(root.join("gone.txt")).unwrap();
+    let before = count(&env);
+    let rep = once(&s, &r, &root).await;
+    assert_eq!(rep.packs, 0, "{rep:?}");
+    assert_eq!((rep.new, rep.deleted), (1, 2), "{rep:?}");
+    assert_eq!(
+        received(&env, &r, before),
+        (1, 0),
+        "one snapshot message, no pack"
+    );
+
+    // The latest restores as the folder is now, the first as it was.
+    let now = env.dir.path().join("now");
+    restore_to(&s, &r, "work", &now, None).await.unwrap();
+    assert_eq!(tree(&now), tree(&root));
+    let then = env.dir.path().join("then");
+    restore_to(&s, &r, "work", &then, Some(t1)).await.unwrap();
+    // Folders' mtimes are restored as they were then too: everything compares.
+    assert_eq!(tree(&then), v1);
+    assert!(restore_to(
+        &s,
+        &r,
+        "work",
+        &env.dir.path().join("never"),
+        Some(t1 - time::Duration::days(1))
+    )
+    .await
+    .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_killed_mid_way_loses_nothing_and_the_next_sends_only_the_rest() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.part_size = dstore::config::PartSize::Fixed(crate::upload2::ATTACHMENT);
+        c.retries = 0;
+        c.concurrency = 1;
+    });
+    let r = repo(true);
+    let root = env.dir.path().join("big");
+    let data = random_bytes(5_000_000, 21);
+    write(&root, "one.bin", &data);
+    // Two packs go through, then Discord fails every post.
+    env.fault(FaultRoute::CreateMessage, 2, 1000, FaultAction::Status(500));
+    let before = count(&env);
+    assert!(sync::sync_once(&s, &r, &root, CancellationToken::new())
+        .await
+        .is_err());
+    env.emu.faults().clear();
+    let (first_messages, first_bytes) = received(&env, &r, before);
+    assert_eq!(first_messages, 2);
+    assert_eq!(kinds(&env, &r, ObjectKind::Snapshot), 0);
+
+    let before = count(&env);
+    let rep = once(&s, &r, &root).await;
+    let (_, rest) = received(&env, &r, before);
+    assert_eq!(rep.snapshot, Some(1));
+    let total: u64 = first_bytes + rest;
+    assert!(
+        total < data.len() as u64 + 200_000,
+        "the first round's packs were reused: {first_bytes} + {rest} bytes for {} bytes",
+        data.len()
+    );
+    let out = env.dir.path().join("out");
+    restore_to(&s, &r, "big", &out, None).await.unwrap();
+    assert_eq!(std::fs::read(out.join("one.bin")).unwrap(), data);
+}
