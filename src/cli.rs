@@ -252,6 +252,40 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Show every version of a synced file: the snapshots where it changed, and where it was deleted.
+    Versions {
+        /// The synced path: `<folder>/<path>` (folder by name or ID) or a local path inside a synced folder.
+        path: String,
+        /// Print the versions as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a synced folder's snapshots that the policy does not keep (then `prune` frees space).
+    #[command(
+        long_about = "Delete the snapshots of a synced folder that the policy does not keep (restic's rules, in UTC): \
+            the N newest (--keep-last), and the newest of each of the N latest hours, days, ISO weeks, months and \
+            years that have one. The newest snapshot always stays. No pack is touched: `prune` then removes the \
+            packs no snapshot and no file still needs."
+    )]
+    Forget {
+        /// The folder (its path, ID or name).
+        folder: String,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: usize,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_hourly: usize,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_daily: usize,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_weekly: usize,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_monthly: usize,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_yearly: usize,
+        /// Only say which snapshots would be forgotten.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List, add or remove the repository's passphrases (its key files); `key passwd` changes yours.
     Key {
         #[command(subcommand)]

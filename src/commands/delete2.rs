@@ -77,6 +77,9 @@ pub async fn delete(s: &Session, repo: &RepoKeys, file: &FileManifest) -> Result
             kept.extend(f.entry.packs.iter().map(|p| p.attachment_id));
         }
     }
+    // Packs synced folders' snapshots name (docs/sync.md 6).
+    kept.extend(found.snapshot_packs());
+    kept.extend(crate::sync::Folders::new(&s.config.data_dir).used_packs()?);
     for other in s.catalog.all()?.into_iter().flatten() {
         if other.id == id || other.format != FORMAT_V2 {
             continue;

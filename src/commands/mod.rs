@@ -6,6 +6,7 @@ pub mod delete2;
 pub mod download;
 mod duplicate;
 pub mod entries;
+pub mod forget;
 mod help;
 mod info;
 pub mod init;
@@ -23,6 +24,7 @@ pub mod sync;
 pub mod upload;
 pub mod upload2;
 pub mod verify;
+pub mod versions;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -164,6 +166,27 @@ impl Session {
                     cancel,
                 )
                 .await
+            }
+            Command::Versions { path, json } => versions::command(self, &path, json),
+            Command::Forget {
+                folder,
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                keep_yearly,
+                dry_run,
+            } => {
+                let policy = forget::Policy {
+                    last: keep_last,
+                    hourly: keep_hourly,
+                    daily: keep_daily,
+                    weekly: keep_weekly,
+                    monthly: keep_monthly,
+                    yearly: keep_yearly,
+                };
+                forget::command(self, &folder, &policy, dry_run).await
             }
             Command::Restore {
                 what,

@@ -114,6 +114,10 @@ pub async fn prune(s: &Session, repo: &RepoKeys, opts: PruneOpts) -> Result<Prun
             }
         }
     }
+    // Packs a synced folder's snapshot names (on Discord, or this machine's) are kept whole:
+    // snapshots are never rewritten (docs/sync.md 6).
+    pinned.extend(found.snapshot_packs());
+    pinned.extend(crate::sync::Folders::new(&s.config.data_dir).used_packs()?);
     let cutoff = OffsetDateTime::now_utc() - opts.grace;
     let mut report = PruneReport::default();
     let mut dead: Vec<RemotePart> = Vec::new();

@@ -29,6 +29,7 @@ pub async fn recover(
     for why in &found.skipped {
         eprintln!("warning: {why}");
     }
+    recover_snapshots(s, &found.snapshots, json)?;
     let mut entries: Vec<_> = found.entries.into_values().collect();
     entries.sort_by_key(|f| f.entry.created_at);
     let mut recovered = Vec::new();
@@ -59,4 +60,54 @@ pub async fn recover(
         recovered.push(FileJson::of(&s.catalog, &file));
     }
     Ok((recovered, found.skipped.len()))
+}
+
+/// Writes every snapshot that counts and this machine lacks (and its folder's record, with no
+/// local root, when the folder is new here), so `list`, `versions` and `restore` see it.
+pub fn recover_snapshots(
+    s: &Session,
+    snapshots: &std::collections::HashMap<(String, u64), crate::repo::catalogue::FoundSnapshot>,
+    json: bool,
+) -> Result<usize> {
+    let folders = crate::sync::Folders::new(&s.config.data_dir);
+    let mut keys: Vec<&(String, u64)> = snapshots.keys().collect();
+    keys.sort();
+    let mut written = 0;
+    let mut per_folder: std::collections::BTreeMap<String, (String, usize)> = Default::default();
+    for key in keys {
+        let f = &snapshots[key];
+        let snap = &f.snapshot;
+        if folders.load(&snap.folder)?.is_none() {
+            folders.save(&crate::sync::Folder {
+                format: crate::sync::LOCAL_FORMAT,
+                id: snap.folder.clone(),
+                root: String::new(),
+                name: snap.name.clone(),
+                created_at: snap.time,
+            })?;
+        }
+        let have = folders.snapshot(&snap.folder, snap.seq)?;
+        if have.is_some_and(|l| l.message == f.head) {
+            continue;
+        }
+        folders.save_snapshot(&crate::sync::Local {
+            message: f.head,
+            pieces: f.pieces.clone(),
+            snapshot: snap.clone(),
+        })?;
+        written += 1;
+        let e = per_folder
+            .entry(snap.folder.clone())
+            .or_insert_with(|| (snap.name.clone(), 0));
+        e.1 += 1;
+    }
+    if !json {
+        for (id, (name, n)) in per_folder {
+            println!(
+                "Recovered {} of the synced folder {name} ({id}).",
+                crate::render::plural(n as u64, "snapshot")
+            );
+        }
+    }
+    Ok(written)
 }

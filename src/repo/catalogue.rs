@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::crypto::{Keys, ObjectKind};
 use super::entry::{self, Entry, EntryError, Opened, Sealed};
+use super::snapshot::{self, Snapshot};
 use crate::catalog::MessageRef;
 use crate::store::{PartStore, PutMessage, RemotePart, StoreError, MAX_ATTACHMENTS};
 
@@ -215,6 +216,27 @@ pub struct Scan {
     pub contents: HashMap<(u64, u64), Vec<String>>,
     /// One line per object that was skipped, saying why.
     pub skipped: Vec<String>,
+    /// Per `(folder, seq)`, the synced folder's snapshot that counts (docs/sync.md 2.2).
+    pub snapshots: HashMap<(String, u64), FoundSnapshot>,
+}
+
+/// A snapshot that counts, where its head and pieces are.
+#[derive(Debug, Clone)]
+pub struct FoundSnapshot {
+    pub snapshot: Snapshot,
+    pub head: MessageRef,
+    pub posted_at: OffsetDateTime,
+    pub pieces: Vec<MessageRef>,
+}
+
+impl Scan {
+    /// Every pack attachment a snapshot that counts names.
+    pub fn snapshot_packs(&self) -> HashSet<u64> {
+        self.snapshots
+            .values()
+            .flat_map(|f| f.snapshot.packs.iter().map(|p| p.attachment_id))
+            .collect()
+    }
 }
 
 /// The attachment names of an entry: its head's, and its pieces' (as many as it has).
@@ -358,7 +380,7 @@ pub async fn scan<S: PartStore>(
     let wanted = |name: &str| {
         matches!(
             keys.name_kind(name),
-            Some(ObjectKind::Entry) | Some(ObjectKind::Piece)
+            Some(ObjectKind::Entry) | Some(ObjectKind::Piece) | Some(ObjectKind::Snapshot)
         )
     };
     for &channel in channels {
@@ -375,6 +397,10 @@ pub async fn scan<S: PartStore>(
                     "{} in message {} was posted by someone other than this bot; ignored",
                     part.filename, part.message_id
                 ));
+                continue;
+            }
+            if keys.name_kind(&part.filename) == Some(ObjectKind::Snapshot) {
+                scan_snapshot(store, keys, channels, &part, &mut out).await?;
                 continue;
             }
             out.messages.push((at, part.filename.clone()));
@@ -442,6 +468,120 @@ pub async fn scan<S: PartStore>(
         }
     }
     Ok(out)
+}
+
+/// Opens and checks one trusted snapshot head, joins its pieces, and keeps it when it counts.
+async fn scan_snapshot<S: PartStore>(
+    store: &S,
+    keys: &Keys,
+    channels: &[u64],
+    part: &RemotePart,
+    out: &mut Scan,
+) -> Result<(), StoreError> {
+    let bytes = store.read_part(part).await?;
+    let skip = |why: String| {
+        format!(
+            "the snapshot in message {} was skipped: {why}",
+            part.message_id
+        )
+    };
+    let head = match snapshot::open(keys, &bytes) {
+        Ok(snapshot::Opened::Snapshot(s)) => s,
+        Ok(snapshot::Opened::Piece(_)) => {
+            out.skipped
+                .push(skip("it is a piece under a snapshot's name".into()));
+            return Ok(());
+        }
+        Err(e) => {
+            out.skipped.push(skip(e.to_string()));
+            return Ok(());
+        }
+    };
+    if head.object_name(keys) != part.filename {
+        out.skipped
+            .push(skip("its name is not the one its contents give".into()));
+        return Ok(());
+    }
+    let mut pieces = Vec::new();
+    let mut at = Vec::new();
+    for (n, p) in head.pieces.iter().enumerate() {
+        if !channels.contains(&p.channel_id) {
+            out.skipped.push(skip(format!(
+                "piece {} is in a channel that is not configured",
+                n + 1
+            )));
+            return Ok(());
+        }
+        let fetched = match store
+            .locate_part(p.channel_id, p.message_id, p.attachment_id)
+            .await
+        {
+            Ok(r) => store.read_part(&r).await,
+            Err(e) => Err(e),
+        };
+        let bytes = match fetched {
+            Ok(b) => b,
+            Err(e) => {
+                out.skipped
+                    .push(skip(format!("piece {} cannot be fetched ({e})", n + 1)));
+                return Ok(());
+            }
+        };
+        if crate::hash::sha256_hex(&bytes) != p.sha256 {
+            out.skipped.push(skip(format!(
+                "piece {} is not the one its head lists",
+                n + 1
+            )));
+            return Ok(());
+        }
+        match snapshot::open(keys, &bytes) {
+            Ok(snapshot::Opened::Piece(piece)) => pieces.push(piece),
+            Ok(snapshot::Opened::Snapshot(_)) => {
+                out.skipped
+                    .push(skip(format!("piece {} is a snapshot", n + 1)));
+                return Ok(());
+            }
+            Err(e) => {
+                out.skipped.push(skip(format!("piece {}: {e}", n + 1)));
+                return Ok(());
+            }
+        }
+        at.push(MessageRef {
+            channel_id: p.channel_id,
+            message_id: p.message_id,
+        });
+    }
+    let whole = match snapshot::join(head, pieces) {
+        Ok(w) => w,
+        Err(e) => {
+            out.skipped.push(skip(e.to_string()));
+            return Ok(());
+        }
+    };
+    if let Err(e) = whole.check(channels) {
+        out.skipped.push(skip(e.to_string()));
+        return Ok(());
+    }
+    let key = (whole.folder.clone(), whole.seq);
+    let candidate = FoundSnapshot {
+        snapshot: whole,
+        head: MessageRef {
+            channel_id: part.channel_id,
+            message_id: part.message_id,
+        },
+        posted_at: part.posted_at,
+        pieces: at,
+    };
+    match out.snapshots.get(&key) {
+        // The same seq posted again (a round re-run after a crash): the newest message counts.
+        Some(have)
+            if (have.posted_at, have.head.message_id)
+                >= (candidate.posted_at, candidate.head.message_id) => {}
+        _ => {
+            out.snapshots.insert(key, candidate);
+        }
+    }
+    Ok(())
 }
 
 /// Fetches and joins the pieces a head lists (by message, never by name).

@@ -305,6 +305,32 @@ impl Folders {
         Ok(out)
     }
 
+    /// Removes the records of every round of a folder: once a snapshot is posted, the chunks it
+    /// uses are in it, and a pack no snapshot names is an orphan for `prune`.
+    pub fn clear_rounds(&self, id: &str) -> Result<()> {
+        let dir = self.folder_dir(id).join("rounds");
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+        }
+    }
+
+    /// Every pack attachment this machine's sync records rely on: the local snapshots' and the
+    /// packs of rounds not finished.
+    pub fn used_packs(&self) -> Result<std::collections::HashSet<u64>> {
+        let mut out = std::collections::HashSet::new();
+        for f in self.all()? {
+            for l in self.snapshots(&f.id)? {
+                out.extend(l.snapshot.packs.iter().map(|p| p.attachment_id));
+            }
+        }
+        for rec in self.all_packs()? {
+            out.insert(rec.attachment_id);
+        }
+        Ok(out)
+    }
+
     /// Adds every chunk of the folders' snapshots and round records to `index`.
     pub fn add_to_index(&self, index: &mut ChunkIndex) -> Result<()> {
         for f in self.all()? {

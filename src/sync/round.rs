@@ -431,6 +431,7 @@ pub async fn round<S: PartStore>(ctx: &Ctx<S>, folder: &Folder) -> Result<Report
                 files: seen,
             },
         )?;
+        ctx.folders.clear_rounds(&folder.id)?;
         return Ok(report);
     }
     let snap = Snapshot {
@@ -465,6 +466,7 @@ pub async fn round<S: PartStore>(ctx: &Ctx<S>, folder: &Folder) -> Result<Report
             files: seen,
         },
     )?;
+    ctx.folders.clear_rounds(&folder.id)?;
     tracing::info!(folder = %folder.id, seq = snap.seq, "snapshot posted");
     Ok(report)
 }

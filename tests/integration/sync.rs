@@ -303,3 +303,143 @@ async fn a_round_killed_mid_way_loses_nothing_and_the_next_sends_only_the_rest()
     restore_to(&s, &r, "big", &out, None).await.unwrap();
     assert_eq!(std::fs::read(out.join("one.bin")).unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_machine_recovers_the_snapshots_and_restores_versions() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("shared");
+    write(&root, "a/doc.txt", b"version one");
+    write(&root, "b.bin", random_bytes(300_000, 31));
+    once(&s, &r, &root).await;
+    let v1 = tree(&root);
+    let t1 = OffsetDateTime::now_utc();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&root, "a/doc.txt", b"version two, longer");
+    once(&s, &r, &root).await;
+    std::fs::remove_file(root.join("a/doc.txt")).unwrap();
+    once(&s, &r, &root).await;
+
+    let list = dstore::commands::versions::versions(
+        &s,
+        &sync::resolve_or_fail(&s, "shared").unwrap().0,
+        "a/doc.txt",
+    )
+    .unwrap();
+    let shape: Vec<(u64, bool, u64)> = list.iter().map(|v| (v.seq, v.deleted, v.size)).collect();
+    assert_eq!(shape, [(1, false, 11), (2, false, 19), (3, true, 0)]);
+
+    // Another machine: same token, channels and keys, an empty data dir.
+    let other = env.dir.path().join("other-data");
+    let s2 = env.session_with(|c| {
+        c.part_size = dstore::config::PartSize::Fixed(crate::upload2::ATTACHMENT);
+        c.data_dir = other.clone();
+    });
+    assert!(sync::resolve(&s2, "shared").unwrap().is_none());
+    dstore::commands::recover2::recover(&s2, &r, true, CancellationToken::new())
+        .await
+        .unwrap();
+    let (folder, _) = sync::resolve_or_fail(&s2, "shared").unwrap();
+    assert_eq!(folder.root, "", "no local root on the second machine");
+    let out = env.dir.path().join("there-now");
+    restore_to(&s2, &r, "shared", &out, None).await.unwrap();
+    assert_eq!(tree(&out), tree(&root));
+    let then = env.dir.path().join("there-then");
+    restore_to(&s2, &r, "shared", &then, Some(t1))
+        .await
+        .unwrap();
+    assert_eq!(tree(&then), v1);
+    // A second recover writes nothing new.
+    let before = std::fs::read_dir(other.join("sync").join(&folder.id).join("snapshots"))
+        .unwrap()
+        .count();
+    dstore::commands::recover2::recover(&s2, &r, true, CancellationToken::new())
+        .await
+        .unwrap();
+    let after = std::fs::read_dir(other.join("sync").join(&folder.id).join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!((before, after), (3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_then_prune_keeps_what_the_policy_keeps() {
+    use dstore::commands::forget::{forget, Policy};
+    use dstore::commands::prune::{prune, PruneOpts};
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("kept");
+    // Snapshot 1: only `old.bin`, in a pack of its own.
+    let old = random_bytes(600_000, 41);
+    write(&root, "old.bin", &old);
+    once(&s, &r, &root).await;
+    let old_packs: Vec<u64> = {
+        let (f, _) = sync::resolve_or_fail(&s, "kept").unwrap();
+        let l = dstore::sync::Folders::new(&env.data_dir())
+            .snapshot(&f.id, 1)
+            .unwrap()
+            .unwrap();
+        l.snapshot.packs.iter().map(|p| p.attachment_id).collect()
+    };
+    let t1 = OffsetDateTime::now_utc();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Snapshot 2: old.bin gone, new.bin in.
+    std::fs::remove_file(root.join("old.bin")).unwrap();
+    write(&root, "new.bin", random_bytes(500_000, 42));
+    once(&s, &r, &root).await;
+    let t2 = OffsetDateTime::now_utc();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&root, "more.txt", b"three");
+    once(&s, &r, &root).await;
+
+    let grace = PruneOpts {
+        grace: std::time::Duration::ZERO,
+        ..PruneOpts::default()
+    };
+    // Before forget, prune keeps everything every snapshot names.
+    prune(&s, &r, grace).await.unwrap();
+    for p in &old_packs {
+        assert!(
+            env.emu.attachment(*p).is_some(),
+            "snapshot 1 still needs its pack"
+        );
+    }
+
+    let keep2 = Policy {
+        last: 2,
+        ..Policy::default()
+    };
+    let dry = forget(&s, &r, "kept", &keep2, true).await.unwrap();
+    assert_eq!(
+        (dry.kept.clone(), dry.forgotten.clone()),
+        (vec![2, 3], vec![1])
+    );
+    assert_eq!(
+        kinds(&env, &r, ObjectKind::Snapshot),
+        3,
+        "a dry run deletes nothing"
+    );
+    let done = forget(&s, &r, "kept", &keep2, false).await.unwrap();
+    assert_eq!(done.forgotten, vec![1]);
+    assert_eq!(kinds(&env, &r, ObjectKind::Snapshot), 2);
+
+    prune(&s, &r, grace).await.unwrap();
+    for p in &old_packs {
+        assert!(env.emu.attachment(*p).is_none(), "only snapshot 1 used it");
+    }
+    // What the policy kept still restores, at the latest and at snapshot 2.
+    let now = env.dir.path().join("now");
+    restore_to(&s, &r, "kept", &now, None).await.unwrap();
+    assert_eq!(tree(&now), tree(&root));
+    let two = env.dir.path().join("two");
+    restore_to(&s, &r, "kept", &two, Some(t2)).await.unwrap();
+    assert!(two.join("new.bin").exists() && !two.join("more.txt").exists());
+    assert!(
+        restore_to(&s, &r, "kept", &env.dir.path().join("one"), Some(t1))
+            .await
+            .is_err(),
+        "snapshot 1 is forgotten"
+    );
+}
