@@ -114,18 +114,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show every file: ID, name, size, parts, status and age, newest first.
+    /// Show every file: ID, name, size, parts, status and age, newest first; then synced folders' files.
     List {
         /// Also show files hidden by `delete --keep-remote`.
         #[arg(long)]
         all: bool,
-        /// Print the list as JSON on stdout.
+        /// Draw each synced folder's latest snapshot as a tree.
+        #[arg(long)]
+        tree: bool,
+        /// Print the list as JSON on stdout (uploaded files; synced folders are in their snapshots).
         #[arg(long)]
         json: bool,
     },
     /// Get a file back, verified byte for byte; run it again to resume an interrupted download.
     Download {
-        /// The file ID (see `list`).
+        /// The file ID (see `list`), or a synced path (`<folder>/<path>`).
         id: String,
         /// A directory (the original name is used) or a file path; default: the current directory.
         dest: Option<PathBuf>,
@@ -149,7 +152,7 @@ pub enum Command {
     },
     /// Show a file's details, its parts and the command to use next.
     Info {
-        /// The file ID (see `list`).
+        /// The file ID (see `list`), or a synced path (`<folder>/<path>`).
         id: String,
         /// Print the details as JSON on stdout.
         #[arg(long)]

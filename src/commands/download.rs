@@ -26,6 +26,11 @@ pub async fn download(
     json: bool,
     cancel: CancellationToken,
 ) -> Result<PathBuf> {
+    if !s.catalog.contains(id) {
+        if let Some((folder, path)) = super::sync::resolve(s, id)? {
+            return download_synced(s, &folder, &path, dest, force, json, cancel).await;
+        }
+    }
     if s.catalog.load_file(id)?.format == FORMAT_V2 {
         let keys = repository_keys(s, id).await?;
         return download_v2(s, &keys, id, dest, force, json, cancel).await;
@@ -77,6 +82,64 @@ pub async fn download(
         Err(e) => bail!("download of {id} failed: {e}; run the same command again to retry"),
     }
     place(partial, &file, target, force, json)
+}
+
+/// `download <synced path>`: the file as the folder's latest snapshot holds it, verified, to
+/// the same destinations as a file ID's download.
+async fn download_synced(
+    s: &Session,
+    folder: &crate::sync::Folder,
+    path: &str,
+    dest: Option<&Path>,
+    force: bool,
+    json: bool,
+    cancel: CancellationToken,
+) -> Result<PathBuf> {
+    let local = super::sync::snapshot_at(s, folder, None)?;
+    let snap = &local.snapshot;
+    let Some(node) = snap
+        .node(path)
+        .filter(|n| n.kind == crate::repo::snapshot::Kind::File)
+    else {
+        bail!(
+            "{}/{path} is not a file of the latest snapshot of {} (`restore` writes folders; `versions` lists deleted files' versions)",
+            folder.name,
+            folder.name
+        );
+    };
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let target = resolve_target(dest, name)?;
+    check_target(&target, force)?;
+    let Some(repo) = s.repository().await? else {
+        bail!("there is no format-2 repository here or on Discord");
+    };
+    if !json {
+        println!(
+            "Downloading {}/{path} ({}) to {}.",
+            folder.name,
+            human_bytes(node.size.unwrap_or(0)),
+            target.display()
+        );
+    }
+    let job = crate::sync::restore::Restore {
+        store: s.store()?,
+        keys: &repo.keys,
+        channels: &s.config.channels,
+        concurrency: s.config.concurrency,
+        cancel: &cancel,
+        force,
+    };
+    job.file(snap, node, &target).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"folder": folder.id, "path": path, "seq": snap.seq,
+                "size": node.size, "sha256": node.sha256, "saved_to": target})
+        );
+    } else {
+        println!("Saved {} (verified).", target.display());
+    }
+    Ok(target)
 }
 
 /// The keys of the repository format-2 file `id` lives in.

@@ -41,6 +41,11 @@ struct PartJson {
 }
 
 pub fn info(s: &Session, id: &str, json: bool) -> Result<()> {
+    if !s.catalog.contains(id) {
+        if let Some((folder, path)) = super::sync::resolve(s, id)? {
+            return info_synced(s, &folder, &path, json);
+        }
+    }
     let file = s.catalog.load_file(id)?;
     if file.format == crate::catalog::FORMAT_V2 {
         return info_v2(s, &file, json);
@@ -295,4 +300,88 @@ fn print_parts(parts: &[PartRecord]) {
             parts.len() - TABLE_ROWS
         );
     }
+}
+
+/// `info <synced path>`: the file as the latest snapshot holds it, and its versions.
+fn info_synced(s: &Session, folder: &crate::sync::Folder, path: &str, json: bool) -> Result<()> {
+    let local = super::sync::snapshot_at(s, folder, None)?;
+    let snap = &local.snapshot;
+    let versions = super::versions::versions(s, folder, path)?;
+    let node = snap.node(path);
+    if node.is_none() && versions.is_empty() {
+        anyhow::bail!(
+            "{}/{path} is in no snapshot of {} ({})",
+            folder.name,
+            folder.name,
+            folder.id
+        );
+    }
+    if json {
+        let value = serde_json::json!({
+            "folder": folder.id,
+            "folder_name": folder.name,
+            "path": path,
+            "seq": snap.seq,
+            "type": node.map(|n| n.kind),
+            "size": node.and_then(|n| n.size),
+            "mtime": node.map(|n| n.mtime.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),
+            "mode": node.and_then(|n| n.mode),
+            "sha256": node.and_then(|n| n.sha256.clone()),
+            "chunks": node.map_or(0, |n| n.chunks.len()),
+            "versions": versions,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    println!("Synced path  {}/{path}", folder.name);
+    println!(
+        "Folder       {} ({})",
+        folder.id,
+        if folder.root.is_empty() {
+            "synced on another machine"
+        } else {
+            folder.root.as_str()
+        }
+    );
+    match node {
+        Some(n) => {
+            println!("Type         {:?}", n.kind);
+            if let Some(size) = n.size {
+                println!("Size         {} ({size} bytes)", human_bytes(size));
+            }
+            println!("Modified     {}", relative_age(n.mtime, now));
+            if let Some(mode) = n.mode {
+                println!("Mode         {mode:o}");
+            }
+            if let Some(sha) = &n.sha256 {
+                println!("SHA-256      {sha}");
+            }
+            if n.kind == crate::repo::snapshot::Kind::File {
+                println!("Chunks       {}", n.chunks.len());
+            }
+        }
+        None => println!("State        deleted (in no file of snapshot {})", snap.seq),
+    }
+    println!(
+        "Versions     {}",
+        versions.iter().filter(|v| !v.deleted).count()
+    );
+    for v in &versions {
+        let what = if v.deleted {
+            "deleted".to_string()
+        } else {
+            human_bytes(v.size)
+        };
+        println!(
+            "  snapshot {:>4}  {:<12}  {what}",
+            v.seq,
+            relative_age(v.time, now)
+        );
+    }
+    println!(
+        "Next         download {}/{path}   |   versions {}/{path}",
+        folder.name, folder.name
+    );
+    Ok(())
 }

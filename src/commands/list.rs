@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::{FileJson, Session};
 use crate::render::{human_bytes, relative_age};
 
-pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
+pub fn list(s: &Session, all: bool, tree: bool, json: bool) -> Result<()> {
     let mut rows = Vec::new();
     let mut hidden = std::collections::HashSet::new();
     let mut not_shown = 0u64;
@@ -31,9 +31,19 @@ pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
         1 => "1 file is hidden by `delete --keep-remote`; `list --all` shows it.".to_string(),
         n => format!("{n} files are hidden by `delete --keep-remote`; `list --all` shows them."),
     };
+    let synced = synced_folders(s)?;
+    if rows.is_empty() && !synced.is_empty() {
+        if not_shown > 0 {
+            println!("{hidden_note}");
+        }
+        print_synced(&synced, tree);
+        return Ok(());
+    }
     if rows.is_empty() {
         if not_shown == 0 {
-            println!("No files yet; `upload <path>` stores one.");
+            println!(
+                "No files yet; `upload <path>` stores one, `sync <dir>` keeps a folder stored."
+            );
         } else {
             println!("No files to show: {hidden_note}");
         }
@@ -71,7 +81,79 @@ pub fn list(s: &Session, all: bool, json: bool) -> Result<()> {
     if not_shown > 0 {
         println!("{hidden_note}");
     }
+    if !synced.is_empty() {
+        println!();
+        print_synced(&synced, tree);
+    }
     Ok(())
+}
+
+/// Each synced folder with its latest snapshot.
+fn synced_folders(s: &Session) -> Result<Vec<(crate::sync::Folder, crate::sync::Local)>> {
+    let folders = super::sync::folders(s);
+    let mut out = Vec::new();
+    for f in folders.all()? {
+        if let Some(l) = folders.latest(&f.id)? {
+            out.push((f, l));
+        }
+    }
+    Ok(out)
+}
+
+/// The files of each synced folder's latest snapshot, by synced path; `tree` draws the tree.
+fn print_synced(synced: &[(crate::sync::Folder, crate::sync::Local)], tree: bool) {
+    use crate::repo::snapshot::Kind;
+    let now = OffsetDateTime::now_utc();
+    for (f, l) in synced {
+        let snap = &l.snapshot;
+        let files = snap.files.iter().filter(|n| n.kind == Kind::File);
+        let total: u64 = files.clone().filter_map(|n| n.size).sum();
+        println!(
+            "Synced folder {} ({}): snapshot {}, {}, {} files, {}{}",
+            f.name,
+            f.id,
+            snap.seq,
+            relative_age(snap.time, now),
+            files.count(),
+            human_bytes(total),
+            if f.root.is_empty() {
+                " (synced on another machine)".to_string()
+            } else {
+                format!(", from {}", f.root)
+            }
+        );
+        if tree {
+            println!("{}/", f.name);
+            for n in &snap.files {
+                let depth = n.path.matches('/').count();
+                let name = n.path.rsplit('/').next().unwrap_or(&n.path);
+                let indent = "    ".repeat(depth);
+                match n.kind {
+                    Kind::Dir => println!("{indent}├── {name}/"),
+                    Kind::File => {
+                        println!("{indent}├── {name}  {}", human_bytes(n.size.unwrap_or(0)))
+                    }
+                    Kind::Symlink => println!(
+                        "{indent}├── {name} -> {}",
+                        n.target.as_deref().unwrap_or_default()
+                    ),
+                }
+            }
+            continue;
+        }
+        for n in snap.files.iter().filter(|n| n.kind != Kind::Dir) {
+            let size = match n.kind {
+                Kind::File => human_bytes(n.size.unwrap_or(0)),
+                _ => format!("-> {}", n.target.as_deref().unwrap_or_default()),
+            };
+            println!(
+                "  {:<50}  {:>10}  {}",
+                format!("{}/{}", f.name, n.path),
+                size,
+                relative_age(n.mtime, now)
+            );
+        }
+    }
 }
 
 fn truncate(s: &str, width: usize) -> String {

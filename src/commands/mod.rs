@@ -109,7 +109,7 @@ impl Session {
                 self.upload_all(&paths, force, json, cancel).await
             }
             Command::Resume { id, json } => upload::resume(self, &id, json, cancel).await.map(drop),
-            Command::List { all, json } => list::list(self, all, json),
+            Command::List { all, tree, json } => list::list(self, all, tree, json),
             Command::Download {
                 id,
                 dest,

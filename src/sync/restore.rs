@@ -191,7 +191,8 @@ impl<S: PartStore> Restore<'_, S> {
         Ok(done)
     }
 
-    async fn file(&self, snap: &Snapshot, node: &Node, target: &Path) -> Result<()> {
+    /// Restores one file to `target`, verified before it takes the name.
+    pub async fn file(&self, snap: &Snapshot, node: &Node, target: &Path) -> Result<()> {
         let manifest = manifest_of(snap, node, self.channels);
         let partial = Partial::open(&partial_path(target, &snap.folder), manifest.size)?;
         let sink = Sink {

@@ -26,5 +26,6 @@ mod repl;
 mod resume;
 mod story2;
 mod sync;
+mod sync_cli;
 mod upload;
 mod upload2;

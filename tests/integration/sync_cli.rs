@@ -1,0 +1,139 @@
+//! Folder sync through the binary: `sync DIR --once`, `list`, `list --tree`, `info`, `download`
+//! and `versions` of synced paths, `restore`, and `sync DIR` watching headless until Ctrl-C.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::{dstore_bare, run};
+use crate::common::Env;
+use crate::sync::{tree, write};
+
+const PASS: &str = "correct horse battery staple";
+
+fn dstore2(env: &Env) -> Command {
+    let mut c = dstore_bare(env);
+    c.env("DSTORE_FORMAT", "2").env("DSTORE_PASSPHRASE", PASS);
+    c
+}
+
+async fn ok(env: &Env, args: &[&str]) -> String {
+    let mut c = dstore2(env);
+    c.args(args);
+    let out = run(c, "").await;
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "{args:?}\nstdout: {o}\nstderr: {e}");
+    o
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_then_list_info_download_versions_and_restore_synced_paths() {
+    let env = Env::new().await;
+    let root = env.dir.path().join("Notes");
+    write(&root, "todo.txt", b"buy milk\n");
+    write(&root, "deep/er/plan.md", b"# plan\n");
+    ok(&env, &["init"]).await;
+    let out = ok(&env, &["sync", p(&root), "--once"]).await;
+    assert!(out.contains("snapshot 1 posted"), "{out}");
+    let out = ok(&env, &["sync", p(&root), "--once"]).await;
+    assert!(out.contains("nothing changed"), "{out}");
+    write(&root, "todo.txt", b"buy milk\nand bread\n");
+    ok(&env, &["sync", p(&root), "--once"]).await;
+
+    let list = ok(&env, &["list"]).await;
+    assert!(
+        list.contains("Notes/todo.txt") && list.contains("Notes/deep/er/plan.md"),
+        "{list}"
+    );
+    let drawn = ok(&env, &["list", "--tree"]).await;
+    assert!(
+        drawn.contains("├── deep/") && drawn.contains("    ├── er/"),
+        "{drawn}"
+    );
+    let info = ok(&env, &["info", "Notes/todo.txt"]).await;
+    assert!(info.contains("Versions     2"), "{info}");
+    let versions = ok(&env, &["versions", "Notes/todo.txt", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&versions).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{versions}");
+
+    let dl = env.dir.path().join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    ok(&env, &["download", "Notes/todo.txt", p(&dl)]).await;
+    assert_eq!(
+        std::fs::read(dl.join("todo.txt")).unwrap(),
+        b"buy milk\nand bread\n"
+    );
+    let back = env.dir.path().join("back");
+    ok(&env, &["restore", "Notes", p(&back)]).await;
+    assert_eq!(tree(&back), tree(&root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_watches_headless_and_uploads_a_change_until_ctrl_c() {
+    let env = Env::new().await;
+    let root = env.dir.path().join("Watched");
+    write(&root, "a.txt", b"first");
+    ok(&env, &["init"]).await;
+    let mut c = dstore2(&env);
+    // No rescan during the test: the second snapshot comes from the file-system events.
+    c.args(["sync", p(&root), "--rescan", "3600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let snapshots = |env: &Env| {
+        let dir = env.data_dir().join("sync");
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| {
+                std::fs::read_dir(f.path().join("snapshots"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    };
+    let wait_for = |n: usize| {
+        let start = Instant::now();
+        while snapshots(&env) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "snapshot {n} never came"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    tokio::task::block_in_place(|| {
+        wait_for(1);
+        write(&root, "sub/b.txt", b"second file");
+        write(&root, "b.txt.swp", b"editor swap");
+        wait_for(2);
+    });
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("snapshot 2 posted"), "{text}");
+    let back = env.dir.path().join("back");
+    ok(&env, &["restore", "Watched", p(&back)]).await;
+    assert_eq!(
+        std::fs::read(back.join("sub/b.txt")).unwrap(),
+        b"second file"
+    );
+    assert!(!back.join("b.txt.swp").exists());
+}
