@@ -32,6 +32,28 @@ pub fn command(cmd: Command, home: Option<&Path>) -> Result<Command> {
             force,
             json,
         },
+        Command::Sync {
+            dir,
+            more,
+            once,
+            rescan,
+        } => Command::Sync {
+            dir: tilde(&dir, home)?,
+            more,
+            once,
+            rescan,
+        },
+        Command::Restore {
+            what,
+            dest,
+            at,
+            force,
+        } => Command::Restore {
+            what,
+            dest: dest.map(|d| tilde(&d, home)).transpose()?,
+            at,
+            force,
+        },
         other => other,
     })
 }

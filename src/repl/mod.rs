@@ -1,11 +1,13 @@
 //! The interactive prompt: rustyline with history and completion on a terminal, plain lines
 //! when stdin is not one; Ctrl-C cancels a transfer, never the prompt; Ctrl-D or `exit` leaves.
 
+mod background;
 mod expand;
 mod helper;
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use clap::Parser;
@@ -13,7 +15,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Config as EditorConfig, Editor};
 
-use crate::cli::{ReplCommand, ReplLine};
+use crate::cli::{Command, ReplCommand, ReplLine};
 use crate::commands::{help_text, Session};
 use crate::execute;
 
@@ -72,6 +74,15 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) ->
     let history = session.config.data_dir.join("history.txt");
     let _ = editor.load_history(&history);
     let mut history_warned = false;
+    // Background syncs print above the line being typed.
+    let printer: background::Printer = match editor.create_external_printer() {
+        Ok(mut p) => Arc::new(Mutex::new(Box::new(move |line: String| {
+            use rustyline::ExternalPrinter;
+            let _ = p.print(format!("{line}\n"));
+        }))),
+        Err(_) => plain_printer(),
+    };
+    let mut bg = background::Background::new(printer);
     println!("{banner}");
     loop {
         match editor.readline("dstore> ") {
@@ -88,7 +99,7 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) ->
                         }
                     }
                 }
-                if let Flow::Exit = handle(rt, session, &line) {
+                if let Flow::Exit = handle(rt, session, &mut bg, &line) {
                     break;
                 }
             }
@@ -96,20 +107,38 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) ->
                 println!("(Ctrl-C cancels a transfer; type `exit` or press Ctrl-D to leave)")
             }
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                bg.stop_all(rt);
+                return Err(e.into());
+            }
         }
     }
+    bg.stop_all(rt);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lines straight to stdout (no prompt to keep intact).
+fn plain_printer() -> background::Printer {
+    Arc::new(Mutex::new(Box::new(|line: String| println!("{line}"))))
 }
 
 fn piped(rt: &tokio::runtime::Runtime, session: &Session) -> Result<ExitCode> {
     let mut failed = false;
+    let mut bg = background::Background::new(plain_printer());
     for line in std::io::stdin().lock().lines() {
-        match handle(rt, session, &line?) {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                bg.stop_all(rt);
+                return Err(e.into());
+            }
+        };
+        match handle(rt, session, &mut bg, &line) {
             Flow::Exit => break,
             Flow::Continue(ok) => failed |= !ok,
         }
     }
+    bg.stop_all(rt);
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -118,7 +147,12 @@ fn piped(rt: &tokio::runtime::Runtime, session: &Session) -> Result<ExitCode> {
 }
 
 /// Parses and runs one line; errors are printed and the prompt goes on.
-fn handle(rt: &tokio::runtime::Runtime, session: &Session, line: &str) -> Flow {
+fn handle(
+    rt: &tokio::runtime::Runtime,
+    session: &Session,
+    bg: &mut background::Background,
+    line: &str,
+) -> Flow {
     let Some(words) = shlex::split(line) else {
         eprintln!("error: unbalanced quotes; close the quote or escape it with a backslash");
         return Flow::Continue(false);
@@ -149,6 +183,31 @@ fn handle(rt: &tokio::runtime::Runtime, session: &Session, line: &str) -> Flow {
                 Flow::Continue(false)
             }
         },
+        // `sync <dir>` at the prompt runs in the background (`--once` in the foreground).
+        ReplCommand::Run(Command::Sync {
+            dir,
+            more,
+            once: false,
+            rescan,
+        }) => {
+            let home = dirs::home_dir();
+            let result = expand::tilde(&dir, home.as_deref()).and_then(|dir| {
+                bg.command(
+                    rt,
+                    session,
+                    &dir,
+                    more.as_deref(),
+                    std::time::Duration::from_secs(rescan.max(1)),
+                )
+            });
+            match result {
+                Ok(()) => Flow::Continue(true),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Flow::Continue(false)
+                }
+            }
+        }
         ReplCommand::Run(cmd) => match expand::command(cmd, dirs::home_dir().as_deref())
             .and_then(|cmd| rt.block_on(execute(session, cmd)))
         {

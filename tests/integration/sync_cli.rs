@@ -137,3 +137,37 @@ async fn sync_watches_headless_and_uploads_a_change_until_ctrl_c() {
     );
     assert!(!back.join("b.txt.swp").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_at_the_prompt_runs_in_the_background_and_prints_above_the_line_being_typed() {
+    use crate::pty::{expect, on_terminal};
+    let env = Env::new().await;
+    let root = env.dir.path().join("Bg");
+    write(&root, "a.txt", b"first");
+    ok(&env, &["init"]).await;
+    let (root2, dir) = (root.clone(), p(&root).to_string());
+    on_terminal(dstore2(&env), move |t| {
+        expect(t, "dstore> ");
+        t.send_line(format!("sync {dir} --rescan 3600")).unwrap();
+        expect(t, "in the background");
+        expect(t, "snapshot 1 posted");
+        // Half a command typed when the next round's line arrives: the line survives.
+        t.send("sync sta").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        write(&root2, "new.txt", b"a new file");
+        expect(t, "snapshot 2 posted");
+        t.send_line("tus").unwrap();
+        expect(t, "watching");
+        expect(t, "last round: Bg: snapshot 2 posted");
+        t.send_line("sync stop").unwrap();
+        expect(t, "Stopped syncing");
+        t.send_line("sync status").unwrap();
+        expect(t, "No folder is being synced");
+        t.send_line("exit").unwrap();
+        t.expect(expectrl::Eof).unwrap();
+    })
+    .await;
+    let back = env.dir.path().join("back");
+    ok(&env, &["restore", "Bg", p(&back)]).await;
+    assert_eq!(std::fs::read(back.join("new.txt")).unwrap(), b"a new file");
+}
