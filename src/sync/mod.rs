@@ -285,6 +285,38 @@ impl Folders {
         )
     }
 
+    /// The rounds of a folder that left records (killed before their snapshot): each round's ID,
+    /// when it began, and its pack records.
+    pub fn leftover_rounds(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(String, OffsetDateTime, Vec<PackRecord>)>> {
+        #[derive(Deserialize)]
+        struct Round {
+            id: String,
+            #[serde(with = "time::serde::rfc3339")]
+            started_at: OffsetDateTime,
+        }
+        let mut out = Vec::new();
+        for r in std::fs::read_dir(self.folder_dir(id).join("rounds"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Some(round) = read_json::<Round>(&r.path().join("round.json"))? else {
+                continue;
+            };
+            let mut recs = Vec::new();
+            for n in numbered(&r.path()) {
+                if let Some(rec) = read_json::<PackRecord>(&r.path().join(format!("{n}.json")))? {
+                    recs.push(rec);
+                }
+            }
+            out.push((round.id, round.started_at, recs));
+        }
+        Ok(out)
+    }
+
     /// Every pack record of every round of every folder.
     pub fn all_packs(&self) -> Result<Vec<PackRecord>> {
         let mut out = Vec::new();

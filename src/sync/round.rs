@@ -184,11 +184,28 @@ pub async fn round<S: PartStore>(ctx: &Ctx<S>, folder: &Folder) -> Result<Report
     }
     report.read = to_read.len();
 
+    // Packs a killed round posted but could not record are adopted first (docs/sync.md 3).
+    if !to_read.is_empty() {
+        let adopted = adopt_orphans(ctx, &folder.id).await?;
+        if adopted > 0 {
+            tracing::info!(folder = %folder.id, adopted, "adopted packs a killed round posted");
+        }
+    }
     // The index: every chunk this machine knows to be stored.
     let mut index = ChunkIndex::build(&ctx.catalog)?;
     ctx.folders.add_to_index(&mut index)?;
     let round_id = crate::catalog::new_file_id();
     let limit = pack_limit(ctx.attachment_limit as usize);
+    let needed = ctx.chunker.max as usize
+        + 2 * ctx.keys.overhead()
+        + crate::repo::pack::HEADER_FIXED
+        + crate::repo::pack::ENTRY_LEN
+        + crate::repo::pack::TRAILER_LEN;
+    if limit < needed {
+        bail!(
+            "a pack may be {limit} bytes here (the part size in force less 64 KiB), but the largest chunk needs {needed}; raise part_size or leave it on auto"
+        );
+    }
     let mut own: HashSet<[u8; PACK_ID_LEN]> = HashSet::new();
     let mut read_files: HashMap<String, ReadFile> = HashMap::new();
     let mut unstable: Vec<Skipped> = Vec::new();
@@ -469,6 +486,90 @@ pub async fn round<S: PartStore>(ctx: &Ctx<S>, folder: &Folder) -> Result<Report
     ctx.folders.clear_rounds(&folder.id)?;
     tracing::info!(folder = %folder.id, seq = snap.seq, "snapshot posted");
     Ok(report)
+}
+
+/// Numbers past the highest recorded pack of a killed round that are looked for: more than can
+/// have been in flight.
+fn adopt_window(concurrency: usize) -> u64 {
+    2 * concurrency.max(1) as u64 + 2
+}
+
+/// Looks on Discord for packs of this folder's killed rounds that were posted but never
+/// recorded (the process died between Discord's reply and the record), by the names their
+/// numbers give; one by a trusted author whose header opens is recorded. Returns how many.
+async fn adopt_orphans<S: PartStore>(ctx: &Ctx<S>, folder_id: &str) -> Result<usize> {
+    let rounds = ctx.folders.leftover_rounds(folder_id)?;
+    if rounds.is_empty() || !ctx.store.reads_history() {
+        return Ok(0);
+    }
+    let trusted = ctx.store.trusted_authors().await?;
+    let mut adopted = 0;
+    for (round_id, started, mut recs) in rounds {
+        let since = started - time::Duration::minutes(10);
+        let mut searched = 0u64;
+        loop {
+            let known: HashSet<u64> = recs.iter().map(|r| r.index).collect();
+            let end =
+                recs.iter().map(|r| r.index + 1).max().unwrap_or(0) + adopt_window(ctx.concurrency);
+            if end <= searched {
+                break;
+            }
+            let names: HashMap<String, u64> = (searched..end)
+                .filter(|n| !known.contains(n))
+                .map(|n| (ctx.keys.object_name(ObjectKind::Pack, &round_id, n), n))
+                .collect();
+            searched = end;
+            let mut found_any = false;
+            for &channel in &ctx.channels {
+                let wanted = |name: &str| names.contains_key(name);
+                for remote in ctx.store.find_parts(channel, &wanted, since).await? {
+                    let Some(&n) = names.get(&remote.filename) else {
+                        continue;
+                    };
+                    if !trusted.contains(&remote.author_id) || recs.iter().any(|r| r.index == n) {
+                        continue;
+                    }
+                    let bytes = ctx.store.read_part(&remote).await?;
+                    let header = match crate::repo::pack::PackReader::open(&ctx.keys, &bytes) {
+                        Ok(r) => r.header().clone(),
+                        Err(e) => {
+                            tracing::warn!("pack {n} of sync round {round_id} does not open ({e}); not adopted");
+                            continue;
+                        }
+                    };
+                    let rec = PackRecord {
+                        format: FORMAT_V2,
+                        index: n,
+                        pack_id: ctx.keys.pack_id(&bytes),
+                        size: bytes.len() as u64,
+                        channel_id: remote.channel_id,
+                        message_id: remote.message_id,
+                        attachment_id: remote.attachment_id,
+                        attachment_name: remote.filename.clone(),
+                        uploaded_at: remote.posted_at,
+                        webhook_id: (Some(&remote.author_id) != trusted.first())
+                            .then_some(remote.author_id),
+                        chunks: header
+                            .entries
+                            .iter()
+                            .map(|&entry| PackChunk {
+                                entry,
+                                file_offset: None,
+                            })
+                            .collect(),
+                    };
+                    ctx.folders.save_pack(folder_id, &round_id, &rec)?;
+                    recs.push(rec);
+                    adopted += 1;
+                    found_any = true;
+                }
+            }
+            if !found_any {
+                break;
+            }
+        }
+    }
+    Ok(adopted)
 }
 
 fn seen_of(it: &Item) -> Seen {

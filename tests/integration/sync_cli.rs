@@ -171,3 +171,57 @@ async fn sync_at_the_prompt_runs_in_the_background_and_prints_above_the_line_bei
     ok(&env, &["restore", "Bg", p(&back)]).await;
     assert_eq!(std::fs::read(back.join("new.txt")).unwrap(), b"a new file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_sigkill_between_discords_commit_and_the_record_then_run_again() {
+    let env = Env::new().await;
+    let root = env.dir.path().join("Killed");
+    let data = crate::common::random_bytes(30_000_000, 77);
+    write(&root, "big.bin", &data);
+    write(&root, "small.txt", b"small");
+    ok(&env, &["init"]).await;
+    let base = env.emu.messages(env.emu.channel_id()).len();
+    // Pack 2 reaches Discord, but its reply is held back: the kill lands between Discord's
+    // commit and the pack record.
+    env.fault(
+        dstore_emulator::FaultRoute::CreateMessage,
+        2,
+        1,
+        dstore_emulator::FaultAction::StallAfterCommit(Duration::from_secs(60)),
+    );
+    let mut c = dstore2(&env);
+    c.args(["--concurrency", "1", "sync", p(&root), "--once"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while env.emu.messages(env.emu.channel_id()).len() < base + 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pack 2 never came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    env.emu.faults().clear();
+
+    let out = ok(&env, &["sync", p(&root), "--once"]).await;
+    assert!(out.contains("snapshot 1 posted"), "{out}");
+    // Every pack on Discord is one the snapshot names: the orphan was adopted, not sent twice.
+    let dir = env.data_dir().join("sync");
+    let folder = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let snap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("snapshots/1.json")).unwrap()).unwrap();
+    let packs = snap["snapshot"]["packs"].as_array().unwrap().len();
+    let messages = env.emu.messages(env.emu.channel_id()).len() - base;
+    assert_eq!(messages, packs + 1, "packs once each, and one snapshot");
+    let back = env.dir.path().join("back");
+    ok(&env, &["restore", "Killed", p(&back)]).await;
+    assert!(std::fs::read(back.join("big.bin")).unwrap() == data);
+}
