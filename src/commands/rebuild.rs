@@ -42,7 +42,9 @@ pub async fn rebuild_index(s: &Session) -> Result<Rebuilt> {
         eprintln!("warning: {why}");
     }
     let mut out = Rebuilt::default();
-    let mut named: HashSet<u64> = HashSet::new();
+    // Synced folders' snapshots name packs too (docs/sync.md 6).
+    let mut named: HashSet<u64> = found.snapshot_packs();
+    named.extend(crate::sync::Folders::new(&s.config.data_dir).used_packs()?);
     for f in found.entries.values() {
         named.extend(f.entry.packs.iter().map(|p| p.attachment_id));
         let local = s.catalog.load_file(&f.entry.id).ok();

@@ -47,7 +47,8 @@ pub async fn compute(s: &Session) -> Result<Stats> {
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
     // Sealed bytes that files use, per pack attachment.
     let mut live: HashMap<u64, HashMap<u64, u64>> = HashMap::new();
-    let mut pinned: HashSet<u64> = HashSet::new();
+    // Packs synced folders' snapshots name (docs/sync.md 6) are not garbage.
+    let mut pinned: HashSet<u64> = crate::sync::Folders::new(&s.config.data_dir).used_packs()?;
     for m in s.catalog.all()?.into_iter().flatten() {
         if m.format != FORMAT_V2 {
             if m.status == Status::Complete {

@@ -73,6 +73,13 @@ async fn sync_once_then_list_info_download_versions_and_restore_synced_paths() {
     let back = env.dir.path().join("back");
     ok(&env, &["restore", "Notes", p(&back)]).await;
     assert_eq!(tree(&back), tree(&root));
+
+    // The snapshots' packs are in use: stats counts none as garbage, rebuild-index no orphan.
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["stats", "--json"]).await).unwrap();
+    assert_eq!(stats["unused_packs"], 0, "{stats}");
+    let rebuilt = ok(&env, &["rebuild-index"]).await;
+    assert!(!rebuilt.contains("no file"), "{rebuilt}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
