@@ -163,6 +163,10 @@ async fn two_thousand_small_files_take_a_handful_of_messages_and_a_restart_sends
     let report = once(&s, &r, &root).await;
     let (messages, bytes) = received(&env, &r, before);
     assert_eq!(report.files, 2000);
+    eprintln!(
+        "2,000 files: {messages} messages, {} packs, {bytes} pack bytes",
+        report.packs
+    );
     assert!(
         messages <= 10,
         "2,000 files took {messages} messages ({} packs)",
@@ -218,6 +222,7 @@ async fn changes_send_only_what_changed_and_old_snapshots_restore() {
     let rep = once(&s, &r, &root).await;
     let (_, sent) = received(&env, &r, before);
     assert_eq!((rep.changed, rep.snapshot), (1, Some(2)), "{rep:?}");
+    eprintln!("append of 20,000 bytes to a 500,000-byte log: {sent} pack bytes sent");
     assert!(sent < 300_000, "an append of 20 KB sent {sent} bytes");
 
     // An edit in the middle of a 4 MB file: a few chunks (at most 256 KiB each) go.
@@ -228,6 +233,7 @@ async fn changes_send_only_what_changed_and_old_snapshots_restore() {
     let rep = once(&s, &r, &root).await;
     let (_, sent) = received(&env, &r, before);
     assert_eq!(rep.changed, 1, "{rep:?}");
+    eprintln!("100-byte edit in the middle of a 4,000,000-byte file: {sent} pack bytes sent");
     assert!(
         sent > 0 && sent < 800_000,
         "an edit of 100 bytes sent {sent} bytes"
