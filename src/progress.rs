@@ -275,9 +275,23 @@ impl State {
     }
 }
 
+/// Told the bytes done and the total as a transfer moves (the web dashboard's progress
+/// events); set around a transfer with [`watched`].
+pub type Watch = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+tokio::task_local! {
+    static WATCH: Watch;
+}
+
+/// Runs `f` with every [`Progress`] it creates also reporting to `watch`.
+pub async fn watched<F: std::future::Future>(watch: Watch, f: F) -> F::Output {
+    WATCH.scope(watch, f).await
+}
+
 pub struct Progress {
     mode: ProgressMode,
     state: Arc<State>,
+    watch: Option<Watch>,
     /// True once the bar is erased; held while the bar is drawn, so nothing draws it again
     /// after it is erased (the thread redrawing it as the rate and a wait's countdown change
     /// stops then).
@@ -312,6 +326,7 @@ impl Progress {
         Self {
             mode,
             state,
+            watch: WATCH.try_with(Arc::clone).ok(),
             finished,
         }
     }
@@ -358,6 +373,12 @@ impl Progress {
     }
 
     fn redraw(&self, force: bool) {
+        if let Some(watch) = &self.watch {
+            watch(
+                self.state.bytes.load(Ordering::Relaxed),
+                self.state.total_bytes,
+            );
+        }
         if self.mode == ProgressMode::Bar {
             let done = self.finished.lock().unwrap_or_else(|e| e.into_inner());
             if !*done {

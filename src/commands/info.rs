@@ -113,11 +113,16 @@ struct Info2Json {
     next: String,
 }
 
+/// Sealed bytes of a format-2 file's chunks as stored (compressed where it paid).
+pub(super) fn stored_bytes(file: &FileManifest) -> u64 {
+    file.chunks.iter().map(|c| u64::from(c.sealed_len)).sum()
+}
+
 /// `info` of a format-2 file: its chunks and the packs they live in.
 fn info_v2(s: &Session, file: &FileManifest, json: bool) -> Result<()> {
     let posted = s.catalog.load_packs(&file.id)?;
     let summary = FileJson::of(&s.catalog, file);
-    let stored: u64 = file.chunks.iter().map(|c| u64::from(c.sealed_len)).sum();
+    let stored = stored_bytes(file);
     let next = next_command(file);
     if json {
         let out = Info2Json {

@@ -4,24 +4,32 @@ use anyhow::Result;
 use time::OffsetDateTime;
 
 use super::{FileJson, Session};
+use crate::catalog::FileManifest;
 use crate::render::{human_bytes, relative_age};
 
-pub fn list(s: &Session, all: bool, tree: bool, json: bool) -> Result<()> {
-    let mut rows = Vec::new();
-    let mut hidden = std::collections::HashSet::new();
+/// The files `list` shows, in the catalogue's order (newest first), and how many it leaves
+/// out as hidden by `delete --keep-remote` (none with `all`). Damaged records are warned of.
+pub(super) fn shown(s: &Session, all: bool) -> Result<(Vec<FileManifest>, u64)> {
+    let mut files = Vec::new();
     let mut not_shown = 0u64;
     for entry in s.catalog.all()? {
         match entry {
             Ok(m) if m.hidden && !all => not_shown += 1,
-            Ok(m) => {
-                if m.hidden {
-                    hidden.insert(m.id.clone());
-                }
-                rows.push(FileJson::of(&s.catalog, &m));
-            }
+            Ok(m) => files.push(m),
             Err(e) => eprintln!("warning: {e}"),
         }
     }
+    Ok((files, not_shown))
+}
+
+pub fn list(s: &Session, all: bool, tree: bool, json: bool) -> Result<()> {
+    let (files, not_shown) = shown(s, all)?;
+    let hidden: std::collections::HashSet<String> = files
+        .iter()
+        .filter(|m| m.hidden)
+        .map(|m| m.id.clone())
+        .collect();
+    let rows: Vec<FileJson> = files.iter().map(|m| FileJson::of(&s.catalog, m)).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
