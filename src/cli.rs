@@ -289,11 +289,36 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Serve the dashboard on http://127.0.0.1:5000 (loopback only); at the prompt it runs in the background.
+    #[command(
+        long_about = "Serve the web dashboard on http://127.0.0.1 (loopback only; port 5000 unless --port): the files \
+            as a tree, the storage statistics, upload by drag-and-drop, download, delete, all updated live. It \
+            prints the address to open, which holds a fresh access token; nothing is served without it. At the \
+            prompt it runs in the background (`web stop` stops it); `dstore web` serves until Ctrl-C.",
+        args_conflicts_with_subcommands = true
+    )]
+    Web(WebArgs),
     /// List, add or remove the repository's passphrases (its key files); `key passwd` changes yours.
     Key {
         #[command(subcommand)]
         action: KeyAction,
     },
+}
+
+/// `web [--port N]`, `web stop`.
+#[derive(Debug, Clone, Args)]
+pub struct WebArgs {
+    /// The port on 127.0.0.1 to serve on (0: any free one).
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub port: u16,
+    #[command(subcommand)]
+    pub action: Option<WebAction>,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum WebAction {
+    /// Stop the dashboard started at this prompt.
+    Stop,
 }
 
 /// What `key` does. None re-encrypts any data: only key files change.

@@ -15,6 +15,7 @@ pub mod repo;
 pub mod store;
 pub mod sync;
 pub mod transfer;
+pub mod web;
 
 use tokio_util::sync::CancellationToken;
 

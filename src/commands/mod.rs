@@ -25,6 +25,7 @@ pub mod upload;
 pub mod upload2;
 pub mod verify;
 pub mod versions;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -194,6 +195,7 @@ impl Session {
                 at,
                 force,
             } => restore::command(self, &what, dest.as_deref(), at, force, cancel).await,
+            Command::Web(args) => web::command(self, &args, cancel).await,
             Command::RebuildIndex => {
                 self.require_bot("rebuild-index")?;
                 rebuild::command(self).await

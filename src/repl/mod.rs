@@ -84,6 +84,7 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) ->
     };
     let mut bg = background::Background::new(printer);
     println!("{banner}");
+    let mut web = None;
     loop {
         match editor.readline("dstore> ") {
             Ok(line) => {
@@ -99,7 +100,7 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) ->
                         }
                     }
                 }
-                if let Flow::Exit = handle(rt, session, &mut bg, &line) {
+                if let Flow::Exit = handle(rt, session, &mut bg, &line, &mut web) {
                     break;
                 }
             }
@@ -125,6 +126,7 @@ fn plain_printer() -> background::Printer {
 fn piped(rt: &tokio::runtime::Runtime, session: &Session) -> Result<ExitCode> {
     let mut failed = false;
     let mut bg = background::Background::new(plain_printer());
+    let mut web = None;
     for line in std::io::stdin().lock().lines() {
         let line = match line {
             Ok(l) => l,
@@ -133,7 +135,7 @@ fn piped(rt: &tokio::runtime::Runtime, session: &Session) -> Result<ExitCode> {
                 return Err(e.into());
             }
         };
-        match handle(rt, session, &mut bg, &line) {
+        match handle(rt, session, &mut bg, &line, &mut web) {
             Flow::Exit => break,
             Flow::Continue(ok) => failed |= !ok,
         }
@@ -146,12 +148,51 @@ fn piped(rt: &tokio::runtime::Runtime, session: &Session) -> Result<ExitCode> {
     })
 }
 
+/// `web` at the prompt: the dashboard runs in the background until `web stop` or the end of
+/// the prompt (`web` again shows its address).
+fn web(
+    rt: &tokio::runtime::Runtime,
+    session: &Session,
+    args: &crate::cli::WebArgs,
+    running: &mut Option<crate::web::Running>,
+) -> Flow {
+    const STOP: &str = "`web stop` stops it.";
+    match (args.action, running.take()) {
+        (Some(crate::cli::WebAction::Stop), Some(r)) => {
+            rt.block_on(r.stop());
+            println!("Dashboard stopped.");
+            Flow::Continue(true)
+        }
+        (Some(crate::cli::WebAction::Stop), None) => {
+            eprintln!("error: no dashboard is running; `web` starts one");
+            Flow::Continue(false)
+        }
+        (None, Some(r)) => {
+            println!("The dashboard is running already. {}", r.banner(STOP));
+            *running = Some(r);
+            Flow::Continue(true)
+        }
+        (None, None) => match rt.block_on(crate::commands::web::start(session, args.port)) {
+            Ok(r) => {
+                println!("{}", r.banner(STOP));
+                *running = Some(r);
+                Flow::Continue(true)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Flow::Continue(false)
+            }
+        },
+    }
+}
+
 /// Parses and runs one line; errors are printed and the prompt goes on.
 fn handle(
     rt: &tokio::runtime::Runtime,
     session: &Session,
     bg: &mut background::Background,
     line: &str,
+    running: &mut Option<crate::web::Running>,
 ) -> Flow {
     let Some(words) = shlex::split(line) else {
         eprintln!("error: unbalanced quotes; close the quote or escape it with a backslash");
@@ -208,6 +249,7 @@ fn handle(
                 }
             }
         }
+        ReplCommand::Run(crate::cli::Command::Web(args)) => web(rt, session, &args, running),
         ReplCommand::Run(cmd) => match expand::command(cmd, dirs::home_dir().as_deref())
             .and_then(|cmd| rt.block_on(execute(session, cmd)))
         {

@@ -29,3 +29,4 @@ mod sync;
 mod sync_cli;
 mod upload;
 mod upload2;
+mod web;
