@@ -160,7 +160,9 @@ async fn two_thousand_small_files_take_a_handful_of_messages_and_a_restart_sends
         );
     }
     let before = count(&env);
+    let started = std::time::Instant::now();
     let report = once(&s, &r, &root).await;
+    eprintln!("2,000 files: the round took {:?}", started.elapsed());
     let (messages, bytes) = received(&env, &r, before);
     assert_eq!(report.files, 2000);
     eprintln!(
@@ -192,7 +194,9 @@ async fn two_thousand_small_files_take_a_handful_of_messages_and_a_restart_sends
     assert_eq!(received(&env, &r, before).1, 0);
 
     let out = env.dir.path().join("out");
+    let started = std::time::Instant::now();
     restore_to(&s, &r, "many", &out, None).await.unwrap();
+    eprintln!("2,000 files: the restore took {:?}", started.elapsed());
     assert_eq!(tree(&out), tree(&root));
 }
 
@@ -448,4 +452,142 @@ async fn forget_then_prune_keeps_what_the_policy_keeps() {
             .is_err(),
         "snapshot 1 is forgotten"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_too_large_for_one_attachment_goes_as_pieces_and_recovers_whole() {
+    let env = Env::new().await;
+    // Packs (and snapshot messages) of at most 400 KiB: room for the test chunker's largest chunk.
+    let small = |c: &mut dstore::config::Config| {
+        c.part_size = dstore::config::PartSize::Fixed(400 * 1024);
+    };
+    let s = env.session_with(small);
+    let r = repo(true);
+    let root = env.dir.path().join("wide");
+    for i in 0..1500u64 {
+        write(
+            &root,
+            &format!("dir{:02}/file-with-a-longer-name-{i:05}.txt", i % 30),
+            random_bytes(100, i + 500),
+        );
+    }
+    let before = count(&env);
+    let rep = once(&s, &r, &root).await;
+    let (messages, _) = received(&env, &r, before);
+    assert_eq!(rep.snapshot, Some(1));
+    assert!(
+        kinds(&env, &r, ObjectKind::Piece) >= 2,
+        "{} pieces",
+        kinds(&env, &r, ObjectKind::Piece)
+    );
+    assert_eq!(
+        messages as u64,
+        rep.packs + 1 + kinds(&env, &r, ObjectKind::Piece) as u64
+    );
+    let other = env.dir.path().join("other-data");
+    let s2 = env.session_with(|c| {
+        small(c);
+        c.data_dir = other.clone();
+    });
+    dstore::commands::recover2::recover(&s2, &r, true, CancellationToken::new())
+        .await
+        .unwrap();
+    let out = env.dir.path().join("out");
+    restore_to(&s2, &r, "wide", &out, None).await.unwrap();
+    assert_eq!(tree(&out), tree(&root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_two_thousand_files_with_the_watcher_running_takes_a_handful_of_messages() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("watched");
+    write(&root, "first.txt", b"before the burst");
+    let cancel = CancellationToken::new();
+    let ctx = sync::context(&s, &r, cancel.clone()).await.unwrap();
+    let folder = sync::folder_for(&s, &root).unwrap();
+    let folders = dstore::sync::Folders::new(&env.data_dir());
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (f2, l2) = (folder.clone(), lines.clone());
+    let watcher = tokio::spawn(async move {
+        let mut say = |line: String| l2.lock().unwrap().push(line);
+        dstore::sync::watch::run(&ctx, &f2, std::time::Duration::from_secs(3600), &mut say).await
+    });
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "{what} never happened; the watcher said {:?}",
+                lines.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let files_in_latest = || {
+        folders.latest(&folder.id).unwrap().map_or(0, |l| {
+            l.snapshot
+                .files
+                .iter()
+                .filter(|n| n.kind == dstore::repo::snapshot::Kind::File)
+                .count()
+        })
+    };
+    tokio::task::block_in_place(|| wait_until("the first snapshot", &|| files_in_latest() == 1));
+    let before = count(&env);
+    tokio::task::block_in_place(|| {
+        for i in 0..2000u64 {
+            write(
+                &root,
+                &format!("burst/d{}/f{i:04}.dat", i % 10),
+                random_bytes(2048, 2 * i + 900),
+            );
+        }
+        wait_until("a snapshot of all 2,001 files", &|| {
+            files_in_latest() == 2001
+        });
+    });
+    let (messages, bytes) = received(&env, &r, before);
+    eprintln!("watcher, burst of 2,000 files: {messages} messages, {bytes} pack bytes");
+    assert!(messages <= 16, "the burst took {messages} messages");
+    assert!(bytes >= 2000 * 2048);
+    cancel.cancel();
+    watcher.await.unwrap().unwrap();
+    let out = env.dir.path().join("out");
+    restore_to(&s, &r, "watched", &out, None).await.unwrap();
+    assert_eq!(tree(&out), tree(&root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_a_damaged_pack_and_writes_nothing_in_its_place() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("fragile");
+    write(&root, "small.txt", random_bytes(5_000, 61));
+    write(&root, "large.bin", random_bytes(3_000_000, 62));
+    once(&s, &r, &root).await;
+    let (f, _) = sync::resolve_or_fail(&s, "fragile").unwrap();
+    let l = dstore::sync::Folders::new(&env.data_dir())
+        .latest(&f.id)
+        .unwrap()
+        .unwrap();
+    for p in &l.snapshot.packs {
+        let mut bytes = env.emu.attachment_bytes(p.attachment_id).unwrap();
+        bytes[100] ^= 0x55;
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        assert!(env.emu.replace_attachment_bytes(p.attachment_id, &bytes));
+    }
+    for what in ["fragile/small.txt", "fragile/large.bin"] {
+        let out = env.dir.path().join(format!("out-{}", what.len()));
+        std::fs::create_dir_all(&out).unwrap();
+        assert!(
+            restore_to(&s, &r, what, &out, None).await.is_err(),
+            "{what}"
+        );
+        let name = what.rsplit('/').next().unwrap();
+        assert!(!out.join(name).exists(), "{what} was written");
+    }
 }
