@@ -11,7 +11,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{self, Stream};
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 use super::App;
 use crate::catalog::Catalog;
@@ -107,17 +106,22 @@ fn fingerprint(catalog: &Catalog) -> Vec<String> {
 }
 
 /// Tells open pages when the catalogue changes by another command (the prompt, another
-/// process), looking only while a page is open.
-pub fn watch_catalog(hub: Hub, catalog: Catalog, cancel: CancellationToken) {
+/// process), looking only while a page is open (a page that connects loads the list anyway).
+pub fn watch_catalog(app: Arc<App>) {
+    let catalog = app.session.catalog.clone();
+    let cancel = app.cancel.clone();
     tokio::spawn(async move {
-        let mut last: Option<Vec<String>> = None;
+        // From the start, so a change before the first page connects is seen too.
+        let c = catalog.clone();
+        let mut last = tokio::task::spawn_blocking(move || fingerprint(&c))
+            .await
+            .ok();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(WATCH_EVERY) => {}
             }
-            if !hub.watched() {
-                last = None;
+            if !app.hub.watched() {
                 continue;
             }
             let c = catalog.clone();
@@ -125,7 +129,8 @@ pub fn watch_catalog(hub: Hub, catalog: Catalog, cancel: CancellationToken) {
                 continue;
             };
             if last.as_ref().is_some_and(|l| *l != now) {
-                hub.send("changed", &serde_json::json!({}));
+                app.changed();
+                app.hub.send("changed", &serde_json::json!({}));
             }
             last = Some(now);
         }

@@ -146,7 +146,7 @@ pub async fn start(session: Arc<Session>, port: u16) -> Result<Running> {
         cancel: cancel.clone(),
         stats: tokio::sync::Mutex::new(None),
     });
-    events::watch_catalog(app.hub.clone(), app.session.catalog.clone(), cancel.clone());
+    events::watch_catalog(app.clone());
     let url = app.guard.url();
     let router = routes(app);
     let stop = cancel.clone();

@@ -30,3 +30,4 @@ mod sync_cli;
 mod upload;
 mod upload2;
 mod web;
+mod web_browser;

@@ -563,3 +563,17 @@ async fn web_at_the_prompt_runs_in_the_background_until_web_stop() {
     // Stopped: nothing listens there any more.
     assert!(client().get(&url).send().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_stored_by_another_command_is_told_to_open_pages() {
+    let env = Env::new().await;
+    let s = env.session();
+    let dash = Dash::start(&s).await;
+    let events = dash.get("/api/events").await;
+    let watcher = tokio::spawn(events_until(events, "changed"));
+    // The watcher looks every 2 s; let it see the catalogue once before the change.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    upload(&s, &env.file("elsewhere.bin", 5000)).await.unwrap();
+    watcher.await.unwrap();
+    dash.running.stop().await;
+}

@@ -323,12 +323,13 @@ function setupDrop() {
 function connect() {
   const live = $("#live");
   const es = new EventSource("/api/events");
-  es.addEventListener("hello", () => { live.dataset.state = "open"; live.textContent = "live"; });
+  const refresh = () => { loadFiles(); loadStats(); };
+  // Also after a reconnection: what changed meanwhile was not told.
+  es.addEventListener("hello", () => { live.dataset.state = "open"; live.textContent = "live"; refresh(); });
   es.onerror = () => {
     live.dataset.state = es.readyState === EventSource.CLOSED ? "closed" : "connecting";
     live.textContent = es.readyState === EventSource.CLOSED ? "offline" : "reconnecting…";
   };
-  const refresh = () => { loadFiles(); loadStats(); };
   es.addEventListener("added", refresh);
   es.addEventListener("deleted", refresh);
   es.addEventListener("changed", refresh);
