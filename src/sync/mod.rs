@@ -186,6 +186,33 @@ impl Folders {
         }
     }
 
+    /// Takes the folder's lock for one round, or says another process is in a round of it: two
+    /// rounds of one folder never run at once on this machine (each starts from the snapshot the
+    /// other left).
+    pub fn lock(&self, id: &str) -> Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.folder_dir(id);
+        crate::catalog::create_private_dir(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another dstore is syncing folder {id} right now; this round was left to it"
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
     pub fn state(&self, id: &str) -> Result<State> {
         Ok(
             read_json(&self.folder_dir(id).join("state.json"))?.unwrap_or(State {

@@ -139,6 +139,7 @@ pub async fn round<S: PartStore>(ctx: &Ctx<S>, folder: &Folder) -> Result<Report
     let Some(&first_channel) = ctx.channels.first() else {
         bail!("no channel is configured");
     };
+    let _lock = ctx.folders.lock(&folder.id)?;
     let mut report = Report::default();
     let state = ctx.folders.state(&folder.id)?;
     let prev = ctx.folders.latest(&folder.id)?;

@@ -591,3 +591,26 @@ async fn restore_refuses_a_damaged_pack_and_writes_nothing_in_its_place() {
         assert!(!out.join(name).exists(), "{what} was written");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rounds_of_one_folder_never_run_at_once() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("locked");
+    write(&root, "a.txt", b"a");
+    let f = sync::folder_for(&s, &root).unwrap();
+    let held = dstore::sync::Folders::new(&env.data_dir())
+        .lock(&f.id)
+        .unwrap();
+    let err = sync::sync_once(&s, &r, &root, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("another dstore is syncing"),
+        "{err}"
+    );
+    assert_eq!(count(&env), 0, "nothing posted");
+    drop(held);
+    assert_eq!(once(&s, &r, &root).await.snapshot, Some(1));
+}
