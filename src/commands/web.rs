@@ -178,3 +178,181 @@ pub async fn delete(s: &Session, id: &str) -> Result<()> {
 pub async fn keys_of(s: &Session, id: &str) -> Result<crate::repo::crypto::Keys> {
     super::download::repository_keys(s, id).await
 }
+
+/// One synced folder as the dashboard shows it: its latest snapshot's files, each with how
+/// many versions the snapshots hold, and the snapshots a restore can pick.
+#[derive(Debug, Serialize)]
+pub struct FolderRow {
+    pub id: String,
+    pub name: String,
+    /// Its path on this machine; empty when synced on another one.
+    pub path: String,
+    /// When the latest snapshot was taken.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub time: Option<time::OffsetDateTime>,
+    pub size: u64,
+    pub files: Vec<SyncedFile>,
+    /// Oldest first.
+    pub versions: Vec<SnapshotRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncedFile {
+    pub path: String,
+    pub size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub mtime: time::OffsetDateTime,
+    /// Its versions as `versions <folder>/<path>` counts them (deletions aside).
+    pub versions: u64,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SnapshotRow {
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: time::OffsetDateTime,
+    pub host: String,
+    pub files: u64,
+}
+
+/// Every synced folder with a snapshot on this machine.
+pub fn folders(s: &Session) -> Result<Vec<FolderRow>> {
+    use crate::repo::snapshot::Kind;
+    let records = super::sync::folders(s);
+    let mut out = Vec::new();
+    for f in records.all()? {
+        let snaps = records.snapshots(&f.id)?;
+        let Some(latest) = snaps.last() else {
+            continue;
+        };
+        // One pass over the snapshots, oldest first, with the rule of `versions`: a new
+        // version wherever a file's content differs from the one before (or it comes back).
+        let mut seen: std::collections::HashMap<&str, (Option<&String>, u64)> = Default::default();
+        for l in &snaps {
+            let present: std::collections::HashSet<&str> =
+                l.snapshot.files.iter().map(|n| n.path.as_str()).collect();
+            for n in l.snapshot.files.iter().filter(|n| n.kind == Kind::File) {
+                let e = seen.entry(n.path.as_str()).or_insert((None, 0));
+                if e.1 == 0 || e.0 != n.sha256.as_ref() {
+                    e.1 += 1;
+                }
+                e.0 = n.sha256.as_ref();
+            }
+            for (path, e) in seen.iter_mut() {
+                if !present.contains(path) {
+                    e.0 = None;
+                }
+            }
+        }
+        let files: Vec<SyncedFile> = latest
+            .snapshot
+            .files
+            .iter()
+            .filter(|n| n.kind == Kind::File)
+            .map(|n| SyncedFile {
+                path: n.path.clone(),
+                size: n.size.unwrap_or(0),
+                mtime: n.mtime,
+                versions: seen.get(n.path.as_str()).map_or(1, |e| e.1),
+                status: "synced",
+            })
+            .collect();
+        out.push(FolderRow {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            path: f.root.clone(),
+            time: Some(latest.snapshot.time),
+            size: files.iter().map(|f| f.size).sum(),
+            files,
+            versions: snaps
+                .iter()
+                .map(|l| SnapshotRow {
+                    seq: l.snapshot.seq,
+                    time: l.snapshot.time,
+                    host: l.snapshot.host.clone(),
+                    files: l
+                        .snapshot
+                        .files
+                        .iter()
+                        .filter(|n| n.kind == Kind::File)
+                        .count() as u64,
+                })
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// What a restore from the dashboard wrote, and where.
+#[derive(Debug, Serialize)]
+pub struct RestoredRow {
+    pub path: String,
+    pub files: usize,
+    pub dirs: usize,
+    pub links: usize,
+    pub bytes: u64,
+}
+
+/// Restores snapshot `seq` of the synced folder `id` (both checked against this machine's
+/// records) into a new folder that did not exist: beside the original, `<name> (restored
+/// <seq>)`, or under `<data dir>/restored/` for a folder synced elsewhere. Nothing is
+/// overwritten; every file is verified as `restore` does it.
+pub async fn restore_version(
+    s: &Session,
+    id: &str,
+    seq: u64,
+    cancel: CancellationToken,
+) -> Result<Option<RestoredRow>> {
+    let records = super::sync::folders(s);
+    let Some(folder) = records.all()?.into_iter().find(|f| f.id == id) else {
+        return Ok(None);
+    };
+    if !records.seqs(&folder.id).contains(&seq) {
+        return Ok(None);
+    }
+    let Some(local) = records.snapshot(&folder.id, seq)? else {
+        return Ok(None);
+    };
+    let Some(repo) = s.repository().await? else {
+        bail!("there is no format-2 repository here or on Discord, so nothing to restore");
+    };
+    let keys = super::upload2::RepoKeys::from(repo.as_ref());
+    let snap = &local.snapshot;
+    let parent = match Path::new(&folder.root).parent() {
+        Some(p) if !folder.root.is_empty() => p.to_path_buf(),
+        _ => s.config.data_dir.join("restored"),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+    let base = super::download::safe_name(&format!("{} (restored {seq})", folder.name));
+    let dest = (1..1000)
+        .map(|i| match i {
+            1 => parent.join(&base),
+            i => parent.join(format!("{base} {i}")),
+        })
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no free name for the restored folder in {}",
+                parent.display()
+            )
+        })?;
+    let nodes = crate::sync::restore::select(snap, "")?;
+    let job = crate::sync::restore::Restore {
+        store: s.store()?,
+        keys: &keys.keys,
+        channels: &s.config.channels,
+        concurrency: s.config.concurrency,
+        cancel: &cancel,
+        force: false,
+    };
+    let done = job.run(snap, &nodes, &dest).await?;
+    Ok(Some(RestoredRow {
+        path: dest.display().to_string(),
+        files: done.files,
+        dirs: done.dirs,
+        links: done.links,
+        bytes: done.bytes,
+    }))
+}

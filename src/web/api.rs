@@ -69,14 +69,20 @@ fn catalog_error(e: anyhow::Error) -> ApiError {
     }
 }
 
-/// `GET /api/files`: the files `list` shows, and the synced folders (none yet).
+/// `GET /api/files`: the files `list` shows, and the synced folders with their snapshots.
 pub async fn files(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
     let session = app.session.clone();
-    let files = tokio::task::spawn_blocking(move || crate::commands::web::files(&session))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(catalog_error)?;
-    Ok(Json(serde_json::json!({ "files": files, "folders": [] })))
+    let (files, folders) = tokio::task::spawn_blocking(move || {
+        let files = crate::commands::web::files(&session)?;
+        let folders = crate::commands::web::folders(&session)?;
+        anyhow::Ok((files, folders))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(catalog_error)?;
+    Ok(Json(
+        serde_json::json!({ "files": files, "folders": folders }),
+    ))
 }
 
 /// `GET /api/stats`: the figures of `stats`, kept a minute unless something changed.
@@ -193,6 +199,31 @@ pub async fn delete(
     app.hub
         .send("deleted", &serde_json::json!({ "id": id, "name": name }));
     Ok(Json(serde_json::json!({ "deleted": id })))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RestoreQuery {
+    seq: u64,
+}
+
+/// `POST /api/folders/:id/restore?seq=N`: that snapshot of a synced folder into a new folder.
+pub async fn restore(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RestoreQuery>,
+) -> Result<Json<crate::commands::web::RestoredRow>, ApiError> {
+    let done =
+        crate::commands::web::restore_version(&app.session, &id, q.seq, app.cancel.child_token())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("{e:#}")))?;
+    let Some(done) = done else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "there is no such synced folder or snapshot on this machine",
+        ));
+    };
+    app.hub.send("restored", &done);
+    Ok(Json(done))
 }
 
 #[cfg(test)]

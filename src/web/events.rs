@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 
 use super::App;
 use crate::catalog::Catalog;
+use crate::sync::Folders;
 
 /// How often the catalogue is looked at for changes made outside the dashboard.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -94,26 +95,32 @@ pub async fn stream(
     Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-/// What the catalogue holds, in short: each file's ID, status, visibility and last change.
-fn fingerprint(catalog: &Catalog) -> Vec<String> {
-    let Ok(all) = catalog.all() else {
-        return Vec::new();
-    };
-    all.into_iter()
+/// What the catalogue holds, in short: each file's ID, status, visibility and last change, and
+/// each synced folder's snapshots.
+fn fingerprint(catalog: &Catalog, folders: &Folders) -> Vec<String> {
+    let mut out: Vec<String> = catalog
+        .all()
+        .unwrap_or_default()
+        .into_iter()
         .flatten()
         .map(|m| format!("{} {:?} {} {}", m.id, m.status, m.hidden, m.updated_at))
-        .collect()
+        .collect();
+    for f in folders.all().unwrap_or_default() {
+        out.push(format!("{} {:?}", f.id, folders.seqs(&f.id)));
+    }
+    out
 }
 
 /// Tells open pages when the catalogue changes by another command (the prompt, another
 /// process), looking only while a page is open (a page that connects loads the list anyway).
 pub fn watch_catalog(app: Arc<App>) {
     let catalog = app.session.catalog.clone();
+    let folders = Folders::new(&app.session.config.data_dir);
     let cancel = app.cancel.clone();
     tokio::spawn(async move {
         // From the start, so a change before the first page connects is seen too.
-        let c = catalog.clone();
-        let mut last = tokio::task::spawn_blocking(move || fingerprint(&c))
+        let (c, f) = (catalog.clone(), folders.clone());
+        let mut last = tokio::task::spawn_blocking(move || fingerprint(&c, &f))
             .await
             .ok();
         loop {
@@ -124,8 +131,8 @@ pub fn watch_catalog(app: Arc<App>) {
             if !app.hub.watched() {
                 continue;
             }
-            let c = catalog.clone();
-            let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&c)).await else {
+            let (c, f) = (catalog.clone(), folders.clone());
+            let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&c, &f)).await else {
                 continue;
             };
             if last.as_ref().is_some_and(|l| *l != now) {

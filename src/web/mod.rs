@@ -182,6 +182,7 @@ fn routes(app: Arc<App>) -> Router {
         )
         .route("/api/files/:id/download", get(api::download))
         .route("/api/files/:id/delete", post(api::delete))
+        .route("/api/folders/:id/restore", post(api::restore))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)

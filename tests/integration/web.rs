@@ -577,3 +577,118 @@ async fn a_file_stored_by_another_command_is_told_to_open_pages() {
     watcher.await.unwrap();
     dash.running.stop().await;
 }
+
+/// A folder synced twice (one file edited between), its repository keys.
+pub async fn synced_folder(env: &Env, s: &Session) -> std::path::PathBuf {
+    let repo =
+        dstore::commands::upload2::RepoKeys::from(s.repository().await.unwrap().unwrap().as_ref());
+    let dir = env.dir.path().join("photos");
+    std::fs::create_dir_all(dir.join("2024")).unwrap();
+    std::fs::write(dir.join("2024/beach.jpg"), random_bytes(200_000, 1)).unwrap();
+    std::fs::write(dir.join("notes.txt"), b"first version\n").unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    dstore::commands::sync::sync_once(s, &repo, &dir, cancel.clone())
+        .await
+        .unwrap();
+    std::fs::write(dir.join("notes.txt"), b"second version, longer\n").unwrap();
+    dstore::commands::sync::sync_once(s, &repo, &dir, cancel)
+        .await
+        .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_folders_are_in_the_tree_and_a_version_restores_into_a_new_folder() {
+    let env = Env::new().await;
+    let s = session2(&env).await;
+    let dir = synced_folder(&env, &s).await;
+    let dash = Dash::start(&s).await;
+    let tree = dash.json("/api/files").await;
+    let folder = &tree["folders"][0];
+    assert_eq!(folder["name"], "photos");
+    assert_eq!(folder["path"], dir.display().to_string());
+    let seqs: Vec<u64> = folder["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 2, "{folder}");
+    let files = folder["files"].as_array().unwrap();
+    let versions = |path: &str| {
+        files
+            .iter()
+            .find(|f| f["path"] == path)
+            .map(|f| (f["size"].as_u64().unwrap(), f["versions"].as_u64().unwrap()))
+    };
+    assert_eq!(versions("notes.txt"), Some((23, 2)));
+    assert_eq!(versions("2024/beach.jpg"), Some((200_000, 1)));
+    let id = folder["id"].as_str().unwrap().to_string();
+
+    // The first snapshot, beside the original, nothing overwritten.
+    let r = dash
+        .post(
+            &format!("/api/folders/{id}/restore?seq={}", seqs[0]),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let done: serde_json::Value = r.json().await.unwrap();
+    let out = std::path::PathBuf::from(done["path"].as_str().unwrap());
+    assert_eq!(
+        out,
+        env.dir
+            .path()
+            .join(format!("photos (restored {})", seqs[0]))
+    );
+    assert_eq!(
+        std::fs::read(out.join("notes.txt")).unwrap(),
+        b"first version\n"
+    );
+    assert_eq!(
+        std::fs::read(out.join("2024/beach.jpg")).unwrap(),
+        random_bytes(200_000, 1)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("notes.txt")).unwrap(),
+        b"second version, longer\n"
+    );
+    // Again: a new name, never over the first restore.
+    let again: serde_json::Value = dash
+        .post(
+            &format!("/api/folders/{id}/restore?seq={}", seqs[1]),
+            Vec::new(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(again["path"], done["path"]);
+    assert_eq!(
+        std::fs::read(std::path::Path::new(again["path"].as_str().unwrap()).join("notes.txt"))
+            .unwrap(),
+        b"second version, longer\n"
+    );
+    // Unknown snapshots and folders, and a change without the CSRF token, are refused.
+    for path in [
+        format!("/api/folders/{id}/restore?seq=999"),
+        "/api/folders/..%2F..%2Fetc/restore?seq=1".to_string(),
+        "/api/folders/nope/restore?seq=1".to_string(),
+    ] {
+        assert_eq!(
+            dash.post(&path, Vec::new()).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let r = dash
+        .http
+        .post(dash.url(&format!("/api/folders/{id}/restore?seq=1")))
+        .header(header::COOKIE, &dash.cookie)
+        .header(header::ORIGIN, &dash.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    dash.running.stop().await;
+}

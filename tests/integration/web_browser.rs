@@ -344,6 +344,66 @@ async fn the_dashboard_in_a_real_browser() {
     .await;
     assert!(!s.catalog.contains(&id));
 
+    // A folder synced meanwhile appears live; expanded, its files show their versions; a
+    // version restores into a new folder after the confirmation.
+    let dir = crate::web::synced_folder(&env, &s).await;
+    until(
+        &c,
+        "document.querySelector('details.folder[data-key^=\"folder:\"]')",
+        "the synced folder",
+    )
+    .await;
+    let folder = c
+        .find(Locator::Css(
+            "details.folder[data-key^=\"folder:\"] > summary .label",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(folder.text().await.unwrap(), "photos");
+    folder.click().await.unwrap();
+    until(
+        &c,
+        "document.querySelector('.row.file[data-path=\"notes.txt\"]')",
+        "the folder's files",
+    )
+    .await;
+    let notes = text(&c, ".row.file[data-path=\"notes.txt\"] .cell-versions").await;
+    assert_eq!(notes, "2");
+    c.find(Locator::Css("button.restore"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.querySelector('#confirm').open && document.querySelector('#restore-version')",
+        "the restore dialog",
+    )
+    .await;
+    std::fs::write(
+        target_dir().join("web-dashboard-restore.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    c.find(Locator::Css("#confirm-yes"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "[...document.querySelectorAll('.toast')].some(t => t.textContent.startsWith('Restored photos'))", "the restore").await;
+    let restored = dir.with_file_name("photos (restored 2)");
+    assert_eq!(
+        std::fs::read(restored.join("notes.txt")).unwrap(),
+        b"second version, longer\n"
+    );
+    std::fs::write(
+        target_dir().join("web-dashboard.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
     c.close().await.unwrap();
     dash.running.stop().await;
 }

@@ -87,11 +87,11 @@ function folderNode(key, name, info, children, depth, actions) {
   if (state.open.has(key)) d.open = true;
   d.addEventListener("toggle", () => { d.open ? state.open.add(key) : state.open.delete(key); });
   d.append(el("summary", { class: `row depth-${depth}`, role: "treeitem" },
-    el("div", { class: "name" }, el("span", { class: "icon" }), el("span", { class: "label", text: name })),
+    el("div", { class: "name" }, el("span", { class: "icon" }), el("span", { class: "label", text: name, title: info.title || name })),
     el("div", { class: "meta" },
       el("span", { class: "cell-size num", text: info.size }),
       el("span", { class: "cell-age", "data-time": info.time || null, text: info.time ? age(info.time) : "" }),
-      el("span", { class: "cell-status", text: info.status || "" }),
+      el("span", { class: "cell-status" }, info.status ? el("span", { class: "badge complete", text: info.status }) : null),
       el("span", { class: "cell-versions num", text: info.versions || "" })),
     el("div", { class: "actions-cell" }, ...(actions || []))));
   const group = el("div", { role: "group" }, ...children);
@@ -141,11 +141,13 @@ function renderTree() {
     { size: size(total), versions: "" }, state.files.map((f) => fileRow(f, 1)), 0)];
   for (const folder of state.folders) {
     const restore = el("button", {
-      class: "button restore", type: "button", "data-folder": folder.id, text: "Restore…",
+      class: "button small restore", type: "button", "data-folder": folder.id, text: "Restore…",
+      title: `Restore a snapshot of ${folder.name}`,
       onclick: (ev) => { ev.preventDefault(); restoreFolder(folder); },
     });
     nodes.push(folderNode(`folder:${folder.id}`, folder.name, {
-      size: size(folder.size || 0), time: folder.time, status: folder.path || "",
+      size: size(folder.size || 0), time: folder.time, status: "synced",
+      title: folder.path ? `${folder.name}: ${folder.path}` : `${folder.name} (synced on another machine)`,
       versions: String((folder.versions || []).length),
     }, syncedTree(folder), 0, [restore]));
   }
@@ -218,7 +220,8 @@ function restoreFolder(folder) {
   const select = el("select", { id: "restore-version" },
     ...versions.slice().reverse().map((v) => el("option", { value: String(v.seq), text: `#${v.seq} — ${new Date(v.time).toLocaleString()} (${age(v.time)})` })));
   const text = $("#confirm-text");
-  text.replaceChildren(`Snapshot to restore into a new folder beside the original (nothing is overwritten): `, select);
+  const where = folder.path ? "beside the original" : "in dstore's data folder";
+  text.replaceChildren(`Snapshot to restore into a new folder ${where} (nothing is overwritten):`, select);
   $("#confirm-yes").textContent = "Restore";
   dialog.returnValue = "";
   dialog.onclose = () => {
