@@ -70,7 +70,10 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &Session, banner: &str) ->
     let _keep = KeepTypeAhead::set();
     let config = EditorConfig::builder().auto_add_history(true).build();
     let mut editor: Editor<helper::DstoreHelper, DefaultHistory> = Editor::with_config(config)?;
-    editor.set_helper(Some(helper::DstoreHelper::new(session.catalog.clone())));
+    editor.set_helper(Some(helper::DstoreHelper::new(
+        session.catalog.clone(),
+        crate::sync::Folders::new(&session.config.data_dir),
+    )));
     let history = session.config.data_dir.join("history.txt");
     let _ = editor.load_history(&history);
     let mut history_warned = false;

@@ -170,6 +170,12 @@ async fn sync_at_the_prompt_runs_in_the_background_and_prints_above_the_line_bei
         expect(t, "Stopped syncing");
         t.send_line("sync status").unwrap();
         expect(t, "No folder is being synced");
+        // Tab completes a synced path after `versions`.
+        t.send("versions Bg/ne\t").unwrap();
+        expect(t, "new.txt");
+        t.send_line("").unwrap();
+        expect(t, "Bg/new.txt:");
+        expect(t, "snapshot    2");
         t.send_line("exit").unwrap();
         t.expect(expectrl::Eof).unwrap();
     })
