@@ -692,3 +692,34 @@ async fn synced_folders_are_in_the_tree_and_a_version_restores_into_a_new_folder
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     dash.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_session_uploads_and_downloads_through_the_dashboard() {
+    let env = Env::new().await;
+    let s = env.session();
+    let dash = Dash::start(&s).await;
+    let data = random_bytes(300_000, 11);
+    let up: serde_json::Value = dash
+        .post("/api/upload?name=old%20style.bin", data.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = up["id"].as_str().unwrap().to_string();
+    let m = s.catalog.load_file(&id).unwrap();
+    assert_eq!((m.format, m.status), (1, dstore::catalog::Status::Complete));
+    assert!(
+        s.catalog.load_parts(&id).unwrap().parts.len() > 1,
+        "several parts"
+    );
+    assert_eq!(env.stored_bytes(&s, &id), data);
+    let r = dash.get(&format!("/api/files/{id}/download")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.unwrap() == data);
+    let stats = dash.json("/api/stats").await;
+    assert_eq!(
+        (stats["files_v1"].as_u64(), stats["format"].as_u64()),
+        (Some(1), Some(1))
+    );
+    dash.running.stop().await;
+}
