@@ -723,3 +723,30 @@ async fn a_format_1_session_uploads_and_downloads_through_the_dashboard() {
     );
     dash.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_discord_refuses_fails_in_a_sentence_and_leaves_no_copy() {
+    use dstore_emulator::{FaultAction, FaultRoute};
+    let env = Env::new().await;
+    let s = env.strict_session();
+    let dash = Dash::start(&s).await;
+    env.fault(FaultRoute::CreateMessage, 0, 100, FaultAction::Status(500));
+    let r = dash
+        .post(
+            "/api/upload?name=unlucky.bin&key=k-9",
+            random_bytes(200_000, 3),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("upload of "),
+        "{body}"
+    );
+    let uploads = env.data_dir().join("web").join("uploads");
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
+    let files = dash.json("/api/files").await;
+    assert_eq!(files["files"][0]["status"], "incomplete");
+    env.emu.faults().clear();
+    dash.running.stop().await;
+}
