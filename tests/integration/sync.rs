@@ -614,3 +614,28 @@ async fn two_rounds_of_one_folder_never_run_at_once() {
     drop(held);
     assert_eq!(once(&s, &r, &root).await.snapshot, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_uploaded_file_keeps_the_packs_a_snapshot_shares_with_it() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let data = random_bytes(1_500_000, 71);
+    let up = crate::upload2::put(&env, "uploaded.bin", &data);
+    let m = crate::upload2::upload2(&s, &r, &up).await.unwrap();
+    let root = env.dir.path().join("shares");
+    write(&root, "copy.bin", &data);
+    let before = count(&env);
+    let rep = once(&s, &r, &root).await;
+    assert_eq!(rep.packs, 0, "the copy's chunks are the upload's");
+    assert_eq!(received(&env, &r, before), (1, 0));
+    let removed = dstore::commands::delete2::delete(&s, &r, &m).await.unwrap();
+    s.catalog.remove_file(&m.id).unwrap();
+    assert!(removed.packs == 0 && removed.shared > 0, "{removed:?}");
+    for p in &m.packs {
+        assert!(env.emu.attachment(p.attachment_id).is_some());
+    }
+    let out = env.dir.path().join("out");
+    restore_to(&s, &r, "shares", &out, None).await.unwrap();
+    assert!(std::fs::read(out.join("copy.bin")).unwrap() == data);
+}
