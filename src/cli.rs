@@ -241,6 +241,9 @@ pub enum Command {
         /// Seconds between full rescans while watching (a safety net for missed events).
         #[arg(long, value_name = "SECS", default_value_t = 300)]
         rescan: u64,
+        /// With --once: print the round's report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a synced folder (or one file or subfolder of it) as it was at a time, every file verified.
     Restore {

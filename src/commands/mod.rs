@@ -158,11 +158,13 @@ impl Session {
                 more: _,
                 once,
                 rescan,
+                json,
             } => {
                 sync::command(
                     self,
                     &dir,
                     once,
+                    json,
                     std::time::Duration::from_secs(rescan.max(1)),
                     cancel,
                 )

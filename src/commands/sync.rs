@@ -66,6 +66,7 @@ pub async fn command(
     s: &Session,
     dir: &Path,
     once: bool,
+    json: bool,
     rescan: std::time::Duration,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -75,7 +76,17 @@ pub async fn command(
     let ctx = context(s, &repo, cancel.clone()).await?;
     if once {
         let report = round(&ctx, &folder).await?;
-        println!("{}", report.line(&folder.name));
+        if json {
+            let value = serde_json::json!({
+                "folder": folder.id,
+                "name": folder.name,
+                "root": folder.root,
+                "report": report,
+            });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!("{}", report.line(&folder.name));
+        }
         return Ok(());
     }
     println!("Syncing {} as {}; Ctrl-C stops.", folder.root, folder.id);

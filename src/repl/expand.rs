@@ -37,11 +37,13 @@ pub fn command(cmd: Command, home: Option<&Path>) -> Result<Command> {
             more,
             once,
             rescan,
+            json,
         } => Command::Sync {
             dir: tilde(&dir, home)?,
             more,
             once,
             rescan,
+            json,
         },
         Command::Restore {
             what,

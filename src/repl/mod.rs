@@ -233,6 +233,7 @@ fn handle(
             more,
             once: false,
             rescan,
+            json: _,
         }) => {
             let home = dirs::home_dir();
             let result = expand::tilde(&dir, home.as_deref()).and_then(|dir| {

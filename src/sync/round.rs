@@ -45,7 +45,7 @@ pub struct Ctx<S> {
 }
 
 /// What a round did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Report {
     /// Files new, changed and deleted against the previous snapshot; files read.
     pub new: usize,

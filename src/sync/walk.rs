@@ -59,7 +59,7 @@ pub fn builtin_ignored(name: &str) -> bool {
 }
 
 /// A problem met on the walk that leaves one path out (the round says so).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Skipped {
     pub path: String,
     pub why: String,

@@ -42,8 +42,15 @@ async fn sync_once_then_list_info_download_versions_and_restore_synced_paths() {
     ok(&env, &["init"]).await;
     let out = ok(&env, &["sync", p(&root), "--once"]).await;
     assert!(out.contains("snapshot 1 posted"), "{out}");
-    let out = ok(&env, &["sync", p(&root), "--once"]).await;
-    assert!(out.contains("nothing changed"), "{out}");
+    let out = ok(&env, &["sync", p(&root), "--once", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["name"], "Notes", "{out}");
+    assert_eq!(
+        report["report"]["snapshot"],
+        serde_json::Value::Null,
+        "nothing changed: {out}"
+    );
+    assert_eq!(report["report"]["read"], 0, "{out}");
     write(&root, "todo.txt", b"buy milk\nand bread\n");
     ok(&env, &["sync", p(&root), "--once"]).await;
 
