@@ -146,6 +146,8 @@ pub async fn start(session: Arc<Session>, port: u16) -> Result<Running> {
         cancel: cancel.clone(),
         stats: tokio::sync::Mutex::new(None),
     });
+    let (catalog, uploads) = (app.session.catalog.clone(), app.uploads.clone());
+    let _ = tokio::task::spawn_blocking(move || upload::sweep(&catalog, &uploads)).await;
     events::watch_catalog(app.clone());
     let url = app.guard.url();
     let router = routes(app);

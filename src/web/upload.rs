@@ -1,7 +1,9 @@
 //! An upload from the browser: the body streamed to a private file under the data dir (never
 //! held in memory), after a check that it fits in the free space, its name one plain path
 //! component; then the normal upload pipeline, its progress told to the open pages. The
-//! received copy is removed when the pipeline is done.
+//! received copy is removed when the pipeline is done, or kept as the source of an upload
+//! stopped half-way (for `resume <id>`) until the dashboard next starts after it finished or
+//! went.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -76,9 +78,18 @@ use std::os::unix::fs::DirBuilderExt;
 /// Removes the received copy and its folder when dropped, however the upload ends.
 struct Received(PathBuf);
 
+impl Received {
+    /// Keeps the copy after all.
+    fn keep(mut self) {
+        self.0 = PathBuf::new();
+    }
+}
+
 impl Drop for Received {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -131,9 +142,47 @@ pub async fn upload(
     let received = Received(dir.clone());
     let path = dir.join(name);
     receive(&app, body, &path, name, key, len).await?;
-    let result = store(&app, path, name, key, len).await;
-    drop(received);
+    let result = store(&app, path.clone(), name, key, len).await;
+    if result.is_err() && resumable(&app.session.catalog, &path) {
+        // An upload stopped half-way: its copy is its source, kept for `resume <id>`.
+        received.keep();
+    }
     result
+}
+
+/// Whether an unfinished upload's record names the received file as its source.
+fn resumable(catalog: &crate::catalog::Catalog, path: &Path) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    catalog.all().is_ok_and(|all| {
+        all.into_iter()
+            .flatten()
+            .any(|m| m.status == crate::catalog::Status::Incomplete && m.source_path == path)
+    })
+}
+
+/// Removes the received copies no unfinished upload needs any more (finished by `resume`,
+/// deleted, or never recorded); run when the dashboard starts.
+pub fn sweep(catalog: &crate::catalog::Catalog, root: &Path) {
+    let Ok(dirs) = std::fs::read_dir(root) else {
+        return;
+    };
+    let sources: Vec<PathBuf> = catalog
+        .all()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter(|m| m.status == crate::catalog::Status::Incomplete)
+        .map(|m| m.source_path)
+        .collect();
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    for d in dirs.flatten() {
+        let dir = root.join(d.file_name());
+        if !sources.iter().any(|s| s.starts_with(&dir)) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 /// Writes the body to a new private file at `path`, exactly `len` bytes.

@@ -725,7 +725,7 @@ async fn a_format_1_session_uploads_and_downloads_through_the_dashboard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_discord_refuses_fails_in_a_sentence_and_leaves_no_copy() {
+async fn an_upload_discord_refuses_fails_in_a_sentence_and_its_copy_serves_resume() {
     use dstore_emulator::{FaultAction, FaultRoute};
     let env = Env::new().await;
     let s = env.strict_session();
@@ -743,10 +743,19 @@ async fn an_upload_discord_refuses_fails_in_a_sentence_and_leaves_no_copy() {
         body["error"].as_str().unwrap().contains("upload of "),
         "{body}"
     );
-    let uploads = env.data_dir().join("web").join("uploads");
-    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
     let files = dash.json("/api/files").await;
     assert_eq!(files["files"][0]["status"], "incomplete");
+    let id = files["files"][0]["id"].as_str().unwrap().to_string();
+    // Its copy is kept as its source: `resume` finishes it.
+    let uploads = env.data_dir().join("web").join("uploads");
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
     env.emu.faults().clear();
+    dash.running.stop().await;
+    let done = crate::common::resume(&s, &id).await.unwrap();
+    assert_eq!(done.status, dstore::catalog::Status::Complete);
+    assert_eq!(env.stored_bytes(&s, &id), random_bytes(200_000, 3));
+    // The next dashboard removes the copy nothing needs any more.
+    let dash = Dash::start(&s).await;
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
     dash.running.stop().await;
 }
