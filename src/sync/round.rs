@@ -816,40 +816,86 @@ async fn post_pack<S: PartStore>(
     Ok(rec)
 }
 
-/// The packer: reads each file, cuts and hashes it, and seals every chunk not yet stored into
-/// the round's packs, handing each full pack over. A file whose size or mtime changed while it
-/// was read is left out (unstable).
+/// A new chunk on its way from the reader to a sealing worker.
+struct Work {
+    id: ChunkId,
+    data: Vec<u8>,
+}
+
+/// A chunk compressed and sealed, on its way to the packer.
+struct SealedChunk {
+    entry: PackEntry,
+    blob: Vec<u8>,
+}
+
+/// Sealing workers: one per core (at most 4).
+fn sealers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
+
+/// The round's threads, for one pass over the files to read:
+///
+/// - the reader (this thread) reads each file, cuts and hashes it, computes each chunk's ID and
+///   decides, in order, whether it is new (so a chunk seen twice is sealed once); a file whose
+///   size or mtime changed while it was read is left out (unstable);
+/// - [`sealers`] workers compress and seal the new chunks, dealt out in turn;
+/// - the packer takes them back in the same turn, so in walk order, into the round's packs (the
+///   same packs whatever the timing), and hands each full pack over.
 #[allow(clippy::too_many_arguments)]
 fn pack_thread(
     keys: &Keys,
     params: ChunkerParams,
     files: Vec<Item>,
-    mut known: HashSet<ChunkId>,
+    known: HashSet<ChunkId>,
     first: u64,
     limit: usize,
     tx: &mpsc::Sender<PackJob>,
     stop: &CancellationToken,
 ) -> Result<Packed> {
-    let mut writer = PackWriter::new(keys, limit);
-    let mut in_pack: Vec<PackChunk> = Vec::new();
-    let mut index = first;
+    let n = sealers();
+    std::thread::scope(|s| {
+        let mut to_sealers = Vec::with_capacity(n);
+        let mut from_sealers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(2);
+            let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<SealedChunk>(2);
+            s.spawn(move || seal_chunks(keys, work_rx, sealed_tx));
+            to_sealers.push(work_tx);
+            from_sealers.push(sealed_rx);
+        }
+        let packer = s.spawn(move || pack_chunks(keys, limit, first, from_sealers, tx, stop));
+        let read = read_files(keys, params, files, known, to_sealers, stop);
+        let packed = packer
+            .join()
+            .map_err(|_| anyhow!("the sync's packer failed"))?;
+        let mut read = read?;
+        read.chunks_sent = packed?;
+        Ok(read)
+    })
+}
+
+/// The reader: each file cut, hashed and deduplicated in order; new chunks go to the sealers in
+/// turn (the channels close when it returns, which ends the workers and the packer).
+fn read_files(
+    keys: &Keys,
+    params: ChunkerParams,
+    files: Vec<Item>,
+    mut known: HashSet<ChunkId>,
+    to_sealers: Vec<std::sync::mpsc::SyncSender<Work>>,
+    stop: &CancellationToken,
+) -> Result<Packed> {
+    // On any error the packer must post nothing more: the stop is signalled before the
+    // channels close.
+    let stopped = || {
+        stop.cancel();
+        anyhow!("sync stopped")
+    };
     let mut out = Packed {
         files: Vec::new(),
         unstable: Vec::new(),
         chunks_sent: 0,
     };
-    let send = |writer: PackWriter<'_>, in_pack: &mut Vec<PackChunk>, index: &mut u64| -> bool {
-        let (bytes, _) = writer.finish();
-        let job = PackJob {
-            index: *index,
-            pack_id: keys.pack_id(&bytes),
-            bytes: Bytes::from(bytes),
-            chunks: std::mem::take(in_pack),
-        };
-        *index += 1;
-        !stop.is_cancelled() && tx.blocking_send(job).is_ok()
-    };
-    let stopped = || anyhow!("sync stopped");
+    let mut turn = 0usize;
     for item in files {
         if stop.is_cancelled() {
             return Err(stopped());
@@ -864,12 +910,17 @@ fn pack_thread(
                 continue;
             }
         };
-        let chunks = Chunker::new(
+        let chunks = match Chunker::new(
             BufReader::with_capacity(1 << 20, file),
             params,
             keys.chunker_seed(),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                stop.cancel();
+                return Err(anyhow!("{e}"));
+            }
+        };
         let mut sha = crate::hash::Sha256::default();
         let mut ids = Vec::new();
         let mut size = 0u64;
@@ -889,20 +940,16 @@ fn pack_thread(
             if !known.insert(id) {
                 continue;
             }
-            if !writer.is_empty() && !writer.would_fit(chunk.data.len()) {
-                let full = std::mem::replace(&mut writer, PackWriter::new(keys, limit));
-                if !send(full, &mut in_pack, &mut index) {
-                    return Err(stopped());
-                }
+            if to_sealers[turn]
+                .send(Work {
+                    id,
+                    data: chunk.data,
+                })
+                .is_err()
+            {
+                return Err(stopped());
             }
-            let entry = *writer
-                .add(id, &chunk.data)
-                .map_err(|e| anyhow!("a chunk does not fit an empty pack: {e}"))?;
-            out.chunks_sent += 1;
-            in_pack.push(PackChunk {
-                entry,
-                file_offset: None,
-            });
+            turn = (turn + 1) % to_sealers.len();
         }
         // Stable: the same size and mtime after reading as when walked.
         let after = std::fs::symlink_metadata(&item.abs);
@@ -928,8 +975,87 @@ fn pack_thread(
             });
         }
     }
+    Ok(out)
+}
+
+/// A sealing worker: compresses (when that pays) and seals each chunk it is given.
+fn seal_chunks(
+    keys: &Keys,
+    work: std::sync::mpsc::Receiver<Work>,
+    sealed: std::sync::mpsc::SyncSender<SealedChunk>,
+) {
+    for w in work {
+        let (flags, body) = crate::repo::compress::compress(&w.data);
+        let blob = keys.seal_blob(&w.id, flags, &body);
+        // A chunk is at most 16 MiB: a length that did not fit would make the packer refuse
+        // the blob, never a wrong record.
+        let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let out = SealedChunk {
+            entry: PackEntry {
+                id: w.id,
+                offset: 0,
+                sealed_len: len32(blob.len()),
+                plain_len: len32(w.data.len()),
+                flags,
+            },
+            blob,
+        };
+        if sealed.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// The packer: takes the sealed chunks back in the reader's turn, fills the round's packs and
+/// hands each over; returns how many chunks it packed.
+fn pack_chunks(
+    keys: &Keys,
+    limit: usize,
+    first: u64,
+    from_sealers: Vec<std::sync::mpsc::Receiver<SealedChunk>>,
+    tx: &mpsc::Sender<PackJob>,
+    stop: &CancellationToken,
+) -> Result<u64> {
+    let stopped = || anyhow!("sync stopped");
+    let mut writer = PackWriter::new(keys, limit);
+    let mut in_pack: Vec<PackChunk> = Vec::new();
+    let mut index = first;
+    let mut packed = 0u64;
+    let send = |writer: PackWriter<'_>, in_pack: &mut Vec<PackChunk>, index: &mut u64| -> bool {
+        let (bytes, _) = writer.finish();
+        let job = PackJob {
+            index: *index,
+            pack_id: keys.pack_id(&bytes),
+            bytes: Bytes::from(bytes),
+            chunks: std::mem::take(in_pack),
+        };
+        *index += 1;
+        !stop.is_cancelled() && tx.blocking_send(job).is_ok()
+    };
+    let mut turn = 0usize;
+    // Each sealer's queue ends when the reader is done; the next turn's end is the end.
+    while let Ok(chunk) = from_sealers[turn].recv() {
+        turn = (turn + 1) % from_sealers.len();
+        if !writer.is_empty() && !writer.would_fit_sealed(chunk.blob.len()) {
+            let full = std::mem::replace(&mut writer, PackWriter::new(keys, limit));
+            if !send(full, &mut in_pack, &mut index) {
+                return Err(stopped());
+            }
+        }
+        let entry = *writer
+            .add_sealed(chunk.entry, &chunk.blob)
+            .map_err(|e| anyhow!("a chunk does not fit an empty pack: {e}"))?;
+        packed += 1;
+        in_pack.push(PackChunk {
+            entry,
+            file_offset: None,
+        });
+    }
+    if stop.is_cancelled() {
+        return Err(stopped());
+    }
     if !writer.is_empty() && !send(writer, &mut in_pack, &mut index) {
         return Err(stopped());
     }
-    Ok(out)
+    Ok(packed)
 }
