@@ -951,10 +951,17 @@ fn read_files(
             }
             turn = (turn + 1) % to_sealers.len();
         }
-        // Stable: the same size and mtime after reading as when walked.
+        // Stable: the same size, mtime, status-change time, device and inode after reading as
+        // when walked (a write that puts the mtime back still moves the ctime).
         let after = std::fs::symlink_metadata(&item.abs);
         let stable = after.as_ref().is_ok_and(|m| {
-            m.len() == item.size && super::walk::mtime_of(m) == item.mtime && size == item.size
+            use std::os::unix::fs::MetadataExt;
+            m.len() == item.size
+                && super::walk::mtime_of(m) == item.mtime
+                && super::walk::ctime_ns(m) == item.ctime_ns
+                && m.dev() == item.dev
+                && m.ino() == item.inode
+                && size == item.size
         });
         if let Some(why) = failed {
             out.unstable.push(Skipped {

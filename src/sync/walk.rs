@@ -22,6 +22,10 @@ pub struct Item {
     pub mtime: OffsetDateTime,
     pub mode: u32,
     pub inode: u64,
+    /// The device and the status-change time: with size, mtime and inode, what tells that a
+    /// file was written while it was read, even by a writer that put its mtime back.
+    pub dev: u64,
+    pub ctime_ns: i128,
     pub target: Option<String>,
 }
 
@@ -35,9 +39,11 @@ impl Item {
 pub fn builtin_ignored(name: &str) -> bool {
     let ends = |s: &str| name.ends_with(s);
     // Editor swap and backup files.
-    (name.starts_with('.') && name.len() > 4 && {
-        let tail = &name[name.len() - 4..];
-        tail.starts_with(".sw") && tail.as_bytes()[3].is_ascii_lowercase()
+    // Bytes, not a str slice: a name's last four bytes may cut a character in two.
+    let bytes = name.as_bytes();
+    (bytes.first() == Some(&b'.') && bytes.len() > 4 && {
+        let tail = &bytes[bytes.len() - 4..];
+        tail.starts_with(b".sw") && tail[3].is_ascii_lowercase()
     }) || ends(".swp")
         || ends(".swo")
         || ends(".swx")
@@ -166,11 +172,18 @@ pub fn walk(root: &Path, exclude: &Path) -> (Vec<Item>, Vec<Skipped>) {
             mtime: mtime_of(&meta),
             mode: meta.permissions().mode() & 0o7777,
             inode: meta.ino(),
+            dev: meta.dev(),
+            ctime_ns: ctime_ns(&meta),
             target,
         });
     }
     items.sort_by(|a, b| a.path.cmp(&b.path));
     (items, skipped)
+}
+
+/// A file's status-change time in nanoseconds.
+pub fn ctime_ns(meta: &std::fs::Metadata) -> i128 {
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
 }
 
 /// A file's mtime, to the nanosecond.
@@ -209,6 +222,9 @@ mod tests {
             "notes.md",
             ".dstoreignore",
             "swap",
+            // Names whose last four bytes cut a character: judged, not a panic.
+            ".é€",
+            ".a€.sw",
         ] {
             assert!(!builtin_ignored(name), "{name}");
         }

@@ -639,3 +639,65 @@ async fn deleting_an_uploaded_file_keeps_the_packs_a_snapshot_shares_with_it() {
     restore_to(&s, &r, "shares", &out, None).await.unwrap();
     assert!(std::fs::read(out.join("copy.bin")).unwrap() == data);
 }
+
+/// Writes `patch` at `offset` in place and puts the mtime back, as some tools do.
+fn edit_in_place(path: &Path, offset: u64, patch: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let mut f = std::fs::File::options().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(patch).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_edited_while_the_round_reads_it_is_left_for_the_next_round_never_stored_torn() {
+    let env = Env::new().await;
+    let s = env.session_with(|c| {
+        c.part_size = dstore::config::PartSize::Fixed(crate::upload2::ATTACHMENT);
+        c.concurrency = 1;
+    });
+    let r = repo(true);
+    let root = env.dir.path().join("live");
+    write(&root, "a.txt", b"steady");
+    let path = write(&root, "edited.bin", random_bytes(12_000_000, 31));
+    // The first pack waits on its way in, which holds the reader back; meanwhile bytes far past
+    // where it has reached change, same size, mtime put back.
+    env.fault(
+        FaultRoute::CreateMessage,
+        0,
+        1,
+        FaultAction::Stall(std::time::Duration::from_millis(1500)),
+    );
+    let edit = async {
+        while env.emu.faults().pending() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        edit_in_place(&path, 11_000_000, b"edited in place");
+    };
+    let (rep, ()) = tokio::join!(once(&s, &r, &root), edit);
+    assert!(
+        rep.skipped
+            .iter()
+            .any(|k| k.path == "edited.bin" && k.why.contains("changed while it was read")),
+        "{rep:?}"
+    );
+    let out = env.dir.path().join("first");
+    restore_to(&s, &r, "live", &out, None).await.unwrap();
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"steady");
+    assert!(
+        !out.join("edited.bin").exists(),
+        "a file read while it changed is not in the snapshot"
+    );
+
+    // The next round stores it as it now is.
+    let rep = once(&s, &r, &root).await;
+    assert!(rep.skipped.is_empty(), "{rep:?}");
+    let out = env.dir.path().join("second");
+    restore_to(&s, &r, "live", &out, None).await.unwrap();
+    assert_eq!(
+        std::fs::read(out.join("edited.bin")).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
+}
