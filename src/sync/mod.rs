@@ -231,13 +231,34 @@ impl Folders {
         numbered(&self.folder_dir(id).join("snapshots"))
     }
 
+    /// A snapshot this machine holds, checked as one from Discord is (paths, pack indices,
+    /// sizes): a damaged or edited file must never send a restore outside its destination.
+    /// Which channels its packs are in is checked where they are read.
     pub fn snapshot(&self, id: &str, seq: u64) -> Result<Option<Local>> {
-        read_json(
-            &self
-                .folder_dir(id)
-                .join("snapshots")
-                .join(format!("{seq}.json")),
-        )
+        let path = self
+            .folder_dir(id)
+            .join("snapshots")
+            .join(format!("{seq}.json"));
+        let Some(local) = read_json::<Local>(&path)? else {
+            return Ok(None);
+        };
+        let snap = &local.snapshot;
+        let channels: Vec<u64> = snap.packs.iter().map(|p| p.channel_id).collect();
+        let checked = if snap.folder != id || snap.seq != seq {
+            Err(format!(
+                "it holds snapshot {} of folder {}",
+                snap.seq, snap.folder
+            ))
+        } else {
+            snap.check(&channels).map_err(|e| e.to_string())
+        };
+        match checked {
+            Ok(()) => Ok(Some(local)),
+            Err(why) => anyhow::bail!(
+                "{} is damaged ({why}); remove it and run `recover` to fetch the snapshot from Discord again",
+                path.display()
+            ),
+        }
     }
 
     /// Every snapshot this machine holds of the folder, oldest first.

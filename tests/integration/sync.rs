@@ -701,3 +701,55 @@ async fn a_file_edited_while_the_round_reads_it_is_left_for_the_next_round_never
         std::fs::read(&path).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_local_snapshot_is_refused_and_never_writes_outside_the_destination() {
+    let env = Env::new().await;
+    let s = session2(&env);
+    let r = repo(true);
+    let root = env.dir.path().join("docs");
+    write(&root, "a.txt", b"inside");
+    once(&s, &r, &root).await;
+    let snaps: Vec<PathBuf> = glob::glob(
+        s.config
+            .data_dir
+            .join("sync/*/snapshots/1.json")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap()
+    .flatten()
+    .collect();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let good = std::fs::read_to_string(&snaps[0]).unwrap();
+    assert!(good.contains("\"a.txt\""));
+    // A path that climbs out of the destination.
+    std::fs::write(&snaps[0], good.replace("\"a.txt\"", "\"../escaped.txt\"")).unwrap();
+    let dest = env.dir.path().join("restored/here");
+    let err = restore_to(&s, &r, "docs", &dest, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is damaged") && err.contains("`recover`"),
+        "{err}"
+    );
+    assert!(!env.dir.path().join("restored/escaped.txt").exists());
+    assert!(!dest.join("a.txt").exists());
+    // A pack index out of range is refused the same way, not a panic.
+    let bad = serde_json::from_str::<serde_json::Value>(&good).unwrap();
+    let mut bad = bad;
+    for f in bad["snapshot"]["files"].as_array_mut().unwrap() {
+        if let Some(chunks) = f["chunks"].as_array_mut() {
+            for c in chunks {
+                c[1] = serde_json::json!(99);
+            }
+        }
+    }
+    std::fs::write(&snaps[0], serde_json::to_vec(&bad).unwrap()).unwrap();
+    let err = restore_to(&s, &r, "docs", &dest, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is damaged"), "{err}");
+}
