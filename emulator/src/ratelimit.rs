@@ -75,8 +75,12 @@ impl Scope {
 pub struct BucketState {
     pub limit: u32,
     pub remaining: u32,
+    /// Seconds left of the window at `at`, when the request was counted.
     pub reset_after: f64,
     pub bucket: String,
+    /// When the request was counted; the headers, written when the reply leaves (after the
+    /// body was read), say how long is left from then: the window does not move meanwhile.
+    pub at: Instant,
 }
 
 /// A refusal: how long to wait and which limit caused it.
@@ -297,6 +301,7 @@ fn state(
         remaining: limit.saturating_sub(window.count),
         reset_after: window.reset_after(period, now),
         bucket: bucket_hash(kind, major),
+        at: now,
     }
 }
 
@@ -307,6 +312,7 @@ fn unlimited(kind: BucketKind, major: u64) -> BucketState {
         remaining: 9_999,
         reset_after: 1.0,
         bucket: bucket_hash(kind, major),
+        at: Instant::now(),
     }
 }
 
@@ -323,7 +329,8 @@ pub fn bucket_hash(kind: BucketKind, major: u64) -> String {
 
 /// Adds `X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/-Bucket` (discord-api.md §3.1).
 pub fn add_headers(headers: &mut HeaderMap, s: &BucketState) {
-    let reset = now_ms() as f64 / 1000.0 + s.reset_after;
+    let reset_after = (s.reset_after - s.at.elapsed().as_secs_f64()).max(0.0);
+    let reset = now_ms() as f64 / 1000.0 + reset_after;
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
@@ -332,7 +339,7 @@ pub fn add_headers(headers: &mut HeaderMap, s: &BucketState) {
     put("x-ratelimit-limit", s.limit.to_string());
     put("x-ratelimit-remaining", s.remaining.to_string());
     put("x-ratelimit-reset", format!("{reset:.3}"));
-    put("x-ratelimit-reset-after", format!("{:.3}", s.reset_after));
+    put("x-ratelimit-reset-after", format!("{reset_after:.3}"));
     put("x-ratelimit-bucket", s.bucket.clone());
 }
 
@@ -404,5 +411,21 @@ mod tests {
         let refused = l.check_webhook(BucketKind::GetWebhook, 2, None).1;
         assert_eq!(refused.map(|r| r.scope), Some(Scope::Global));
         assert!(l.check(BucketKind::CurrentUser, 0).1.is_none());
+    }
+
+    #[test]
+    fn headers_written_after_a_slow_body_count_down_from_when_the_request_was_counted() {
+        let mut l = RateLimiter::new(Some(RateLimits::default()));
+        let (state, _) = l.check(BucketKind::CreateMessage, 7);
+        // The body takes a while to read; the window keeps running meanwhile.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut h = HeaderMap::new();
+        add_headers(&mut h, &state);
+        let left: f64 = h["x-ratelimit-reset-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(left <= 4.71 && left > 4.0, "{left}");
     }
 }

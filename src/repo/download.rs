@@ -290,7 +290,10 @@ impl<S: PartStore> Rebuild<'_, S> {
                     (g, r)
                 }))
             })
-            .buffered(self.concurrency.max(1));
+            .buffered(crate::transfer::download::in_flight(
+                self.concurrency,
+                MAX_RANGE,
+            ));
         let mut hasher = Some(Sha256::default());
         let mut summary = Summary::default();
         loop {

@@ -23,13 +23,9 @@ use super::index::ChunkIndex;
 use super::pack::{pack_limit, PackEntry, PackWriter, ENTRY_LEN, HEADER_FIXED, TRAILER_LEN};
 use crate::catalog::{Catalog, FileManifest, PackChunk, PackRecord, Status, FORMAT_V2};
 use crate::progress::Progress;
-use crate::store::lanes::Scheduler;
+use crate::store::lanes::{in_flight_budget, Pick, Scheduler};
 use crate::store::{Lane, PartStore, PutPart, StoreError};
 use crate::transfer::{check_source, check_unchanged, UploadError};
-
-/// Packs in flight at most when spreading over lanes, whatever the number of lanes: the memory
-/// budget (each pack is at most one attachment).
-const MEMORY_PACKS: usize = 8;
 
 /// How many times one pack may fail on a lane before the upload stops with its error.
 const LANE_TRIES: u32 = 4;
@@ -289,10 +285,13 @@ async fn round<S: PartStore>(
             return Err(e.into());
         }
     };
+    // With lanes, a pack leaves only when a lane can send it at once, so as many may be in
+    // flight as the lanes allow, within the memory budget.
     let cap = match &lanes {
-        Some(l) => ctx.concurrency.max(l.live().min(MEMORY_PACKS)),
+        Some(_) => in_flight_budget(pack_size as u64),
         None => ctx.concurrency,
     };
+
     let mut inflight: JoinSet<(Option<Lane>, Result<PackRecord, Failed>)> = JoinSet::new();
     let mut covered: HashMap<u64, u64> = HashMap::new();
     // Packs a lane failed to post, to go again (on the soonest lane).
@@ -303,16 +302,30 @@ async fn round<S: PartStore>(
     let mut failure: Option<UploadError> = None;
     let mut posted = Stats::default();
     while reading || !inflight.is_empty() || (!again.is_empty() && failure.is_none()) {
-        while failure.is_none() && inflight.len() < cap {
+        // When the soonest lane can take the next waiting pack.
+        let mut wake: Option<tokio::time::Instant> = None;
+        while failure.is_none() && inflight.len() < cap && !again.is_empty() {
+            let lane = match lanes.as_mut() {
+                None => None,
+                Some(l) => match l.pick_now(
+                    |lane| ctx.store.lane_ready(lane),
+                    |lane| ctx.store.reserve_lane(lane),
+                ) {
+                    Pick::Now(lane) => Some(lane),
+                    Pick::Later(at) => {
+                        wake = Some(at);
+                        break;
+                    }
+                    Pick::None => {
+                        failure.get_or_insert(StoreError::NoLane.into());
+                        stop.cancel();
+                        reading = false;
+                        break;
+                    }
+                },
+            };
             let Some(job) = again.pop_front() else { break };
-            match launch(ctx, file, lanes.as_mut(), job) {
-                Some(task) => drop(inflight.spawn(task)),
-                None => {
-                    failure.get_or_insert(StoreError::NoLane.into());
-                    stop.cancel();
-                    reading = false;
-                }
-            }
+            inflight.spawn(launch(ctx, file, lane, job));
         }
         if failure.is_some() {
             again.clear();
@@ -386,18 +399,13 @@ async fn round<S: PartStore>(
                 failure.get_or_insert(err);
                 reading = false;
             }
+            _ = sleep_until_some(wake), if wake.is_some() => {}
             job = rx.recv(), if reading && inflight.len() < cap && again.is_empty() => match job {
                 Some(job) => {
                     *next = job.index + 1;
                     covered.insert(job.index, job.covered);
-                    match launch(ctx, file, lanes.as_mut(), job) {
-                        Some(task) => drop(inflight.spawn(task)),
-                        None => {
-                            failure.get_or_insert(StoreError::NoLane.into());
-                            stop.cancel();
-                            reading = false;
-                        }
-                    }
+                    // Launched at the top of the loop, on the lane that can take it now.
+                    again.push_back(job);
                 }
                 None => reading = false,
             },
@@ -684,16 +692,16 @@ type Posting = std::pin::Pin<
     Box<dyn std::future::Future<Output = (Option<Lane>, Result<PackRecord, Failed>)> + Send>,
 >;
 
-/// The task posting `job`: on the lane the scheduler picks, or (without lanes) on channel
-/// n mod len. `None` when every lane is dead.
+/// The task posting `job`: on `lane` (picked by the scheduler, its slot taken), or (without
+/// lanes) on channel n mod len.
 fn launch<S: PartStore>(
     ctx: &Upload2<S>,
     file: &FileManifest,
-    lanes: Option<&mut Scheduler>,
+    lane: Option<Lane>,
     job: PackJob,
-) -> Option<Posting> {
+) -> Posting {
     let (store, catalog) = (ctx.store.clone(), ctx.catalog.clone());
-    let Some(lanes) = lanes else {
+    let Some(lane) = lane else {
         let channel = file.channels[(job.index % file.channels.len() as u64) as usize];
         let post = post_pack(
             store,
@@ -702,18 +710,24 @@ fn launch<S: PartStore>(
             file,
             job,
             Lane::Channel(channel),
-            None,
+            false,
         );
-        return Some(Box::pin(async move { (None, post.await) }));
+        return Box::pin(async move { (None, post.await) });
     };
-    let (lane, at) = lanes.pick(|l| store.lane_ready(l))?;
-    let post = post_pack(store, catalog, &ctx.keys, file, job, lane, Some(at));
-    Some(Box::pin(async move { (Some(lane), post.await) }))
+    let post = post_pack(store, catalog, &ctx.keys, file, job, lane, true);
+    Box::pin(async move { (Some(lane), post.await) })
 }
 
-/// Posts one pack on `lane` and records it as soon as Discord has confirmed it. With
-/// `not_before` (a lane of several) it waits for the lane first, and a failure on the lane
-/// gives the pack back for another try.
+/// Sleeps until `at`; never ends without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Posts one pack on `lane` and records it as soon as Discord has confirmed it. On one lane
+/// of several (`on_lanes`), a failure gives the pack back for another try.
 fn post_pack<S: PartStore>(
     store: Arc<S>,
     catalog: Catalog,
@@ -721,7 +735,7 @@ fn post_pack<S: PartStore>(
     file: &FileManifest,
     job: PackJob,
     lane: Lane,
-    not_before: Option<tokio::time::Instant>,
+    on_lanes: bool,
 ) -> impl std::future::Future<Output = Result<PackRecord, Failed>> + Send + 'static {
     let id = file.id.clone();
     let name = keys.object_name(ObjectKind::Pack, &id, job.index);
@@ -729,13 +743,11 @@ fn post_pack<S: PartStore>(
     async move {
         let size = job.bytes.len() as u64;
         let (index, pack_id) = (job.index, job.pack_id);
-        let (data, keep, chunks) = match not_before {
-            Some(at) => {
-                tokio::time::sleep_until(at).await;
-                (job.bytes.clone(), Some(job), None)
-            }
+        let (data, keep, chunks) = if on_lanes {
+            (job.bytes.clone(), Some(job), None)
+        } else {
             // The only handle on the bytes: the request takes them without a copy.
-            None => (job.bytes, None, Some(job.chunks)),
+            (job.bytes, None, Some(job.chunks))
         };
         let posted = store
             .put_part_on(

@@ -492,6 +492,10 @@ impl PartStore for BotStore {
         BotStore::lane_ready(self, lane)
     }
 
+    fn reserve_lane(&self, lane: Lane) -> bool {
+        BotStore::reserve_lane(self, lane)
+    }
+
     fn reads_history(&self) -> bool {
         self.bot
     }

@@ -24,6 +24,26 @@ struct Seat {
     picked: u64,
 }
 
+/// What [`Scheduler::pick_now`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// This lane takes the pack now; its slot is taken.
+    Now(Lane),
+    /// No lane can send before this instant.
+    Later(Instant),
+    /// Every lane is dead.
+    None,
+}
+
+/// Bytes of packs in flight at most when spreading over lanes: the memory budget, whatever
+/// the number of lanes (eight packs of Discord's 10 MiB).
+pub const PACK_MEMORY: u64 = 80 * 1024 * 1024;
+
+/// How many packs of `pack_size` bytes may be in flight at once within [`PACK_MEMORY`].
+pub fn in_flight_budget(pack_size: u64) -> usize {
+    (PACK_MEMORY / pack_size.max(1)).clamp(1, crate::config::MAX_CONCURRENCY as u64) as usize
+}
+
 /// The live lanes of one upload and how busy each is.
 #[derive(Debug)]
 pub struct Scheduler {
@@ -81,6 +101,55 @@ impl Scheduler {
             seat.picked = self.picks;
         }
         Some((lane, at))
+    }
+
+    /// The lane that can take a pack now, in the order [`Scheduler::pick`] prefers them, whose
+    /// slot `reserve` could take (so no two packs are handed the same slot); marks it in flight.
+    /// Else when the soonest lane could take one ([`Pick::Later`]), or [`Pick::None`] when every
+    /// lane is dead. A pack is only ever handed to a lane that can send it at once: one held
+    /// for a lane's next window could have left sooner on another.
+    pub fn pick_now(
+        &mut self,
+        ready: impl Fn(Lane) -> Instant,
+        mut reserve: impl FnMut(Lane) -> bool,
+    ) -> Pick {
+        let mut offers: Vec<(Instant, usize, u64, usize, Lane)> = self
+            .order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, lane)| {
+                let seat = self.seats.get(lane).filter(|s| !s.dead)?;
+                let mut at = ready(*lane);
+                if let Some(rest) = seat.resting_until {
+                    at = at.max(rest);
+                }
+                Some((at, seat.in_flight, seat.picked, i, *lane))
+            })
+            .collect();
+        // Every lane that can send now is as soon as any other: "now" is read once, after.
+        let now = Instant::now();
+        for offer in &mut offers {
+            offer.0 = offer.0.max(now);
+        }
+        offers.sort();
+        let Some(soonest) = offers.first().map(|o| o.0) else {
+            return Pick::None;
+        };
+        for (at, _, _, _, lane) in offers {
+            if at > now {
+                break;
+            }
+            if reserve(lane) {
+                self.picks += 1;
+                if let Some(seat) = self.seats.get_mut(&lane) {
+                    seat.in_flight += 1;
+                    seat.picked = self.picks;
+                }
+                return Pick::Now(lane);
+            }
+        }
+        // Ready by the forecast but the slot was gone: look again very soon.
+        Pick::Later(soonest.max(now + Duration::from_millis(5)))
     }
 
     /// A pack on `lane` is posted.
@@ -173,6 +242,56 @@ mod tests {
             busy.push(s.pick(|_| Instant::now()).unwrap().0);
         }
         assert_eq!(busy, vec![A, B, C]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pack_goes_only_to_a_lane_that_can_send_now_and_takes_its_slot() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(vec![A, B]);
+        // A has one slot left, B none until a second from now.
+        let mut slots = std::collections::HashMap::from([(A, 1), (B, 0)]);
+        let ready = |l: Lane| {
+            if l == B {
+                now + Duration::from_secs(1)
+            } else {
+                now
+            }
+        };
+        let mut reserve = |l: Lane| {
+            let n = slots.get_mut(&l).unwrap();
+            *n > 0 && {
+                *n -= 1;
+                true
+            }
+        };
+        assert_eq!(s.pick_now(ready, &mut reserve), Pick::Now(A));
+        // A is ready by the forecast but its slot is gone; B is a second away: nothing now.
+        match s.pick_now(ready, &mut reserve) {
+            Pick::Later(at) => assert!(at > now && at <= now + Duration::from_millis(5)),
+            p => panic!("{p:?}"),
+        }
+        let later = |l: Lane| {
+            if l == A {
+                now + Duration::from_secs(5)
+            } else {
+                now + Duration::from_secs(1)
+            }
+        };
+        assert_eq!(
+            s.pick_now(later, &mut reserve),
+            Pick::Later(now + Duration::from_secs(1)),
+            "the soonest lane's instant"
+        );
+        s.dead(A);
+        s.dead(B);
+        assert_eq!(s.pick_now(later, &mut reserve), Pick::None);
+    }
+
+    #[test]
+    fn the_memory_budget_bounds_packs_in_flight() {
+        assert_eq!(in_flight_budget(10 * 1024 * 1024), 8);
+        assert_eq!(in_flight_budget(100 * 1024 * 1024), 1);
+        assert_eq!(in_flight_budget(1024), crate::config::MAX_CONCURRENCY);
     }
 
     #[tokio::test(start_paused = true)]

@@ -141,6 +141,12 @@ pub trait PartStore: Send + Sync + 'static {
         tokio::time::Instant::now()
     }
 
+    /// Takes the rate-limit slot `lane` has now for a message about to be posted there (the
+    /// post then leaves without waiting); false when it has none. The default has no limits.
+    fn reserve_lane(&self, _lane: Lane) -> bool {
+        true
+    }
+
     /// Whether channel history can be read (it needs a bot token).
     fn reads_history(&self) -> bool {
         true

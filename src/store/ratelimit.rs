@@ -15,6 +15,25 @@ use super::error::StoreError;
 /// The global limit for a bot: 50 requests per second (discord-api.md §3.1).
 const GLOBAL_PER_SEC: usize = 50;
 
+/// What a route's bucket is taken to allow until a reply says (discord-api.md §3.2, folklore):
+/// a bot channel's creates 5 per 5 s, a webhook's executes 5 per 2 s. Without a guess the first
+/// window of a fresh lane would be filled past its limit and answered with 429s.
+fn folklore(kind: &str) -> Option<(u64, Duration)> {
+    match kind {
+        "create-message" => Some((5, Duration::from_secs(5))),
+        "webhook-execute" => Some((5, Duration::from_secs(2))),
+        _ => None,
+    }
+}
+
+/// The hidden cap the webhooks of one channel share, until a `shared` 429 says otherwise: 30
+/// executes per 60 s (discord/discord-api-docs#367, discord-api.md §3.2). No header announces
+/// it, so it is paced from the start rather than found by a 429 on every channel.
+const GROUP_CAP: (u64, Duration) = (30, Duration::from_secs(60));
+
+/// Reserved slots not used within this long are given up (the request never came).
+const PREPAID_FOR: Duration = Duration::from_secs(2);
+
 /// The longest rate-limit wait dstore sits through. Bucket windows last seconds and a
 /// webhook's `retry_after` has been seen at 45 s (discord-api.md §3.2); a wait longer than this
 /// is a ban or an outage on Discord's side, better met by `resume` later than a silent hour.
@@ -43,6 +62,21 @@ struct Bucket {
     limit: Option<u64>,
     /// The longest `Reset-After` seen: the window's length, as best known.
     window: Duration,
+    /// Made up from [`folklore`] before any reply: the first reply replaces it whole.
+    folklore: bool,
+}
+
+/// The pacing of a group's hidden cap: a fixed window opened by its first request, as Discord's
+/// appears to be; its end is moved to a period after the first reply (the server counted that
+/// request between sending and the reply, so a window timed from the reply never ends early).
+#[derive(Debug, Clone, Copy)]
+struct GroupCap {
+    limit: u64,
+    period: Duration,
+    end: Instant,
+    count: u64,
+    /// The route and ticket of the window's first request, until its reply fixes `end`.
+    first: Option<(RouteKey, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +94,10 @@ struct State {
     group_of: HashMap<RouteKey, u64>,
     /// A group held back by a `shared` 429 until this instant.
     group_until: HashMap<u64, Instant>,
+    /// Each group's hidden cap as paced here.
+    caps: HashMap<u64, GroupCap>,
+    /// Slots taken ahead by [`RateLimiter::reserve`], for the request about to be sent.
+    prepaid: HashMap<RouteKey, VecDeque<Ticket>>,
 }
 
 /// A request's place among those sent on its route, and when it left, for reading its reply.
@@ -107,7 +145,29 @@ impl State {
         if bot && self.recent.len() >= GLOBAL_PER_SEC {
             return Err(Duration::from_secs(1) - now.duration_since(self.recent[0]));
         }
+        let group = self.group_of.get(key).copied();
+        if let Some(cap) = group.and_then(|g| self.caps.get(&g)) {
+            if cap.end > now && cap.count >= cap.limit {
+                return Err(cap.end - now);
+            }
+        }
         let name = self.bucket_name(key);
+        if !self.buckets.contains_key(&name) {
+            if let Some((limit, window)) = folklore(key.kind) {
+                self.buckets.insert(
+                    name.clone(),
+                    Bucket {
+                        remaining: limit,
+                        reset_at: now + window,
+                        guessed: true,
+                        opened_at: now,
+                        limit: Some(limit),
+                        window,
+                        folklore: true,
+                    },
+                );
+            }
+        }
         if let Some(b) = self.buckets.get_mut(&name) {
             if b.reset_at <= now {
                 // The window ended: a fresh one allows `limit` and lasts as long as the last
@@ -134,10 +194,51 @@ impl State {
         }
         let sent = self.sent.entry(*key).or_default();
         *sent += 1;
-        Ok(Ticket {
-            seq: *sent,
-            sent_at: now,
-        })
+        let seq = *sent;
+        if let Some(g) = group {
+            let cap = self.caps.entry(g).or_insert(GroupCap {
+                limit: GROUP_CAP.0,
+                period: GROUP_CAP.1,
+                end: now,
+                count: 0,
+                first: None,
+            });
+            if cap.end <= now {
+                cap.end = now + cap.period;
+                cap.count = 0;
+                cap.first = Some((*key, seq));
+            }
+            cap.count += 1;
+        }
+        Ok(Ticket { seq, sent_at: now })
+    }
+}
+
+impl State {
+    /// A slot reserved for `key` moments ago, if any; older ones are given up.
+    fn prepaid(&mut self, key: &RouteKey) -> Option<Ticket> {
+        let queue = self.prepaid.get_mut(key)?;
+        let now = Instant::now();
+        while let Some(t) = queue.pop_front() {
+            if now.duration_since(t.sent_at) < PREPAID_FOR {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// The reply to the first request of `key`'s group window: the window ends a period after
+    /// now, not after the request left.
+    fn confirm_group(&mut self, key: &RouteKey, ticket: Ticket) {
+        let Some(g) = self.group_of.get(key).copied() else {
+            return;
+        };
+        if let Some(cap) = self.caps.get_mut(&g) {
+            if cap.first == Some((*key, ticket.seq)) {
+                cap.first = None;
+                cap.end = cap.end.max(Instant::now() + cap.period);
+            }
+        }
     }
 }
 
@@ -155,6 +256,10 @@ impl State {
         let mut at = now;
         if let Some(until) = self.group_block(key) {
             at = at.max(until);
+        }
+        let cap = self.group_of.get(key).and_then(|g| self.caps.get(g));
+        if let Some(cap) = cap.filter(|c| c.end > now && c.count >= c.limit) {
+            at = at.max(cap.end);
         }
         if let Some(until) = self.global_until {
             at = at.max(until);
@@ -193,6 +298,9 @@ impl RateLimiter {
     /// Waits until a request on `key` may be sent without being rate limited. A wait longer
     /// than [`MAX_WAIT`] is not waited: the request ends with [`StoreError::WaitTooLong`].
     pub async fn acquire(&self, key: &RouteKey) -> Result<Ticket, StoreError> {
+        if let Some(ticket) = self.state().prepaid(key) {
+            return Ok(ticket);
+        }
         loop {
             let taken = self.state().try_take(key, Instant::now());
             match taken {
@@ -211,6 +319,21 @@ impl RateLimiter {
         self.state().ready_at(key, Instant::now())
     }
 
+    /// Takes a slot on `key` now, if one is free, for the request about to be sent there: the
+    /// next [`RateLimiter::acquire`] on `key` gets it without waiting. The scheduler reserves
+    /// before it hands a pack to a lane, so it never hands two packs the same slot.
+    pub fn reserve(&self, key: &RouteKey) -> bool {
+        let mut st = self.state();
+        let now = Instant::now();
+        match st.try_take(key, now) {
+            Ok(ticket) => {
+                st.prepaid.entry(*key).or_default().push_back(ticket);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Learns the bucket state from the headers of the reply to request `ticket`.
     pub fn observe(&self, key: &RouteKey, ticket: Ticket, headers: &HeaderMap) {
         self.learn(key, ticket, headers, false);
@@ -223,6 +346,7 @@ impl RateLimiter {
     }
 
     fn learn(&self, key: &RouteKey, ticket: Ticket, headers: &HeaderMap, limited: bool) {
+        self.state().confirm_group(key, ticket);
         let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let remaining = h("x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
         let reset_after = h("x-ratelimit-reset-after").and_then(|v| v.parse::<f64>().ok());
@@ -241,14 +365,26 @@ impl RateLimiter {
             st.bucket_of.insert(*key, hash.to_string());
         }
         let name = st.bucket_name(key);
-        let bucket = st.buckets.entry(name).or_insert(Bucket {
+        let fresh = Bucket {
             remaining,
             reset_at,
             guessed: false,
             opened_at: ticket.sent_at,
             limit,
             window: if limited { Duration::ZERO } else { reset_after },
-        });
+            folklore: false,
+        };
+        let bucket = st.buckets.entry(name).or_insert(fresh);
+        if bucket.folklore {
+            // The guess made before any reply gives way to what Discord says.
+            bucket.folklore = false;
+            bucket.remaining = remaining;
+            bucket.reset_at = reset_at;
+            bucket.guessed = false;
+            bucket.limit = limit;
+            bucket.window = if limited { Duration::ZERO } else { reset_after };
+            return;
+        }
         bucket.limit = limit.or(bucket.limit);
         if !limited {
             bucket.window = bucket.window.max(reset_after);
@@ -282,6 +418,21 @@ impl RateLimiter {
         if let Some(&group) = st.group_of.get(key) {
             let at = st.group_until.entry(group).or_insert(until);
             *at = (*at).max(until);
+            // The cap is lower than paced: the executes it took this window (all but the one
+            // refused) are its size from now on; a fresh window opens after the wait.
+            if let Some(cap) = st.caps.get_mut(&group) {
+                let took = cap.count.saturating_sub(1).max(1);
+                if took < cap.limit {
+                    tracing::info!(
+                        group,
+                        "the webhooks of channel {group} share a cap of about {took} messages per {:.0}s",
+                        cap.period.as_secs_f64()
+                    );
+                    cap.limit = took;
+                }
+                cap.end = until;
+                cap.count = cap.limit;
+            }
         }
     }
 
@@ -310,6 +461,7 @@ impl RateLimiter {
                 opened_at: now,
                 limit,
                 window,
+                folklore: false,
             },
         );
     }

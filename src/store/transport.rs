@@ -241,6 +241,11 @@ impl Transport {
         self.limiter.ready_at(key)
     }
 
+    /// Takes a slot on `key` now for the request about to be sent (see [`RateLimiter::reserve`]).
+    pub fn reserve(&self, key: &RouteKey) -> bool {
+        self.limiter.reserve(key)
+    }
+
     /// Puts `key` in a group that shares a limit no header announces (see
     /// [`RateLimiter::penalize_shared`]).
     pub fn join_group(&self, key: RouteKey, group: u64) {

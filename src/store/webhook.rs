@@ -230,10 +230,10 @@ impl BotStore {
     }
 
     /// The lanes of an upload: every configured channel when a bot token is set, and every
-    /// live webhook. Empty when no webhook is configured: packs then go to the channels in
-    /// turn, as before there were lanes.
+    /// live webhook. Empty with one channel and no webhook: packs then go to it in turn, each
+    /// request holding the only copy of its pack.
     pub async fn upload_lanes(&self) -> Result<Vec<Lane>, StoreError> {
-        if self.hooks.is_empty() {
+        if self.hooks.is_empty() && self.channels.len() < 2 {
             return Ok(Vec::new());
         }
         let mut lanes: Vec<Lane> = Vec::new();
@@ -255,6 +255,12 @@ impl BotStore {
     /// When `lane` could send a message without a rate-limit wait.
     pub fn lane_ready(&self, lane: Lane) -> Instant {
         self.t.ready_at(&lane.create_key())
+    }
+
+    /// Takes the slot `lane` has now for a message about to be posted there; false when it
+    /// has none (another pack took it).
+    pub fn reserve_lane(&self, lane: Lane) -> bool {
+        self.t.reserve(&lane.create_key())
     }
 
     /// A live webhook of `channel` that can send soonest, for posts without a bot.

@@ -191,6 +191,19 @@ impl FetchError {
     }
 }
 
+/// Bytes of downloads in flight at most: the memory budget that bounds how many requests a
+/// download keeps open (docs/lanes.md 3).
+pub const DOWNLOAD_MEMORY: u64 = 96 * 1024 * 1024;
+
+/// How many requests of up to `unit` bytes a download keeps in flight: as many as the memory
+/// budget holds, so the link (not a fixed count) bounds it; never fewer than `configured`, the
+/// `concurrency` setting, nor more than [`crate::config::MAX_CONCURRENCY`].
+pub fn in_flight(configured: usize, unit: u64) -> usize {
+    let max = crate::config::MAX_CONCURRENCY;
+    let budget = (DOWNLOAD_MEMORY / unit.max(1)).min(max as u64) as usize;
+    budget.max(configured).clamp(1, max)
+}
+
 /// Downloads `file` into the partial file, keeping parts already right there when it was
 /// resumed. On success the partial file holds exactly the file, fsynced.
 pub async fn download_into<S: PartStore>(
@@ -228,7 +241,10 @@ pub async fn download_into<S: PartStore>(
                 (p, r)
             }
         })
-        .buffer_unordered(concurrency);
+        .buffer_unordered(in_flight(
+            concurrency,
+            parts.iter().map(|p| p.length).max().unwrap_or(1),
+        ));
     loop {
         let next = tokio::select! {
             biased;
@@ -354,5 +370,14 @@ mod tests {
         assert_eq!(w.add(30, 5), 0);
         assert_eq!(w.add(0, 10), 20);
         assert_eq!(w.add(20, 10), 35);
+    }
+
+    #[test]
+    fn requests_in_flight_follow_the_memory_budget_not_a_fixed_count() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(in_flight(4, 8 * MIB), 12);
+        assert_eq!(in_flight(4, 100 * MIB), 4, "never fewer than configured");
+        assert_eq!(in_flight(1, 100 * MIB), 1);
+        assert_eq!(in_flight(4, 1), crate::config::MAX_CONCURRENCY);
     }
 }

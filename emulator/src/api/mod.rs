@@ -257,6 +257,7 @@ async fn with_fault(
                     limit: 5,
                     remaining: 0,
                     reset_after: retry_after,
+                    at: std::time::Instant::now(),
                     bucket: ratelimit::bucket_hash(kind, major),
                 };
                 ratelimit::add_headers(resp.headers_mut(), &state);
