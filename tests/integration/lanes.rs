@@ -358,3 +358,90 @@ async fn a_shared_429_holds_back_every_webhook_of_the_channel_not_only_the_one_r
         "the cap was hit once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packs_spread_over_lanes_in_proportion_to_what_each_allows() {
+    // Discord's folklore limits (the emulator's defaults): the bot's channel 5 creates per 5 s,
+    // a webhook 5 executes per 2 s. Packs come faster than either allows.
+    let env = Env::with(|c| c.rate_limits = Some(Default::default())).await;
+    let channel = env.emu.channel_id();
+    let w = env.emu.create_webhook(channel);
+    let s = lanes_session(&env, vec![hook(&w)], true);
+    let r = repo(false);
+    let data = random_bytes(20 * ATTACHMENT as usize - 200_000, 31);
+    let path = env.dir.path().join("p.bin");
+    std::fs::write(&path, &data).unwrap();
+    let m = upload2(&s, &r, &path).await.unwrap();
+    assert_eq!(rebuilt(&env, &r, &m), data);
+    let records = s.catalog.load_packs(&m.id).unwrap();
+    let stats = env.emu.stats();
+    let by_hook = records
+        .iter()
+        .filter(|p| p.webhook_id == Some(w.id))
+        .count();
+    let by_bot = records.len() - by_hook;
+    // While both are busy the webhook takes 2.5 packs for each of the bot's: by 5 s the bot's
+    // first window (5) and the webhook's first three (15), then the bot's second window opens
+    // a second before the webhook's fourth. Spread evenly, each would have taken about half.
+    assert!(
+        by_bot >= 4 && 2 * by_hook >= 3 * by_bot,
+        "bot {by_bot}, webhook {by_hook} of {}",
+        records.len()
+    );
+    assert_eq!(
+        (stats.webhook(w.id).messages_created as usize)
+            + stats.channel(channel).bot.messages_created as usize,
+        records.len() + 1
+    );
+    // Each lane was paced by its own limit from its first window on: Discord refused nothing.
+    assert_eq!(stats.rate_limited.total(), 0, "{:?}", stats.rate_limited);
+    assert_eq!(stats.invalid_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_429_holds_back_every_bot_lane_for_its_wait() {
+    let env = Env::new().await;
+    let first = env.emu.channel_id();
+    let second = env.emu.add_channel(env.emu.guild_id());
+    let s = env.session_with(|c| {
+        c.part_size = PartSize::Fixed(ATTACHMENT);
+        c.channels = vec![first, second];
+    });
+    let r = repo(true);
+    let data = random_bytes(4 * ATTACHMENT as usize, 41);
+    let path = env.dir.path().join("g.bin");
+    std::fs::write(&path, &data).unwrap();
+    // The first create is refused by the global limit, for 2 s.
+    env.fault(
+        FaultRoute::CreateMessage,
+        0,
+        1,
+        FaultAction::RateLimit {
+            retry_after: 2.0,
+            global: true,
+        },
+    );
+    let began = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let m = upload2(&s, &r, &path).await.unwrap();
+    assert_eq!(rebuilt(&env, &r, &m), data);
+    let stats = env.emu.stats();
+    assert_eq!(stats.rate_limited.global, 1);
+    // Both channels carried packs, and neither posted anything during the global wait.
+    let (a, b) = (env.emu.messages(first), env.emu.messages(second));
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "{} and {}",
+        a.len(),
+        b.len()
+    );
+    for msg in a.iter().chain(&b) {
+        assert!(
+            msg.timestamp >= began + 1_900,
+            "a message {} ms after the start, inside the 2 s global wait",
+            msg.timestamp - began
+        );
+    }
+}
