@@ -106,6 +106,19 @@ pub struct Snapshot<'a> {
     pub parts_total: u64,
     /// A rate-limit wait under way, and how long it still lasts.
     pub waiting: Option<Duration>,
+    /// What the transfer's scheduler foresees, when it does.
+    pub forecast: Option<Forecast>,
+}
+
+/// The rate a transfer's scheduler foresees from when each remaining pack can go (docs/lanes.md
+/// 3): the rate Discord's limits allow over its lanes, and whether that limit (rather than the
+/// link or the machine) is what the packs wait for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Forecast {
+    /// Bytes per second the lanes' rate limits allow.
+    pub rate: f64,
+    /// Packs are waiting for a lane's rate limit: the rate is Discord's, not the link's.
+    pub discord: bool,
 }
 
 /// The progress line for `s`, at most `width` characters; with `bar`, a bar fills what room
@@ -124,6 +137,23 @@ pub fn render_line(s: &Snapshot<'_>, width: usize, bar: bool) -> String {
             "waiting for Discord's rate limit ({:.1} s)",
             d.as_secs_f64()
         ),
+        None if s
+            .forecast
+            .is_some_and(|f| f.rate > 0.0 && (f.discord || s.sent == 0)) =>
+        {
+            // Packs wait for Discord's limit (or nothing moved yet): the lanes' rate is the rate.
+            let f = s.forecast.unwrap_or(Forecast {
+                rate: 1.0,
+                discord: false,
+            });
+            let left = s.total.saturating_sub(s.done) as f64;
+            format!(
+                "{}/s ETA {}{}",
+                human_bytes(f.rate as u64),
+                eta(Duration::from_secs_f64((left / f.rate).min(1e9))),
+                if f.discord { " (Discord's limit)" } else { "" }
+            )
+        }
         None => {
             let secs = s.elapsed.as_secs_f64();
             if s.sent == 0 || secs < 0.5 {
@@ -254,6 +284,7 @@ struct State {
     total_parts: AtomicU64,
     /// When the last plain line was printed.
     last_plain: Mutex<Option<Instant>>,
+    forecast: Mutex<Option<Forecast>>,
 }
 
 impl State {
@@ -268,6 +299,7 @@ impl State {
                 parts_done: self.parts.load(Ordering::Relaxed),
                 parts_total: self.total_parts.load(Ordering::Relaxed),
                 waiting: crate::store::rate_limit_wait(),
+                forecast: *self.forecast.lock().unwrap_or_else(|e| e.into_inner()),
             },
             width,
             bar,
@@ -309,6 +341,7 @@ impl Progress {
             total_bytes,
             total_parts: AtomicU64::new(0),
             last_plain: Mutex::new(None),
+            forecast: Mutex::new(None),
         });
         let finished = Arc::new(Mutex::new(false));
         if mode == ProgressMode::Bar {
@@ -342,6 +375,21 @@ impl Progress {
     pub fn set_position(&self, bytes: u64) {
         self.state.bytes.store(bytes, Ordering::Relaxed);
         self.redraw(false);
+    }
+
+    /// What the scheduler foresees now (`None` to go back to the measured rate).
+    pub fn set_forecast(&self, forecast: Option<Forecast>) {
+        let mut f = self
+            .state
+            .forecast
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let changed = *f != forecast;
+        *f = forecast;
+        drop(f);
+        if changed {
+            self.redraw(false);
+        }
     }
 
     /// One more part of `bytes` is done in this run.
@@ -424,6 +472,7 @@ mod tests {
             parts_done: 0,
             parts_total: 0,
             waiting: None,
+            forecast: None,
         }
     }
 
@@ -437,7 +486,15 @@ mod tests {
                 (u64::MAX / 3, u64::MAX, 99_999_999),
                 (123 << 30, 999 << 40, 12_345),
             ] {
-                for waiting in [None, Some(Duration::from_secs_f64(4.25))] {
+                let forecast = Some(Forecast {
+                    rate: 1234.5,
+                    discord: true,
+                });
+                for (waiting, forecast) in [
+                    (None, None),
+                    (Some(Duration::from_secs_f64(4.25)), None),
+                    (None, forecast),
+                ] {
                     let s = Snapshot {
                         done,
                         total,
@@ -446,6 +503,7 @@ mod tests {
                         parts_done: parts / 2,
                         parts_total: parts,
                         waiting,
+                        forecast,
                         ..snap(label)
                     };
                     for bar in [true, false] {
@@ -524,5 +582,43 @@ mod tests {
             ..s
         };
         assert!(render_line(&one, 80, false).ends_with("0/1 part"));
+    }
+
+    #[test]
+    fn a_forecast_gives_the_rate_and_eta_from_the_first_second_and_names_discords_limit() {
+        let s = Snapshot {
+            done: 0,
+            total: 100 << 20,
+            parts_total: 10,
+            forecast: Some(Forecast {
+                rate: (1 << 20) as f64,
+                discord: true,
+            }),
+            ..snap("upload abcdefghjk")
+        };
+        for bar in [true, false] {
+            let line = render_line(&s, 80, bar);
+            assert!(
+                line.contains("1.0 MiB/s ETA 1m40s (Discord's limit)"),
+                "{line}"
+            );
+            assert!(line.chars().count() <= 80, "{line}");
+        }
+        // Not Discord's limit once bytes move: the measured rate.
+        let moving = Snapshot {
+            done: 50 << 20,
+            sent: 50 << 20,
+            elapsed: Duration::from_secs(10),
+            forecast: Some(Forecast {
+                rate: (1 << 20) as f64,
+                discord: false,
+            }),
+            ..s
+        };
+        let line = render_line(&moving, 80, false);
+        assert!(
+            line.contains("5.0 MiB/s ETA 10s") && !line.contains("Discord"),
+            "{line}"
+        );
     }
 }

@@ -327,6 +327,14 @@ async fn round<S: PartStore>(
             let Some(job) = again.pop_front() else { break };
             inflight.spawn(launch(ctx, file, lane, job));
         }
+        if let Some(l) = lanes.as_ref() {
+            // The rate the lanes allow, and whether packs wait for it (a lane's limit).
+            let rate = ctx.store.lanes_rate(&l.live_lanes());
+            progress.set_forecast(rate.map(|r| crate::progress::Forecast {
+                rate: r * pack_size as f64,
+                discord: wake.is_some(),
+            }));
+        }
         if failure.is_some() {
             again.clear();
         }

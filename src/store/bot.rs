@@ -496,6 +496,10 @@ impl PartStore for BotStore {
         BotStore::reserve_lane(self, lane)
     }
 
+    fn lanes_rate(&self, lanes: &[Lane]) -> Option<f64> {
+        BotStore::lanes_rate(self, lanes)
+    }
+
     fn reads_history(&self) -> bool {
         self.bot
     }

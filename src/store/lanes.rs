@@ -62,6 +62,15 @@ impl Scheduler {
         }
     }
 
+    /// The lanes still alive, in configuration order.
+    pub fn live_lanes(&self) -> Vec<Lane> {
+        self.order
+            .iter()
+            .copied()
+            .filter(|l| self.seats.get(l).is_some_and(|s| !s.dead))
+            .collect()
+    }
+
     /// Lanes still alive.
     pub fn live(&self) -> usize {
         self.seats.values().filter(|s| !s.dead).count()

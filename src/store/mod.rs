@@ -147,6 +147,12 @@ pub trait PartStore: Send + Sync + 'static {
         true
     }
 
+    /// Messages per second `lanes` allow together by Discord's rate limits, as known now;
+    /// `None` when unknown (the default).
+    fn lanes_rate(&self, _lanes: &[Lane]) -> Option<f64> {
+        None
+    }
+
     /// Whether channel history can be read (it needs a bot token).
     fn reads_history(&self) -> bool {
         true

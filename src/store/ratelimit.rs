@@ -334,6 +334,36 @@ impl RateLimiter {
         }
     }
 
+    /// Messages per second the routes `keys` allow together, as best known now: each bucket's
+    /// limit over its window (learned, else Discord's folklore), a group's hidden cap over the
+    /// group's routes, the bot's global over the bot's; `None` when nothing is known of one.
+    pub fn rate(&self, keys: &[RouteKey]) -> Option<f64> {
+        let st = self.state();
+        let mut groups: HashMap<u64, f64> = HashMap::new();
+        let (mut bot, mut hooks) = (0.0, 0.0);
+        for key in keys {
+            let own = match st.buckets.get(&st.bucket_name(key)) {
+                Some(b) if b.limit.is_some() && !b.window.is_zero() => {
+                    b.limit.unwrap_or(0) as f64 / b.window.as_secs_f64()
+                }
+                _ => {
+                    let (limit, window) = folklore(key.kind)?;
+                    limit as f64 / window.as_secs_f64()
+                }
+            };
+            match st.group_of.get(key) {
+                Some(g) => *groups.entry(*g).or_default() += own,
+                None if key.is_webhook() => hooks += own,
+                None => bot += own,
+            }
+        }
+        for (g, sum) in groups {
+            let (limit, period) = st.caps.get(&g).map_or(GROUP_CAP, |c| (c.limit, c.period));
+            hooks += sum.min(limit as f64 / period.as_secs_f64());
+        }
+        Some(hooks + f64::min(bot, GLOBAL_PER_SEC as f64))
+    }
+
     /// Learns the bucket state from the headers of the reply to request `ticket`.
     pub fn observe(&self, key: &RouteKey, ticket: Ticket, headers: &HeaderMap) {
         self.learn(key, ticket, headers, false);
@@ -800,6 +830,95 @@ mod tests {
             text.contains("route=\"create\"") && text.contains("waiting 3.0s"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_rate_of_lanes_adds_their_buckets_within_a_groups_hidden_cap() {
+        let rl = RateLimiter::default();
+        let hook = |id| RouteKey {
+            kind: "webhook-execute",
+            major: id,
+        };
+        let bot = |c| RouteKey {
+            kind: "create-message",
+            major: c,
+        };
+        // Folklore before any reply: 1 per second per channel, 2.5 per webhook.
+        assert_eq!(rl.rate(&[bot(1), bot(2)]), Some(2.0));
+        assert_eq!(rl.rate(&[hook(1)]), Some(2.5));
+        // Two webhooks of one channel: 5 per second, but the channel's cap is 30 per 60 s.
+        rl.join_group(hook(1), 9);
+        rl.join_group(hook(2), 9);
+        assert_eq!(rl.rate(&[hook(1), hook(2), bot(1)]), Some(1.5));
+        // A learned bucket replaces the guess.
+        let t = rl.state().try_take(&bot(1), Instant::now()).unwrap();
+        rl.observe(&bot(1), t, &with_limit("1", "1", "2"));
+        assert_eq!(rl.rate(&[bot(1)]), Some(2.0));
+        let other = RouteKey {
+            kind: "get-message",
+            major: 1,
+        };
+        assert_eq!(rl.rate(&[other]), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_lane_is_paced_at_the_folklore_limit_until_a_reply_says_more() {
+        let rl = RateLimiter::default();
+        let bot = RouteKey {
+            kind: "create-message",
+            major: 3,
+        };
+        // Five creates may leave at once on a channel nothing is known of, not a sixth.
+        let tickets: Vec<Ticket> = (0..5)
+            .map(|_| rl.state().try_take(&bot, Instant::now()).unwrap())
+            .collect();
+        assert!(!rl.reserve(&bot));
+        assert!(rl.ready_at(&bot) > Instant::now() + Duration::from_secs(4));
+        // The first reply says the window allows 50: the guess gives way.
+        rl.observe(&bot, tickets[0], &with_limit("49", "1", "50"));
+        assert!(rl.reserve(&bot));
+        // The reserved slot is the next acquire's, at once.
+        let before = rl.state().sent[&bot];
+        rl.acquire(&bot).await.unwrap();
+        assert_eq!(rl.state().sent[&bot], before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_groups_hidden_cap_is_paced_from_the_start_and_learned_from_a_shared_429() {
+        let rl = RateLimiter::default();
+        let hook = |id| RouteKey {
+            kind: "webhook-execute",
+            major: id,
+        };
+        for id in 1..=8 {
+            rl.join_group(hook(id), 5);
+        }
+        // Eight webhooks have 40 slots between them; the channel's cap takes 30.
+        let mut sent = 0;
+        for id in 1..=8 {
+            while rl.reserve(&hook(id)) {
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 30);
+        assert!(rl.ready_at(&hook(1)) >= Instant::now() + Duration::from_secs(59));
+        // A new window; this time Discord refuses the 11th: the cap is 10 from then on.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for n in 0..11 {
+            assert!(rl.reserve(&hook(1 + n % 2)), "{n}");
+            if n % 4 == 3 {
+                tokio::time::advance(Duration::from_secs(2)).await;
+            }
+        }
+        rl.penalize_shared(&hook(2), Duration::from_secs(45));
+        tokio::time::advance(Duration::from_secs(46)).await;
+        let mut again = 0;
+        for id in 1..=8 {
+            while rl.reserve(&hook(id)) {
+                again += 1;
+            }
+        }
+        assert_eq!(again, 10);
     }
 
     #[tokio::test(start_paused = true)]

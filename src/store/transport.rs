@@ -246,6 +246,11 @@ impl Transport {
         self.limiter.reserve(key)
     }
 
+    /// Messages per second `keys` allow together (see [`RateLimiter::rate`]).
+    pub fn rate(&self, keys: &[RouteKey]) -> Option<f64> {
+        self.limiter.rate(keys)
+    }
+
     /// Puts `key` in a group that shares a limit no header announces (see
     /// [`RateLimiter::penalize_shared`]).
     pub fn join_group(&self, key: RouteKey, group: u64) {

@@ -263,6 +263,12 @@ impl BotStore {
         self.t.reserve(&lane.create_key())
     }
 
+    /// Messages per second `lanes` allow together, as the rate limiter knows them now.
+    pub fn lanes_rate(&self, lanes: &[Lane]) -> Option<f64> {
+        let keys: Vec<RouteKey> = lanes.iter().map(|l| l.create_key()).collect();
+        self.t.rate(&keys)
+    }
+
     /// A live webhook of `channel` that can send soonest, for posts without a bot.
     pub(super) async fn webhook_for(&self, channel: u64) -> Result<u64, StoreError> {
         let hooks = self.live_webhooks().await?;
