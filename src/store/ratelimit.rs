@@ -395,13 +395,22 @@ impl RateLimiter {
             st.bucket_of.insert(*key, hash.to_string());
         }
         let name = st.bucket_name(key);
+        // A reply's `Reset-After` is what is left of the window when it was written, which for
+        // a large body is well after the window opened: the window is at least that, and at
+        // least the folklore length of its route.
+        let least = folklore(key.kind).map_or(Duration::ZERO, |(_, w)| w);
+        let window = if limited {
+            least
+        } else {
+            reset_after.max(least)
+        };
         let fresh = Bucket {
             remaining,
             reset_at,
             guessed: false,
             opened_at: ticket.sent_at,
             limit,
-            window: if limited { Duration::ZERO } else { reset_after },
+            window,
             folklore: false,
         };
         let bucket = st.buckets.entry(name).or_insert(fresh);
@@ -412,7 +421,7 @@ impl RateLimiter {
             bucket.reset_at = reset_at;
             bucket.guessed = false;
             bucket.limit = limit;
-            bucket.window = if limited { Duration::ZERO } else { reset_after };
+            bucket.window = window;
             return;
         }
         bucket.limit = limit.or(bucket.limit);
@@ -852,7 +861,7 @@ mod tests {
         assert_eq!(rl.rate(&[hook(1), hook(2), bot(1)]), Some(1.5));
         // A learned bucket replaces the guess.
         let t = rl.state().try_take(&bot(1), Instant::now()).unwrap();
-        rl.observe(&bot(1), t, &with_limit("1", "1", "2"));
+        rl.observe(&bot(1), t, &with_limit("19", "10", "20"));
         assert_eq!(rl.rate(&[bot(1)]), Some(2.0));
         let other = RouteKey {
             kind: "get-message",
@@ -881,6 +890,27 @@ mod tests {
         let before = rl.state().sent[&bot];
         rl.acquire(&bot).await.unwrap();
         assert_eq!(rl.state().sent[&bot], before);
+    }
+
+    #[test]
+    fn a_reply_written_late_in_its_window_does_not_shorten_the_window() {
+        let rl = RateLimiter::default();
+        let hook = RouteKey {
+            kind: "webhook-execute",
+            major: 4,
+        };
+        let now = Instant::now();
+        let t = rl.state().try_take(&hook, now).unwrap();
+        // The body took 1.6 s: the reply says 0.4 s are left of the 2 s window.
+        rl.observe(&hook, t, &with_limit("4", "0.4", "5"));
+        let mut st = rl.state();
+        let later = Instant::now() + Duration::from_millis(500);
+        for _ in 0..5 {
+            st.try_take(&hook, later).unwrap();
+        }
+        // The next window is guessed at the route's 2 s, not at 0.4 s.
+        let wait = st.try_take(&hook, later).unwrap_err();
+        assert!(wait >= Duration::from_millis(1900), "{wait:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -333,13 +333,24 @@ async fn dispatch(shared: &Shared, route: Route, req: Request<Body>, tamper: Tam
         .unwrap_or_else(|e| e.into_inner())
         .check(kind, major);
     let mut resp = match limited {
-        Some(l) => ratelimit::too_many_requests(l),
+        Some(l) => {
+            drain(body).await;
+            ratelimit::too_many_requests(l)
+        }
         None => run(shared, route, &parts.headers, &query, body)
             .await
             .unwrap_or_else(IntoResponse::into_response),
     };
     ratelimit::add_headers(resp.headers_mut(), &state);
     resp
+}
+
+/// Reads a refused request's body to the end, keeping none of it, so the refusal reaches the
+/// client as an answer, not as a connection closed under a body still being sent (as a 413 is).
+pub(super) async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(_)) = stream.next().await {}
 }
 
 async fn run(

@@ -127,7 +127,10 @@ pub async fn token_route(
         .unwrap_or_else(|e| e.into_inner())
         .check_webhook(action.bucket(), webhook_id, shared_cap);
     let mut resp = match limited {
-        Some(l) => ratelimit::too_many_requests(l),
+        Some(l) => {
+            super::drain(body).await;
+            ratelimit::too_many_requests(l)
+        }
         None => run(shared, &hook, action, headers, q, body)
             .await
             .unwrap_or_else(IntoResponse::into_response),
