@@ -36,7 +36,7 @@ pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Resu
     }
     let store = s.store()?;
     if !yes && !confirm(&file, s.catalog.part_indices(id).len()).await? {
-        println!("Nothing was deleted.");
+        s.say(format_args!("Nothing was deleted."));
         return Ok(());
     }
     if file.format == crate::catalog::FORMAT_V2 {
@@ -46,7 +46,7 @@ pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Resu
         })?;
         s.catalog.remove_file(id)?;
         tracing::info!(id = %id, entries = removed.entries, packs = removed.packs, "deleted");
-        println!(
+        s.say(format_args!(
             "Deleted {} ({id}): {} removed from Discord{}.",
             file.name,
             crate::render::plural((removed.entries + removed.packs) as u64, "message"),
@@ -58,7 +58,7 @@ pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Resu
             } else {
                 String::new()
             }
-        );
+        ));
         return Ok(());
     }
     let targets = targets(s, &store, &file).await?;
@@ -83,11 +83,11 @@ pub async fn delete(s: &Session, id: &str, yes: bool, keep_remote: bool) -> Resu
     }
     s.catalog.remove_file(id)?;
     tracing::info!(id = %id, messages = total, "deleted");
-    println!(
+    s.say(format_args!(
         "Deleted {} ({id}): {} removed from Discord.",
         file.name,
         crate::render::plural(total as u64, "message")
-    );
+    ));
     Ok(())
 }
 
@@ -95,17 +95,20 @@ pub async fn undelete(s: &Session, id: &str) -> Result<()> {
     let _lock = s.catalog.lock(id)?;
     let mut file = s.catalog.load_file(id)?;
     if !file.hidden {
-        println!(
+        s.say(format_args!(
             "{} ({id}) is not hidden; `list` already shows it.",
             file.name
-        );
+        ));
         return Ok(());
     }
     file.hidden = false;
     file.updated_at = OffsetDateTime::now_utc();
     s.catalog.save_file(&file)?;
     mirror_hidden(s, &mut file, "undelete").await?;
-    println!("Restored {} ({id}); `list` shows it again.", file.name);
+    s.say(format_args!(
+        "Restored {} ({id}); `list` shows it again.",
+        file.name
+    ));
     Ok(())
 }
 
@@ -143,10 +146,10 @@ async fn hide(s: &Session, mut file: FileManifest) -> Result<()> {
         s.catalog.save_file(&file)?;
     }
     mirror_hidden(s, &mut file, "delete --keep-remote").await?;
-    println!(
+    s.say(format_args!(
         "Hid {} ({id}) from `list`; its parts stay on Discord. `undelete {id}` brings it back and `list --all` shows it.",
         file.name
-    );
+    ));
     Ok(())
 }
 

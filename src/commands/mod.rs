@@ -52,6 +52,9 @@ pub struct Session {
     pub secrets: crate::repo::repository::Secrets,
     /// The format-2 repository once opened, so a prompt session asks the passphrase once.
     repo: tokio::sync::Mutex<Option<Arc<crate::repo::repository::Repository>>>,
+    /// No result lines on stdout: the dashboard's session, whose uploads run in the background
+    /// of the prompt and report through the page instead.
+    pub quiet: bool,
 }
 
 impl Session {
@@ -64,7 +67,15 @@ impl Session {
             store: std::sync::OnceLock::new(),
             secrets: crate::repo::repository::Secrets::process(),
             repo: tokio::sync::Mutex::new(None),
+            quiet: false,
         })
+    }
+
+    /// A result line for the person at the terminal (none in a quiet session).
+    pub fn say(&self, line: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            println!("{line}");
+        }
     }
 
     /// The Discord store, built on first use (so `list` works offline and without a token).

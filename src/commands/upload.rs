@@ -38,14 +38,14 @@ pub async fn upload(
     let _lock = s.catalog.lock(&file.id)?;
     tracing::info!(id = %file.id, size = file.size, part_size, "upload started");
     if !json {
-        println!(
+        s.say(format_args!(
             "Uploading {} ({}) as {} in {} of up to {}.",
             file.name,
             human_bytes(file.size),
             file.id,
             crate::render::plural(file.planned().len() as u64, "part"),
             human_bytes(part_size)
-        );
+        ));
     }
     transfer(s, file, Vec::new(), json, cancel).await
 }
@@ -111,12 +111,12 @@ pub async fn resume(
     if file.status == Status::Complete {
         let repaired = resume_complete(s, &mut file).await?;
         if json {
-            println!(
+            s.say(format_args!(
                 "{}",
                 serde_json::to_string_pretty(&FileJson::of(&s.catalog, &file))?
-            );
+            ));
         } else if repaired > 0 {
-            println!(
+            s.say(format_args!(
                 "{} ({}) is complete; {repaired} missing part {} restored from Discord.",
                 file.id,
                 file.name,
@@ -125,12 +125,12 @@ pub async fn resume(
                 } else {
                     "records were"
                 }
-            );
+            ));
         } else {
-            println!(
+            s.say(format_args!(
                 "{} ({}) is already complete; nothing to resume.",
                 file.id, file.name
-            );
+            ));
         }
         return Ok(file);
     }
@@ -142,7 +142,7 @@ pub async fn resume(
         .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", file.id))?;
     if !json {
         let have: u64 = parts.iter().map(|p| p.length).sum();
-        println!(
+        s.say(format_args!(
             "Resuming {} ({}): {} of {} already on Discord{}.",
             file.id,
             file.name,
@@ -156,7 +156,7 @@ pub async fn resume(
             } else {
                 String::new()
             }
-        );
+        ));
     }
     transfer(s, file, parts, json, cancel).await
 }
@@ -207,19 +207,19 @@ async fn transfer(
                 eprintln!("warning: {e:#}");
             }
             if json {
-                println!(
+                s.say(format_args!(
                     "{}",
                     serde_json::to_string_pretty(&FileJson::of(&s.catalog, &done))?
-                );
+                ));
             } else {
-                println!(
+                s.say(format_args!(
                     "Stored {} ({}) as {}: {}, sha256 {}.",
                     done.name,
                     human_bytes(done.size),
                     done.id,
                     crate::render::plural(s.catalog.part_indices(&done.id).len() as u64, "part"),
                     done.sha256.as_deref().unwrap_or("?")
-                );
+                ));
             }
             Ok(done)
         }

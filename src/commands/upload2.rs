@@ -113,12 +113,12 @@ pub async fn upload_unposted(
     let lock = s.catalog.lock(&file.id)?;
     tracing::info!(id = %file.id, size = file.size, "upload started (format 2)");
     if !json {
-        println!(
+        s.say(format_args!(
             "Uploading {} ({}) as {}.",
             file.name,
             human_bytes(file.size),
             file.id
-        );
+        ));
     }
     let mut done = transfer(s, repo, file, Vec::new(), json, cancel).await?;
     done._lock = Some(lock);
@@ -139,20 +139,20 @@ pub async fn resume(
             publish(s, repo, &mut file).await?;
         }
         if json {
-            println!(
+            s.say(format_args!(
                 "{}",
                 serde_json::to_string_pretty(&FileJson::of(&s.catalog, &file))?
-            );
+            ));
         } else if posted {
-            println!(
+            s.say(format_args!(
                 "{id} ({}) is complete; its catalogue entry is now on Discord.",
                 file.name
-            );
+            ));
         } else {
-            println!(
+            s.say(format_args!(
                 "{id} ({}) is already complete; nothing to resume.",
                 file.name
-            );
+            ));
         }
         return Ok(file);
     }
@@ -163,7 +163,7 @@ pub async fn resume(
         .await
         .map_err(|e| anyhow::anyhow!("cannot resume {id}: {e}"))?;
     if !json {
-        println!(
+        s.say(format_args!(
             "Resuming {id} ({}): {} on Discord already{}.",
             file.name,
             plural(records.len() as u64, "pack"),
@@ -175,7 +175,7 @@ pub async fn resume(
             } else {
                 String::new()
             }
-        );
+        ));
     }
     let done = transfer(s, repo, file, records, json, cancel).await?;
     let mut files = finish(s, repo, vec![done]).await?;
@@ -273,12 +273,12 @@ pub async fn finish(
             eprintln!("warning: {e:#}");
         }
         if d.json {
-            println!(
+            s.say(format_args!(
                 "{}",
                 serde_json::to_string_pretty(&FileJson::of(&s.catalog, file))?
-            );
+            ));
         } else {
-            println!("{}", summary(file, &d.stats));
+            s.say(format_args!("{}", summary(file, &d.stats)));
         }
     }
     Ok(files)

@@ -71,6 +71,7 @@ impl Session {
                 self.secrets.clone()
             },
             repo: tokio::sync::Mutex::new(repo),
+            quiet: true,
         })
     }
 }

@@ -500,6 +500,35 @@ async fn dstore_web_serves_until_ctrl_c_and_prints_only_the_url_to_open() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let token = url.split("token=").nth(1).unwrap();
     assert_eq!(printed.matches(token).count(), 1, "{printed}");
+    // An upload through the page reports there, not on the terminal's stdout.
+    let cookie = r.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let base = url.split("/?").next().unwrap().to_string();
+    let html = client()
+        .get(format!("{base}/"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = html.find("name=\"csrf-token\" content=\"").unwrap() + 27;
+    let up = client()
+        .post(format!("{base}/api/upload?name=quiet.bin"))
+        .header(header::COOKIE, &cookie)
+        .header(header::ORIGIN, &base)
+        .header("x-csrf-token", &html[at..at + 64])
+        .body(random_bytes(3000, 5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), StatusCode::OK);
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -512,6 +541,10 @@ async fn dstore_web_serves_until_ctrl_c_and_prints_only_the_url_to_open() {
     );
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(rest.iter().any(|l| l == "Dashboard stopped."), "{rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.contains("quiet.bin")),
+        "the dashboard's upload printed on stdout: {rest:?}"
+    );
     // The token is in no log.
     for entry in walk(&env.data_dir()) {
         let text = std::fs::read(&entry).unwrap_or_default();
