@@ -2,6 +2,7 @@
 //! streamed over any reader with memory bounded by twice the maximum chunk size.
 
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 
 use fastcdc::v2020::{self, Normalization};
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,50 @@ impl ChunkerParams {
     }
 }
 
+/// Byte buffers given back for reuse, shared between threads: a chunk's, a compressed body's or
+/// a pack's buffer goes back here once its bytes are no longer needed and the next one takes it,
+/// so a transfer's memory is allocated (and zeroed by the kernel) once, not once per chunk.
+/// At most `keep` buffers wait here; more are freed.
+#[derive(Clone, Debug)]
+pub struct Buffers {
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+}
+
+impl Buffers {
+    /// A pool keeping at most `keep` spare buffers.
+    pub fn new(keep: usize) -> Self {
+        Buffers {
+            spare: Arc::new(Mutex::new(Vec::with_capacity(keep))),
+            keep,
+        }
+    }
+
+    /// An empty buffer, with the capacity of a spare one when there is one.
+    pub fn take(&self) -> Vec<u8> {
+        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
+        spare.unwrap_or_default()
+    }
+
+    /// Gives `buf` back (emptied), or frees it when enough are waiting.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut s) = self.spare.lock() {
+            if s.len() < self.keep {
+                s.push(buf);
+            }
+        }
+    }
+
+    /// Spare buffers waiting.
+    pub fn spare(&self) -> usize {
+        self.spare.lock().map_or(0, |s| s.len())
+    }
+}
+
 /// One chunk: its offset in the stream and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
@@ -91,6 +136,8 @@ pub struct Chunker<R: Read> {
     masks: [u64; 4],
     gear: Box<[u64; 256]>,
     gear_ls: Box<[u64; 256]>,
+    /// Where each chunk's buffer comes from.
+    buffers: Option<Buffers>,
 }
 
 impl<R: Read> Chunker<R> {
@@ -118,7 +165,14 @@ impl<R: Read> Chunker<R> {
             masks: [mask_s, mask_l, mask_s << 1, mask_l << 1],
             gear,
             gear_ls,
+            buffers: None,
         })
+    }
+
+    /// Takes each chunk's buffer from `buffers` (where the caller gives it back when done).
+    pub fn with_buffers(mut self, buffers: Buffers) -> Self {
+        self.buffers = Some(buffers);
+        self
     }
 
     /// Reads until the window holds `max` bytes or the input ends.
@@ -161,9 +215,11 @@ impl<R: Read> Chunker<R> {
         );
         // cut_gear returns 1..=window.len() for a non-empty window; guard anyway.
         let cut = cut.clamp(1, window.len());
+        let mut data = self.buffers.as_ref().map(Buffers::take).unwrap_or_default();
+        data.extend_from_slice(&window[..cut]);
         let chunk = Chunk {
             offset: self.offset,
-            data: window[..cut].to_vec(),
+            data,
         };
         self.pos += cut;
         self.offset += cut as u64;

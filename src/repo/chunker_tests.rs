@@ -54,6 +54,43 @@ fn cuts_where_fastcdc_with_level_and_seed_cuts() {
     }
 }
 
+/// Chunks cut into reused buffers are the same chunks; each buffer given back is taken again,
+/// and the pool keeps no more than it was told.
+#[test]
+fn reused_buffers_give_the_same_chunks() {
+    let data = random(1 << 20, 2);
+    let want = chunks(&data, SMALL, 5);
+    let pool = Buffers::new(2);
+    let mut got = Vec::new();
+    let mut cutter = Chunker::new(&data[..], SMALL, 5)
+        .unwrap()
+        .with_buffers(pool.clone());
+    let mut reused = 0;
+    while let Some(c) = cutter.next() {
+        let c = c.unwrap();
+        got.push((c.offset, c.data.clone()));
+        let ptr = c.data.as_ptr();
+        pool.give(c.data);
+        assert_eq!(pool.spare(), 1);
+        let next = cutter.next();
+        if let Some(Ok(n)) = next {
+            reused += usize::from(n.data.as_ptr() == ptr);
+            got.push((n.offset, n.data.clone()));
+            pool.give(n.data);
+        }
+    }
+    let want: Vec<(u64, Vec<u8>)> = want.into_iter().map(|c| (c.offset, c.data)).collect();
+    assert_eq!(got, want);
+    assert!(reused > 0);
+    for _ in 0..5 {
+        pool.give(vec![0; 10]);
+    }
+    assert_eq!(pool.spare(), 2);
+    pool.give(Vec::new());
+    assert_eq!((pool.take().len(), pool.take().len()), (0, 0));
+    assert_eq!(pool.spare(), 0);
+}
+
 #[test]
 fn different_seeds_cut_differently() {
     let data = random(1 << 20, 2);

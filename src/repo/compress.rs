@@ -1,6 +1,7 @@
 //! The per-chunk compression decision and bounded decompression (docs/format.md, "Chunks").
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 /// Flags bit 0: the body is zstd-compressed.
 pub const FLAG_ZSTD: u8 = 0x01;
@@ -31,9 +32,33 @@ fn pays(compressed: usize, plain: usize) -> bool {
     compressed.saturating_mul(100) <= plain.saturating_mul(97)
 }
 
+thread_local! {
+    /// Each thread's zstd contexts, made once: a fresh context per chunk allocates (and the
+    /// kernel zeroes) its tables every time, which costs more than compressing a small chunk.
+    static CCTX: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    /// The buffer the sample is compressed into, reused.
+    static SAMPLE_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Compresses `data` at [`LEVEL`] into `out` (its old contents are replaced), with this thread's
+/// context; false when zstd fails (only on allocation failure: the chunk is then stored raw).
+fn zstd_into(data: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(LEVEL).ok();
+        }
+        c.as_mut()
+            .is_some_and(|c| c.compress_to_buffer(data, out).is_ok())
+    })
+}
+
 fn zstd_compress(data: &[u8]) -> Option<Vec<u8>> {
-    // Compression of an in-memory slice fails only on allocation failure; store raw then.
-    zstd::bulk::compress(data, LEVEL).ok()
+    let mut out = Vec::new();
+    zstd_into(data, &mut out).then_some(out)
 }
 
 /// Decides how to store a chunk: `(FLAG_ZSTD, compressed)` when that is at most 97% of the
@@ -42,6 +67,29 @@ fn zstd_compress(data: &[u8]) -> Option<Vec<u8>> {
 /// sample only.
 pub fn compress(plain: &[u8]) -> (u8, Cow<'_, [u8]>) {
     compress_with(plain, zstd_compress)
+}
+
+/// [`compress`] into a buffer the caller reuses: [`FLAG_ZSTD`] with the compressed body in `out`,
+/// or 0 when the chunk is to be stored raw (the body is `plain`; `out` then holds nothing useful).
+pub fn compress_into(plain: &[u8], out: &mut Vec<u8>) -> u8 {
+    if plain.is_empty() {
+        return 0;
+    }
+    if plain.len() > SAMPLE {
+        let sample = &plain[..SAMPLE];
+        let pays_here = SAMPLE_OUT.with(|b| {
+            let mut b = b.borrow_mut();
+            zstd_into(sample, &mut b) && pays(b.len(), sample.len())
+        });
+        if !pays_here {
+            return 0;
+        }
+    }
+    if zstd_into(plain, out) && pays(out.len(), plain.len()) {
+        FLAG_ZSTD
+    } else {
+        0
+    }
 }
 
 /// [`compress`] with the compressor passed in, so a test can count what it is given.
@@ -69,13 +117,8 @@ fn compress_with(
 /// bytes and never more (the output buffer is `plain_len` bytes, so a zip bomb fails instead of
 /// filling memory); a raw body must be exactly `plain_len` bytes.
 pub fn decompress(flags: u8, body: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, DecompressError> {
-    if flags & RESERVED_FLAGS != 0 {
-        return Err(DecompressError::ReservedFlags { flags });
-    }
-    if plain_len > MAX_PLAIN {
-        return Err(DecompressError::TooLarge { plain_len });
-    }
     if flags & FLAG_ZSTD == 0 {
+        check(flags, plain_len)?;
         if body.len() != plain_len {
             return Err(DecompressError::RawLength {
                 len: body.len(),
@@ -84,16 +127,54 @@ pub fn decompress(flags: u8, body: Vec<u8>, plain_len: usize) -> Result<Vec<u8>,
         }
         return Ok(body);
     }
-    let mut out = Vec::with_capacity(plain_len);
+    let mut out = Vec::new();
+    decompress_into(flags, &body, plain_len, &mut out)?;
+    Ok(out)
+}
+
+/// The checks of [`decompress`] that do not need the body.
+fn check(flags: u8, plain_len: usize) -> Result<(), DecompressError> {
+    if flags & RESERVED_FLAGS != 0 {
+        return Err(DecompressError::ReservedFlags { flags });
+    }
+    if plain_len > MAX_PLAIN {
+        return Err(DecompressError::TooLarge { plain_len });
+    }
+    Ok(())
+}
+
+/// [`decompress`] of a compressed body (`flags` has [`FLAG_ZSTD`]) into a buffer the caller
+/// reuses (its old contents are replaced), with this thread's zstd context; the same checks.
+pub fn decompress_into(
+    flags: u8,
+    body: &[u8],
+    plain_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DecompressError> {
+    check(flags, plain_len)?;
     let corrupt = DecompressError::Corrupt { plain_len };
-    let mut d = zstd::bulk::Decompressor::new().map_err(|_| corrupt.clone())?;
-    let n = d
-        .decompress_to_buffer(&body[..], &mut out)
-        .map_err(|_| corrupt.clone())?;
+    if flags & FLAG_ZSTD == 0 {
+        return Err(corrupt);
+    }
+    out.clear();
+    // At least `plain_len` of room and no more than that is added: a body that decompresses
+    // to more fails instead of filling memory.
+    out.reserve_exact(plain_len);
+    let n = DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = zstd::bulk::Decompressor::new().ok();
+        }
+        let d = d.as_mut().ok_or(corrupt.clone())?;
+        // With more room than `plain_len` (a reused buffer), a body that decompresses to more
+        // fills only memory already held, and fails the length check below.
+        d.decompress_to_buffer(body, out)
+            .map_err(|_| corrupt.clone())
+    })?;
     if n != plain_len || out.len() != plain_len {
         return Err(corrupt);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -201,6 +282,46 @@ mod tests {
         assert!(decompress(0, plain.clone(), plain.len() - 1).is_err());
         assert!(decompress(0x02, plain.clone(), plain.len()).is_err());
         assert!(decompress(FLAG_ZSTD, b"not zstd".to_vec(), 10).is_err());
+    }
+
+    /// The reusing calls decide and produce exactly what the one-shot ones do, whatever the
+    /// buffer held before (a larger earlier chunk, or garbage).
+    #[test]
+    fn reused_buffers_give_the_one_shot_results() {
+        let mut out = vec![7u8; 3 << 20];
+        let mut plain_out = vec![9u8; 4 << 20];
+        for plain in [
+            text(1 << 20),
+            random(1 << 20),
+            text(100),
+            text(SAMPLE * 2),
+            Vec::new(),
+        ] {
+            let (flags, body) = compress(&plain);
+            assert_eq!(compress_into(&plain, &mut out), flags);
+            if flags == FLAG_ZSTD {
+                assert_eq!(out, &body[..]);
+                decompress_into(flags, &out, plain.len(), &mut plain_out).unwrap();
+                assert_eq!(plain_out, plain);
+                // One byte short of room, or one more claimed: refused, the buffer reused.
+                let e = decompress_into(flags, &out, plain.len() - 1, &mut plain_out);
+                assert_eq!(
+                    e,
+                    Err(DecompressError::Corrupt {
+                        plain_len: plain.len() - 1
+                    })
+                );
+                assert!(decompress_into(flags, &out, plain.len() + 1, &mut plain_out).is_err());
+                assert!(decompress_into(flags, b"not zstd", plain.len(), &mut plain_out).is_err());
+                decompress_into(flags, &out, plain.len(), &mut plain_out).unwrap();
+                assert_eq!(plain_out, plain);
+            }
+        }
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20][..], LEVEL).unwrap();
+        let mut big = Vec::with_capacity(8 << 20);
+        let e = decompress_into(FLAG_ZSTD, &bomb, 1 << 20, &mut big).unwrap_err();
+        assert_eq!(e, DecompressError::Corrupt { plain_len: 1 << 20 });
+        assert!(big.capacity() < 16 << 20);
     }
 
     proptest! {

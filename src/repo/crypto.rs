@@ -273,6 +273,61 @@ impl Keys {
         body.len() + self.overhead()
     }
 
+    /// [`Keys::seal_blob`] without a copy: encrypts `body` where it lies and returns what goes
+    /// before and after it in the blob (nonce and tag; nothing when unencrypted). The blob is
+    /// `seal.prefix() || body || seal.suffix()`.
+    pub fn seal_blob_in_place(&self, id: &ChunkId, flags: u8, body: &mut [u8]) -> InPlaceSeal {
+        match &self.sealing {
+            Some(s) => {
+                let nonce = random_nonce();
+                let tag = s.data.seal_in_place(&nonce, &self.blob_ad(id, flags), body);
+                InPlaceSeal {
+                    nonce,
+                    tag,
+                    encrypted: true,
+                }
+            }
+            None => InPlaceSeal {
+                nonce: [0; NONCE_LEN],
+                tag: [0; TAG_LEN],
+                encrypted: false,
+            },
+        }
+    }
+
+    /// [`Keys::open_blob`] without a copy: checks the tag of `sealed` (a whole blob) and decrypts
+    /// its body where it lies; returns the range of the plaintext body within `sealed`.
+    pub fn open_blob_in_place(
+        &self,
+        id: &ChunkId,
+        flags: u8,
+        sealed: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, CryptoError> {
+        match &self.sealing {
+            Some(s) => {
+                let body_len = sealed
+                    .len()
+                    .checked_sub(SEAL_OVERHEAD)
+                    .ok_or(CryptoError::Chunk)?;
+                let mut nonce = [0u8; NONCE_LEN];
+                nonce.copy_from_slice(&sealed[..NONCE_LEN]);
+                let mut tag = [0u8; TAG_LEN];
+                tag.copy_from_slice(&sealed[NONCE_LEN + body_len..]);
+                let body = NONCE_LEN..NONCE_LEN + body_len;
+                s.data
+                    .open_in_place(
+                        &nonce,
+                        &self.blob_ad(id, flags),
+                        &mut sealed[body.clone()],
+                        &tag,
+                    )
+                    .map_err(|_| CryptoError::Chunk)?;
+                Ok(body)
+            }
+            None => Ok(0..sealed.len()),
+        }
+    }
+
     /// Opens a blob sealed by [`Keys::seal_blob`] under the same ID and flags, checking its tag.
     /// The caller then decompresses when flagged and calls [`Keys::verify_chunk`].
     pub fn open_blob(
@@ -406,6 +461,34 @@ impl Keys {
         ad.extend_from_slice(id);
         ad.push(flags);
         ad
+    }
+}
+
+/// What [`Keys::seal_blob_in_place`] puts around a body encrypted in place.
+#[derive(Debug, Clone, Copy)]
+pub struct InPlaceSeal {
+    nonce: [u8; NONCE_LEN],
+    tag: [u8; TAG_LEN],
+    encrypted: bool,
+}
+
+impl InPlaceSeal {
+    /// The bytes before the body: the nonce (empty when unencrypted).
+    pub fn prefix(&self) -> &[u8] {
+        if self.encrypted {
+            &self.nonce
+        } else {
+            &[]
+        }
+    }
+
+    /// The bytes after the body: the tag (empty when unencrypted).
+    pub fn suffix(&self) -> &[u8] {
+        if self.encrypted {
+            &self.tag
+        } else {
+            &[]
+        }
     }
 }
 

@@ -519,3 +519,40 @@ proptest! {
         prop_assert_eq!(k.open_blob(&id, wrong_flags, &sealed), Err(CryptoError::Chunk));
     }
 }
+
+/// In place is the same blob as [`Keys::seal_blob`] (it opens with `open_blob`), and
+/// `open_blob_in_place` opens what `seal_blob` made, refusing a wrong ID, flags or a flipped bit.
+#[test]
+fn in_place_sealing_and_opening_are_the_copying_ones() {
+    for k in [keys(), Keys::unencrypted(repo(), 1)] {
+        let id = k.chunk_id(b"in place");
+        let mut body = b"in place".to_vec();
+        let seal = k.seal_blob_in_place(&id, 1, &mut body);
+        assert_eq!(body != b"in place", k.encrypted());
+        let blob = [seal.prefix(), &body, seal.suffix()].concat();
+        assert_eq!(blob.len(), 8 + k.overhead());
+        assert_eq!(k.open_blob(&id, 1, &blob).unwrap(), b"in place");
+
+        let mut sealed = k.seal_blob(&id, 0, b"in place");
+        let mut copy = sealed.clone();
+        let range = k.open_blob_in_place(&id, 0, &mut sealed).unwrap();
+        assert_eq!(&sealed[range], b"in place");
+        if k.encrypted() {
+            assert_eq!(
+                k.open_blob_in_place(&id, 1, &mut copy.clone()),
+                Err(CryptoError::Chunk)
+            );
+            copy[NONCE_LEN] ^= 1;
+            assert_eq!(
+                k.open_blob_in_place(&id, 0, &mut copy),
+                Err(CryptoError::Chunk)
+            );
+            for len in 0..SEAL_OVERHEAD {
+                assert_eq!(
+                    k.open_blob_in_place(&id, 0, &mut vec![0u8; len]),
+                    Err(CryptoError::Chunk)
+                );
+            }
+        }
+    }
+}

@@ -15,9 +15,10 @@ use futures::stream::{self, StreamExt};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use super::chunker::Buffers;
 use super::compress::RESERVED_FLAGS;
 use super::crypto::Keys;
-use super::pack::open_blob;
+use super::pack::{open_blob_in_place, OpenedBlob};
 use crate::catalog::{ChunkRef, FileManifest, PackRef};
 use crate::hash::Sha256;
 use crate::progress::Progress;
@@ -233,12 +234,51 @@ struct Ctx<S> {
     packs: Vec<PackRef>,
     located: Vec<OnceCell<RemotePart>>,
     sink: Option<Sink>,
+    /// Decompression buffers, reused from group to group.
+    buffers: Buffers,
 }
 
 /// What one group's task gives back: its plaintexts in order, and whether they were fetched.
 struct Done {
-    plain: Vec<Vec<u8>>,
+    plain: Plain,
     fetched: bool,
+}
+
+/// A group's plaintexts in order: raw chunks decrypted where they were fetched, the others in
+/// buffers of their own (decompressed, or read back from the partial file).
+struct Plain {
+    fetched: bytes::BytesMut,
+    pieces: Vec<PlainAt>,
+}
+
+enum PlainAt {
+    Fetched(Range<usize>),
+    Own(Vec<u8>),
+}
+
+impl Plain {
+    fn owned(pieces: Vec<Vec<u8>>) -> Plain {
+        Plain {
+            fetched: bytes::BytesMut::new(),
+            pieces: pieces.into_iter().map(PlainAt::Own).collect(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.pieces.iter().map(|p| match p {
+            PlainAt::Fetched(r) => &self.fetched[r.clone()],
+            PlainAt::Own(v) => &v[..],
+        })
+    }
+
+    /// Gives the buffers of their own back for the next group's decompression.
+    fn recycle(self, buffers: &Buffers) {
+        for p in self.pieces {
+            if let PlainAt::Own(v) = p {
+                buffers.give(v);
+            }
+        }
+    }
 }
 
 /// A spawned task, aborted when dropped (an early return stops the others).
@@ -279,6 +319,7 @@ impl<S: PartStore> Rebuild<'_, S> {
             packs: self.file.packs.clone(),
             located: self.file.packs.iter().map(|_| OnceCell::new()).collect(),
             sink: sink.clone(),
+            buffers: Buffers::new(2 * self.concurrency.max(1) + 2),
         });
         self.progress.set_parts(0, groups.len() as u64);
         // In file order (`buffered`), so the whole file is hashed as it comes, never read again.
@@ -316,10 +357,12 @@ impl<S: PartStore> Rebuild<'_, S> {
                 self.progress.part_done(plain_len);
             }
             let mut h = hasher.take().expect("put back after every group");
+            let buffers = ctx.buffers.clone();
             h = tokio::task::spawn_blocking(move || {
-                for p in &done.plain {
+                for p in done.plain.iter() {
                     h.update(p);
                 }
+                done.plain.recycle(&buffers);
                 h
             })
             .await
@@ -357,7 +400,7 @@ impl<S: PartStore> Ctx<S> {
     async fn group(self: &Arc<Self>, g: &Group) -> Result<Done, RebuildError> {
         if let Some(plain) = self.already_there(g).await? {
             return Ok(Done {
-                plain,
+                plain: Plain::owned(plain),
                 fetched: false,
             });
         }
@@ -367,7 +410,7 @@ impl<S: PartStore> Ctx<S> {
             let (plain, written) = tokio::task::spawn_blocking(move || {
                 let written = pieces
                     .iter()
-                    .zip(&plain)
+                    .zip(plain.iter())
                     .try_for_each(|(p, bytes)| sink.file.write_all_at(bytes, p.file_offset))
                     .map_err(|e| sink.io(e));
                 (plain, written)
@@ -425,7 +468,7 @@ impl<S: PartStore> Ctx<S> {
 
     /// Fetches the group's range and opens every chunk in it; a range that arrives short or
     /// does not open is fetched again a few times before it counts as damaged.
-    async fn fetch(&self, g: &Group) -> Result<Vec<Vec<u8>>, RebuildError> {
+    async fn fetch(&self, g: &Group) -> Result<Plain, RebuildError> {
         let remote = self.pack(g.pack).await?;
         let mut failure = None;
         for attempt in 1..=REFETCHES {
@@ -444,10 +487,12 @@ impl<S: PartStore> Ctx<S> {
                 Err(e) => return Err(self.store_error(g.pack, e)),
             };
             let (keys, pieces, start) = (self.keys.clone(), g.pieces.clone(), g.range.start);
-            let opened =
-                tokio::task::spawn_blocking(move || open_all(&keys, &pieces, start, &bytes))
-                    .await
-                    .map_err(stopped)?;
+            let buffers = self.buffers.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                open_all(&keys, &pieces, start, bytes, &buffers)
+            })
+            .await
+            .map_err(stopped)?;
             match opened {
                 Ok(plain) => return Ok(plain),
                 Err(piece) => {
@@ -469,24 +514,53 @@ impl<S: PartStore> Ctx<S> {
     }
 }
 
-/// Opens each chunk of a group from the group's bytes (which start at `start` in the pack):
-/// their plaintexts, or the first chunk that failed.
+/// Opens each chunk of a group from the group's bytes (which start at `start` in the pack), in
+/// place: their plaintexts, or the first chunk that failed.
 fn open_all(
     keys: &Keys,
     pieces: &[Piece],
     start: u64,
-    bytes: &[u8],
-) -> Result<Vec<Vec<u8>>, Piece> {
-    pieces
-        .iter()
-        .map(|p| {
-            let from = (p.chunk.offset - start) as usize;
-            let blob = bytes
-                .get(from..from + p.chunk.sealed_len as usize)
-                .ok_or(*p)?;
-            open_blob(keys, &p.chunk.entry(), blob).map_err(|_| *p)
-        })
-        .collect()
+    bytes: bytes::Bytes,
+    buffers: &Buffers,
+) -> Result<Plain, Piece> {
+    // The only handle on a fetched body: decrypted where it lies, else copied once.
+    let mut fetched = bytes
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        let from = (p.chunk.offset - start) as usize;
+        let at = from..from + p.chunk.sealed_len as usize;
+        let Some(blob) = fetched.get_mut(at.clone()) else {
+            Plain {
+                fetched,
+                pieces: out,
+            }
+            .recycle(buffers);
+            return Err(*p);
+        };
+        let mut plain = buffers.take();
+        match open_blob_in_place(keys, &p.chunk.entry(), blob, &mut plain) {
+            Ok(OpenedBlob::InPlace(r)) => {
+                buffers.give(plain);
+                out.push(PlainAt::Fetched(from + r.start..from + r.end));
+            }
+            Ok(OpenedBlob::Decompressed) => out.push(PlainAt::Own(plain)),
+            Err(_) => {
+                buffers.give(plain);
+                Plain {
+                    fetched,
+                    pieces: out,
+                }
+                .recycle(buffers);
+                return Err(*p);
+            }
+        }
+    }
+    Ok(Plain {
+        fetched,
+        pieces: out,
+    })
 }
 
 /// Pack `index` of file `id` on Discord, with a fresh URL, checked to have its recorded size.

@@ -156,10 +156,16 @@ pub struct PackWriter<'k> {
 impl<'k> PackWriter<'k> {
     /// A writer of packs of at most `limit` bytes (see [`pack_limit`]).
     pub fn new(keys: &'k Keys, limit: usize) -> Self {
+        Self::with_buffer(keys, limit, Vec::new())
+    }
+
+    /// [`PackWriter::new`] writing into `buffer` (emptied first), a pack buffer reused.
+    pub fn with_buffer(keys: &'k Keys, limit: usize, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
         PackWriter {
             keys,
             limit,
-            bytes: Vec::new(),
+            bytes: buffer,
             header: PackHeader::default(),
         }
     }
@@ -223,23 +229,32 @@ impl<'k> PackWriter<'k> {
 
     /// Appends a blob sealed elsewhere ([`Keys::seal_blob`] of `entry`'s ID and flags), setting
     /// the entry's offset; fails, leaving the pack as it was, when it does not fit.
-    pub fn add_sealed(
+    pub fn add_sealed(&mut self, entry: PackEntry, blob: &[u8]) -> Result<&PackEntry, PackError> {
+        self.add_sealed_parts(entry, &[blob])
+    }
+
+    /// [`PackWriter::add_sealed`] of a blob in pieces (a nonce, a body sealed in place, a tag:
+    /// [`Keys::seal_blob_in_place`]), copied once, into the pack.
+    pub fn add_sealed_parts(
         &mut self,
         mut entry: PackEntry,
-        blob: &[u8],
+        parts: &[&[u8]],
     ) -> Result<&PackEntry, PackError> {
-        if blob.len() != entry.sealed_len as usize || !self.would_fit_sealed(blob.len()) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len != entry.sealed_len as usize || !self.would_fit_sealed(len) {
             return Err(PackError::DoesNotFit {
                 plain_len: entry.plain_len as usize,
                 limit: self.limit,
             });
         }
-        if self.bytes.capacity() == 0 {
+        if self.bytes.capacity() < self.limit {
             // One allocation of the whole pack: no reallocation copies as it fills.
-            self.bytes.reserve_exact(self.limit);
+            self.bytes.reserve_exact(self.limit - self.bytes.len());
         }
         entry.offset = self.bytes.len() as u64;
-        self.bytes.extend_from_slice(blob);
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
         self.header.entries.push(entry);
         Ok(&self.header.entries[self.header.entries.len() - 1])
     }
@@ -303,6 +318,51 @@ pub fn open_blob(keys: &Keys, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8
     let plain = compress::decompress(entry.flags, body, entry.plain_len as usize)?;
     keys.verify_chunk(&entry.id, &plain)?;
     Ok(plain)
+}
+
+/// Where [`open_blob_in_place`] left a blob's plaintext.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenedBlob {
+    /// At this range of the sealed bytes (a raw chunk, decrypted where it lay).
+    InPlace(Range<usize>),
+    /// In the buffer given for decompression.
+    Decompressed,
+}
+
+/// [`open_blob`] without a copy: the same checks in the same order, the body decrypted within
+/// `sealed` and, when compressed, decompressed into `out` (a buffer reused; its old contents are
+/// replaced). On failure `sealed` may be left half decrypted.
+pub fn open_blob_in_place(
+    keys: &Keys,
+    entry: &PackEntry,
+    sealed: &mut [u8],
+    out: &mut Vec<u8>,
+) -> Result<OpenedBlob, PackError> {
+    if sealed.len() != entry.sealed_len as usize {
+        return Err(PackError::BlobLength {
+            len: sealed.len(),
+            sealed_len: entry.sealed_len,
+        });
+    }
+    if entry.flags & RESERVED_FLAGS != 0 {
+        return Err(DecompressError::ReservedFlags { flags: entry.flags }.into());
+    }
+    let body = keys.open_blob_in_place(&entry.id, entry.flags, sealed)?;
+    let plain_len = entry.plain_len as usize;
+    if entry.flags & compress::FLAG_ZSTD == 0 {
+        if body.len() != plain_len {
+            return Err(DecompressError::RawLength {
+                len: body.len(),
+                plain_len,
+            }
+            .into());
+        }
+        keys.verify_chunk(&entry.id, &sealed[body.clone()])?;
+        return Ok(OpenedBlob::InPlace(body));
+    }
+    compress::decompress_into(entry.flags, &sealed[body], plain_len, out)?;
+    keys.verify_chunk(&entry.id, out)?;
+    Ok(OpenedBlob::Decompressed)
 }
 
 /// A whole pack in memory, its header opened.

@@ -349,3 +349,67 @@ impl std::io::Read for Repeat<'_> {
         Ok(n)
     }
 }
+
+/// A pack of blobs sealed in place and added in pieces, written into a reused buffer, reads back
+/// like one built with `add`; a piece list of the wrong length is refused.
+#[test]
+fn blobs_sealed_in_place_make_a_readable_pack_in_a_reused_buffer() {
+    for keys in [enc(1), plain()] {
+        let chunks = sample_chunks(&keys, 12);
+        let limit = 1 << 20;
+        let mut w = PackWriter::with_buffer(&keys, limit, vec![5u8; 1000]);
+        for (id, c) in &chunks {
+            let mut body = Vec::new();
+            let flags = compress::compress_into(c, &mut body);
+            if flags == 0 {
+                body = c.clone();
+            }
+            let seal = keys.seal_blob_in_place(id, flags, &mut body);
+            let entry = PackEntry {
+                id: *id,
+                offset: 0,
+                sealed_len: (seal.prefix().len() + body.len() + seal.suffix().len()) as u32,
+                plain_len: c.len() as u32,
+                flags,
+            };
+            let mut short = entry;
+            short.sealed_len += 1;
+            assert!(w
+                .add_sealed_parts(short, &[seal.prefix(), &body, seal.suffix()])
+                .is_err());
+            w.add_sealed_parts(entry, &[seal.prefix(), &body, seal.suffix()])
+                .unwrap();
+        }
+        let size = w.size();
+        let (bytes, _) = w.finish();
+        assert_eq!(bytes.len(), size);
+        let want: Vec<Vec<u8>> = chunks.into_iter().map(|(_, c)| c).collect();
+        assert_eq!(read_all(&keys, &bytes).unwrap(), want);
+    }
+}
+
+/// Opening in place gives every chunk `open_blob` gives and refuses what it refuses.
+#[test]
+fn opening_in_place_agrees_with_open_blob() {
+    for keys in [enc(2), plain()] {
+        let chunks = sample_chunks(&keys, 10);
+        let (bytes, header) = build(&keys, &chunks, 1 << 20);
+        let mut out = vec![1u8; 50];
+        for (e, (_, want)) in header.entries.iter().zip(&chunks) {
+            let r = e.offset as usize..(e.offset + u64::from(e.sealed_len)) as usize;
+            let mut blob = bytes[r.clone()].to_vec();
+            let got = match open_blob_in_place(&keys, e, &mut blob, &mut out).unwrap() {
+                OpenedBlob::InPlace(at) => blob[at].to_vec(),
+                OpenedBlob::Decompressed => out.clone(),
+            };
+            assert_eq!(&got, want);
+            assert_eq!(open_blob(&keys, e, &bytes[r.clone()]).unwrap(), got);
+            let mut short = bytes[r.start..r.end - 1].to_vec();
+            assert!(open_blob_in_place(&keys, e, &mut short, &mut out).is_err());
+            let mut wrong = *e;
+            wrong.id[0] ^= 1;
+            let mut blob = bytes[r].to_vec();
+            assert!(open_blob_in_place(&keys, &wrong, &mut blob, &mut out).is_err());
+        }
+    }
+}

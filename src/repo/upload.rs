@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::chunker::{Chunker, ChunkerParams};
-use super::crypto::{ChunkId, Keys, ObjectKind, PACK_ID_LEN};
+use super::chunker::{Buffers, Chunker, ChunkerParams};
+use super::crypto::{ChunkId, InPlaceSeal, Keys, ObjectKind, PACK_ID_LEN};
 use super::index::ChunkIndex;
 use super::pack::{pack_limit, PackEntry, PackWriter, ENTRY_LEN, HEADER_FIXED, TRAILER_LEN};
 use crate::catalog::{Catalog, FileManifest, PackChunk, PackRecord, Status, FORMAT_V2};
@@ -270,6 +270,8 @@ async fn round<S: PartStore>(
                 pack_size,
                 tx,
                 stop,
+                buffers: Buffers::new(sealers() + 2),
+                pack_buffers: Buffers::new(2),
             })
         })
     };
@@ -447,6 +449,9 @@ struct ReadCtx {
     pack_size: usize,
     tx: mpsc::Sender<PackJob>,
     stop: CancellationToken,
+    /// Chunk and compressed-body buffers, and pack buffers, for reuse.
+    buffers: Buffers,
+    pack_buffers: Buffers,
 }
 
 /// A new chunk on its way from the reader to a sealing worker.
@@ -463,7 +468,9 @@ struct Sealed {
     /// Its pack entry, but for the offset (the packer sets it).
     entry: PackEntry,
     file_offset: u64,
-    blob: Vec<u8>,
+    /// The blob: `seal.prefix() || body || seal.suffix()`, the body sealed in place.
+    seal: InPlaceSeal,
+    body: Vec<u8>,
     /// The file bytes it stands for in the progress: its own and the skipped ones before it.
     covered: u64,
 }
@@ -494,8 +501,8 @@ fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
         for _ in 0..n {
             let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(1);
             let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Sealed>(1);
-            let keys = &c.keys;
-            workers.push(s.spawn(move || seal_chunks(keys, work_rx, sealed_tx)));
+            let (keys, buffers) = (&c.keys, &c.buffers);
+            workers.push(s.spawn(move || seal_chunks(keys, buffers, work_rx, sealed_tx)));
             to_sealers.push(work_tx);
             from_sealers.push(sealed_rx);
         }
@@ -540,7 +547,8 @@ fn scan(
         c.keys.chunker_seed(),
     )
     // The repository's config is checked when it is opened: bounds out of range here are a bug.
-    .map_err(|e| UploadError::Internal(e.to_string()))?;
+    .map_err(|e| UploadError::Internal(e.to_string()))?
+    .with_buffers(c.buffers.clone());
     let mut sha = crate::hash::Sha256::default();
     let mut ids = Vec::new();
     let mut stats = Stats::default();
@@ -561,6 +569,7 @@ fn scan(
         if !known.insert(id) {
             stats.deduplicated += 1;
             skipped += len;
+            c.buffers.give(chunk.data);
             continue;
         }
         let work = Work {
@@ -583,16 +592,27 @@ fn scan(
     }))
 }
 
-/// A sealing worker: compresses (when that pays) and seals each chunk it is given.
+/// A sealing worker: compresses (when that pays) and seals each chunk it is given, in place:
+/// the chunk's own buffer (stored raw) or the compressed body's is encrypted where it lies, and
+/// the other goes back to `buffers`.
 fn seal_chunks(
     keys: &Keys,
+    buffers: &Buffers,
     work: std::sync::mpsc::Receiver<Work>,
     sealed: std::sync::mpsc::SyncSender<Sealed>,
 ) {
     for w in work {
-        let (flags, body) = super::compress::compress(&w.data);
-        let blob = keys.seal_blob(&w.id, flags, &body);
-        drop(body);
+        let mut compressed = buffers.take();
+        let flags = super::compress::compress_into(&w.data, &mut compressed);
+        let plain_len = w.data.len();
+        let (mut body, spare) = if flags & super::compress::FLAG_ZSTD != 0 {
+            (compressed, w.data)
+        } else {
+            (w.data, compressed)
+        };
+        buffers.give(spare);
+        let seal = keys.seal_blob_in_place(&w.id, flags, &mut body);
+        let sealed_len = seal.prefix().len() + body.len() + seal.suffix().len();
         // A chunk is at most 16 MiB (the chunker's largest maximum); a length that did not
         // fit would make the packer refuse the blob, never a wrong entry.
         let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -600,17 +620,37 @@ fn seal_chunks(
             entry: PackEntry {
                 id: w.id,
                 offset: 0,
-                sealed_len: len32(blob.len()),
-                plain_len: len32(w.data.len()),
+                sealed_len: len32(sealed_len),
+                plain_len: len32(plain_len),
                 flags,
             },
             file_offset: w.offset,
-            covered: w.skipped + w.data.len() as u64,
-            blob,
+            covered: w.skipped + plain_len as u64,
+            seal,
+            body,
         };
         if sealed.send(out).is_err() {
             return;
         }
+    }
+}
+
+/// A pack's buffer that goes back to its pool when the last handle on the pack's bytes is
+/// dropped (once the request that sent it is done with them).
+struct PackBuffer {
+    bytes: Vec<u8>,
+    pool: Buffers,
+}
+
+impl AsRef<[u8]> for PackBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for PackBuffer {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.bytes));
     }
 }
 
@@ -626,7 +666,8 @@ fn pack_chunks(
     c: &ReadCtx,
     from_sealers: Vec<std::sync::mpsc::Receiver<Sealed>>,
 ) -> Result<Option<Packed>, UploadError> {
-    let mut writer = PackWriter::new(&c.keys, c.pack_size);
+    let fresh = || PackWriter::with_buffer(&c.keys, c.pack_size, c.pack_buffers.take());
+    let mut writer = fresh();
     let mut in_pack: Vec<PackChunk> = Vec::new();
     let mut index = c.first;
     let mut covered = 0u64;
@@ -646,7 +687,10 @@ fn pack_chunks(
         let job = PackJob {
             index: *index,
             pack_id: c.keys.pack_id(&bytes),
-            bytes: Bytes::from(bytes),
+            bytes: Bytes::from_owner(PackBuffer {
+                bytes,
+                pool: c.pack_buffers.clone(),
+            }),
             chunks: std::mem::take(in_pack),
             covered: std::mem::take(covered),
         };
@@ -657,16 +701,18 @@ fn pack_chunks(
     // Each sealer's queue ends when the reader is done with it; the next turn's end is the end.
     while let Ok(chunk) = from_sealers[turn].recv() {
         turn = (turn + 1) % from_sealers.len();
-        if !writer.is_empty() && !writer.would_fit_sealed(chunk.blob.len()) {
-            let full = std::mem::replace(&mut writer, PackWriter::new(&c.keys, c.pack_size));
+        if !writer.is_empty() && !writer.would_fit_sealed(chunk.entry.sealed_len as usize) {
+            let full = std::mem::replace(&mut writer, fresh());
             if !send(full, &mut in_pack, &mut index, &mut covered) {
                 return Ok(None);
             }
         }
+        let parts = [chunk.seal.prefix(), &chunk.body[..], chunk.seal.suffix()];
         let entry: PackEntry = *writer
-            .add_sealed(chunk.entry, &chunk.blob)
+            .add_sealed_parts(chunk.entry, &parts)
             // The pack was checked to have room just above: a refusal here is a bug.
             .map_err(|e| UploadError::Internal(e.to_string()))?;
+        c.buffers.give(chunk.body);
         covered += chunk.covered;
         packed.new_plain += u64::from(entry.plain_len);
         packed.new_sealed += u64::from(entry.sealed_len);

@@ -1,13 +1,11 @@
 //! [`PartStore`] through a bot token: serenity builds each request and decodes each model,
 //! [`Transport`] sends it.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use serenity::builder::CreateAttachment;
-use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
+use serenity::http::{LightMethod, Request, Route};
 use serenity::model::channel::{Attachment, Message};
 use serenity::model::id::{ChannelId, GuildId};
 use time::OffsetDateTime;
@@ -407,22 +405,26 @@ impl BotStore {
         let mut bodies = Bodies::new(part.data, part.reload);
         let mut attempts = self.t.attempts(key.kind);
         let reply = loop {
+            // Each try's body is a handle on the part's bytes (or the source read again): the
+            // bytes are never copied to be sent, nor held twice.
+            let form = || {
+                let data = bodies.next()?;
+                let len = data.len() as u64;
+                let file =
+                    reqwest::multipart::Part::stream_with_length(reqwest::Body::from(data), len)
+                        .file_name(part.filename.clone())
+                        .mime_str("application/octet-stream")
+                        .map_err(|e| StoreError::Protocol(e.to_string()))?;
+                Ok(reqwest::multipart::Form::new()
+                    .part("files[0]", file)
+                    .text("payload_json", payload.clone()))
+            };
+            let route = Route::ChannelMessages {
+                channel_id: cid(part.channel_id),
+            };
             let sent = self
                 .t
-                .send_until(key, &mut attempts, Some(self.nonce_trust), || {
-                    let file = CreateAttachment::bytes(bodies.next()?, part.filename.clone());
-                    Ok(Request::new(
-                        Route::ChannelMessages {
-                            channel_id: cid(part.channel_id),
-                        },
-                        LightMethod::Post,
-                    )
-                    .multipart(Some(Multipart {
-                        upload: MultipartUpload::Attachments(vec![file]),
-                        fields: Vec::<(Cow<'static, str>, Cow<'static, str>)>::new(),
-                        payload_json: Some(payload.clone()),
-                    })))
-                })
+                .send_form_until(key, &mut attempts, Some(self.nonce_trust), route, form)
                 .await?;
             match sent {
                 Sent::Reply(reply) => break reply,
@@ -753,7 +755,7 @@ struct Bodies {
 
 /// Where the bytes of a second attempt come from.
 enum Again {
-    /// A handle on the bytes, copied for each attempt.
+    /// Another handle on the same bytes (no copy).
     Copy(Bytes),
     /// The source file, read again (and checked) for each attempt.
     Reload(Reload),
@@ -772,14 +774,13 @@ impl Bodies {
         }
     }
 
-    fn next(&mut self) -> Result<Vec<u8>, StoreError> {
+    fn next(&mut self) -> Result<Bytes, StoreError> {
         if let Some(first) = self.first.take() {
-            // No copy when this is the only handle on the bytes.
-            return Ok(Vec::from(first));
+            return Ok(first);
         }
         match &self.again {
-            Again::Copy(bytes) => Ok(bytes.to_vec()),
-            Again::Reload(reload) => reload.read(),
+            Again::Copy(bytes) => Ok(bytes.clone()),
+            Again::Reload(reload) => reload.read().map(Bytes::from),
         }
     }
 
