@@ -117,9 +117,9 @@ pub struct Chunk {
 }
 
 /// A streaming chunker over a reader. Cuts exactly where
-/// `FastCDC::with_level_and_seed(.., Normalization::Level1, seed)` cuts the whole input (the
-/// same `cut_gear` on a window that always holds `max` bytes or the rest of the input), while
-/// holding at most `2 * max` bytes of it. Yields `io::Result<Chunk>`; stops after an error.
+/// `FastCDC::with_level_and_seed(.., Normalization::Level1, seed)` cuts the whole input (where
+/// the same `cut_gear` cuts a window of `max` bytes or the rest of the input), while holding at
+/// most `2 * max` bytes of it. Yields `io::Result<Chunk>`; stops after an error.
 pub struct Chunker<R: Read> {
     source: R,
     buf: Vec<u8>,
@@ -138,7 +138,12 @@ pub struct Chunker<R: Read> {
     gear_ls: Box<[u64; 256]>,
     /// Where each chunk's buffer comes from.
     buffers: Option<Buffers>,
+    /// The shorter window a cut is first looked for in (see [`Chunker::next_cut`]).
+    quick: usize,
 }
+
+/// The most bytes read at a time beyond what the window needs.
+const READ: usize = 1 << 20;
 
 impl<R: Read> Chunker<R> {
     /// A chunker with the repository's parameters and seed ([`super::crypto::Keys::chunker_seed`]).
@@ -166,6 +171,7 @@ impl<R: Read> Chunker<R> {
             gear,
             gear_ls,
             buffers: None,
+            quick: (2 * params.avg as usize).min(max),
         })
     }
 
@@ -175,16 +181,20 @@ impl<R: Read> Chunker<R> {
         self
     }
 
-    /// Reads until the window holds `max` bytes or the input ends.
-    fn fill(&mut self) -> io::Result<()> {
-        while !self.eof && self.len - self.pos < self.max {
+    /// Reads until the window holds `want` bytes or the input ends, at most [`READ`] more than
+    /// that at a time.
+    fn fill(&mut self, want: usize) -> io::Result<()> {
+        while !self.eof && self.len - self.pos < want {
             if self.len == self.buf.len() {
-                // Move the unconsumed (< max) bytes to the front: at most one copy per byte.
+                // Move the unconsumed bytes to the front. The window is usually about
+                // `2 * avg` bytes, so this moves a small part of what was read.
                 self.buf.copy_within(self.pos..self.len, 0);
                 self.len -= self.pos;
                 self.pos = 0;
             }
-            match self.source.read(&mut self.buf[self.len..]) {
+            let need = want - (self.len - self.pos);
+            let end = (self.len + need.max(READ)).min(self.buf.len());
+            match self.source.read(&mut self.buf[self.len..end]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -194,12 +204,9 @@ impl<R: Read> Chunker<R> {
         Ok(())
     }
 
-    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        self.fill()?;
+    /// Where `cut_gear` cuts the window.
+    fn cut(&self) -> usize {
         let window = &self.buf[self.pos..self.len];
-        if window.is_empty() {
-            return Ok(None);
-        }
         let [mask_s, mask_l, mask_s_ls, mask_l_ls] = self.masks;
         let (_, cut) = v2020::cut_gear(
             window,
@@ -214,9 +221,37 @@ impl<R: Read> Chunker<R> {
             &self.gear_ls,
         );
         // cut_gear returns 1..=window.len() for a non-empty window; guard anyway.
-        let cut = cut.clamp(1, window.len());
+        cut.clamp(1, window.len())
+    }
+
+    /// The next cut, the one `cut_gear` makes on a window of `max` bytes (or the rest of the
+    /// input). It is first looked for in a shorter window of `2 * avg` bytes: `cut_gear` scans
+    /// the same bytes in the same order with the same masks in both (the window is longer than
+    /// `avg`), so a boundary it finds before the shorter window's end is the one it finds in the
+    /// longer. Only when there is none is the window filled to `max` and scanned again.
+    fn next_cut(&mut self) -> io::Result<usize> {
+        self.fill(self.quick)?;
+        let window = self.len - self.pos;
+        if window == 0 || self.eof || window >= self.max {
+            return Ok(if window == 0 { 0 } else { self.cut() });
+        }
+        if window > self.avg {
+            let cut = self.cut();
+            if cut < window {
+                return Ok(cut);
+            }
+        }
+        self.fill(self.max)?;
+        Ok(self.cut())
+    }
+
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let cut = self.next_cut()?;
+        if cut == 0 {
+            return Ok(None);
+        }
         let mut data = self.buffers.as_ref().map(Buffers::take).unwrap_or_default();
-        data.extend_from_slice(&window[..cut]);
+        data.extend_from_slice(&self.buf[self.pos..self.pos + cut]);
         let chunk = Chunk {
             offset: self.offset,
             data,

@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,6 +25,10 @@ use crate::progress::Progress;
 use crate::store::lanes::{in_flight_budget, Pick, Scheduler};
 use crate::store::{Lane, PartStore, PutPart, StoreError};
 use crate::transfer::{check_source, check_unchanged, UploadError};
+
+/// Spare pack buffers kept for the next packs. A buffer is only made when none is spare, so
+/// keeping spares never raises the peak above the most packs held at once.
+const SPARE_PACKS: usize = 8;
 
 /// How many times one pack may fail on a lane before the upload stops with its error.
 const LANE_TRIES: u32 = 4;
@@ -271,7 +274,7 @@ async fn round<S: PartStore>(
                 tx,
                 stop,
                 buffers: Buffers::new(sealers() + 2),
-                pack_buffers: Buffers::new(2),
+                pack_buffers: Buffers::new(SPARE_PACKS),
             })
         })
     };
@@ -541,14 +544,11 @@ fn scan(
     to_sealers: Vec<std::sync::mpsc::SyncSender<Work>>,
 ) -> Result<Option<ReadEnd>, UploadError> {
     let file = File::open(&c.path).map_err(|e| UploadError::source(&c.path, e))?;
-    let chunks = Chunker::new(
-        BufReader::with_capacity(1 << 20, file),
-        c.params,
-        c.keys.chunker_seed(),
-    )
-    // The repository's config is checked when it is opened: bounds out of range here are a bug.
-    .map_err(|e| UploadError::Internal(e.to_string()))?
-    .with_buffers(c.buffers.clone());
+    // The chunker reads 1 MiB or more at a time into its own window: no buffer in between.
+    let chunks = Chunker::new(file, c.params, c.keys.chunker_seed())
+        // The repository's config is checked when it is opened: bounds out of range here are a bug.
+        .map_err(|e| UploadError::Internal(e.to_string()))?
+        .with_buffers(c.buffers.clone());
     let mut sha = crate::hash::Sha256::default();
     let mut ids = Vec::new();
     let mut stats = Stats::default();
