@@ -557,6 +557,11 @@ fn open_all(
             }
         }
     }
+    if !out.iter().any(|p| matches!(p, PlainAt::Fetched(_))) {
+        // Every chunk was decompressed into a buffer of its own: the fetched bytes go now, not
+        // after the group is hashed.
+        fetched = bytes::BytesMut::new();
+    }
     Ok(Plain {
         fetched,
         pieces: out,
