@@ -19,7 +19,11 @@ pub struct Stats {
     pub files_v1: u64,
     pub bytes_v1: u64,
     pub files_v2: u64,
-    /// The sum of the format-2 files' sizes.
+    /// Files in the synced folders' latest snapshots, their folders and bytes.
+    pub synced_files: u64,
+    pub synced_folders: u64,
+    pub synced_bytes: u64,
+    /// The sum of the format-2 files' sizes and the synced files'.
     pub logical_bytes: u64,
     /// Distinct chunks those files use, their plaintext and their sealed bytes.
     pub unique_chunks: u64,
@@ -66,7 +70,10 @@ pub async fn compute(s: &Session) -> Result<Stats> {
         st.files_v2 += 1;
         st.logical_bytes += m.size;
         for c in &m.chunks {
-            let p = &m.packs[c.pack as usize];
+            // A record whose chunk names no pack is damaged; `verify` says so, not a panic here.
+            let Some(p) = m.packs.get(c.pack as usize) else {
+                continue;
+            };
             live.entry(p.attachment_id)
                 .or_default()
                 .insert(c.offset, u64::from(c.sealed_len));
@@ -74,6 +81,32 @@ pub async fn compute(s: &Session) -> Result<Stats> {
                 st.unique_chunks += 1;
                 st.unique_plain_bytes += u64::from(c.plain_len);
                 st.unique_sealed_bytes += u64::from(c.sealed_len);
+            }
+        }
+    }
+    // Synced folders count as they are now: their latest snapshots.
+    let folders = crate::sync::Folders::new(&s.config.data_dir);
+    for f in folders.all()? {
+        let Some(latest) = folders.latest(&f.id)? else {
+            continue;
+        };
+        st.synced_folders += 1;
+        let snap = &latest.snapshot;
+        for n in snap
+            .files
+            .iter()
+            .filter(|n| n.kind == crate::repo::snapshot::Kind::File)
+        {
+            st.synced_files += 1;
+            let size = n.size.unwrap_or(0);
+            st.synced_bytes += size;
+            st.logical_bytes += size;
+            for c in &n.chunks {
+                if seen.insert(c.id) {
+                    st.unique_chunks += 1;
+                    st.unique_plain_bytes += u64::from(c.plain_len);
+                    st.unique_sealed_bytes += u64::from(c.sealed_len);
+                }
             }
         }
     }
@@ -107,7 +140,7 @@ fn print(st: &Stats, json: bool) -> Result<()> {
     println!(
         "Files:       {} in format 2 ({} of content){}",
         st.files_v2,
-        human_bytes(st.logical_bytes),
+        human_bytes(st.logical_bytes - st.synced_bytes),
         if st.files_v1 > 0 {
             format!(
                 ", {} in format 1 ({})",
@@ -118,6 +151,14 @@ fn print(st: &Stats, json: bool) -> Result<()> {
             String::new()
         }
     );
+    if st.synced_folders > 0 {
+        println!(
+            "Synced:      {} in {} ({} of content, included above)",
+            plural(st.synced_files, "file"),
+            plural(st.synced_folders, "folder"),
+            human_bytes(st.synced_bytes)
+        );
+    }
     println!(
         "Chunks:      {} distinct, {} before compression, {} sealed",
         st.unique_chunks,

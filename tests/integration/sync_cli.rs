@@ -85,6 +85,27 @@ async fn sync_once_then_list_info_download_versions_and_restore_synced_paths() {
     let stats: serde_json::Value =
         serde_json::from_str(&ok(&env, &["stats", "--json"]).await).unwrap();
     assert_eq!(stats["unused_packs"], 0, "{stats}");
+    // The synced files count as they are now (latest snapshot): 2 files, 19 + 7 bytes.
+    assert_eq!(
+        (
+            &stats["synced_files"],
+            &stats["synced_folders"],
+            &stats["synced_bytes"],
+            &stats["logical_bytes"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(26),
+            &serde_json::json!(26)
+        ),
+        "{stats}"
+    );
+    let text = ok(&env, &["stats"]).await;
+    assert!(
+        text.contains("Synced:      2 files in 1 folder (26 B of content"),
+        "{text}"
+    );
     let rebuilt = ok(&env, &["rebuild-index"]).await;
     assert!(!rebuilt.contains("no file"), "{rebuilt}");
 }

@@ -175,7 +175,7 @@ function loadFiles() {
 function loadStats() {
   api("/api/stats").then((s) => {
     const set = (k, v) => { $(`[data-stat="${k}"]`).textContent = v; };
-    set("files", String(s.files_v1 + s.files_v2));
+    set("files", String(s.files_v1 + s.files_v2 + s.synced_files));
     set("logical", size(s.logical_bytes + s.bytes_v1));
     set("stored", size(s.stored_bytes + s.bytes_v1));
     set("dedup", `${s.dedup_ratio.toFixed(2)}×`);
