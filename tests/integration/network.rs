@@ -41,8 +41,9 @@ async fn a_paced_upload_rides_out_a_network_outage() {
     .await
     .expect("the upload finishes by itself once the network is back");
     assert!(start.elapsed() >= Duration::from_secs(4));
+    // The outage cut requests off, and they were tried again through it.
     assert!(
-        env.emu.stats().connections_reset > 3,
+        env.emu.stats().connections_reset >= 2,
         "{:?}",
         env.emu.stats()
     );
