@@ -40,6 +40,7 @@ use sha2::{Digest, Sha256};
 
 #[path = "common/mod.rs"]
 mod common;
+use common::{drain, proc_stat, vm_hwm_kib, write_random};
 
 const MIB: u64 = 1 << 20;
 const PART: u64 = 8 * MIB;
@@ -403,29 +404,6 @@ fn release_bins() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Writes `len` bytes from a xorshift64* generator; returns their SHA-256 in hex.
-fn write_random(path: &Path, len: u64) -> Result<String> {
-    let mut out = std::io::BufWriter::with_capacity(MIB as usize, File::create(path)?);
-    let mut hash = Sha256::new();
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut buf = vec![0u8; MIB as usize];
-    let mut left = len;
-    while left > 0 {
-        for word in buf.chunks_exact_mut(8) {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            word.copy_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-        }
-        let n = left.min(MIB) as usize;
-        out.write_all(&buf[..n])?;
-        hash.update(&buf[..n]);
-        left -= n as u64;
-    }
-    out.flush()?;
-    Ok(hex::encode(hash.finalize()))
-}
-
 /// Checks a downloaded copy against the source's hash, then deletes it to free the disk.
 fn check_copy(path: &Path, want: &str, who: &str) -> Result<()> {
     let mut file = File::open(path).with_context(|| format!("{who} wrote nothing"))?;
@@ -542,33 +520,6 @@ fn measure(cmd: &mut Command) -> Result<Measured> {
         peak_kib,
         stdout,
     })
-}
-
-/// Reads a child's pipe to the end on a thread of its own, so the child never blocks on it.
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = pipe.map(|mut p| p.read_to_string(&mut s));
-        s
-    })
-}
-
-/// VmHWM (peak resident set, KiB) from `/proc/<pid>/status`.
-fn vm_hwm_kib(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The sum of two consecutive tick fields of a `/proc/*/stat` file, counted after the
-/// parenthesised command name: 11 is utime + stime (fields 14, 15), 13 cutime + cstime (16, 17).
-fn proc_stat(path: &Path, index: usize) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(index);
-    let a: u64 = fields.next()?.parse().ok()?;
-    let b: u64 = fields.next()?.parse().ok()?;
-    Some(a + b)
 }
 
 /// Where a reference child sends or fetches, from the environment the bench sets.

@@ -2,6 +2,11 @@
 //! deterministic, so every run measures the same input. Each benchmark uses part of it.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
 /// A xorshift64* generator: fast, deterministic, and incompressible to zstd.
 pub struct XorShift(u64);
 
@@ -116,4 +121,57 @@ pub fn text(len: usize, seed: u64) -> Vec<u8> {
     Text::new(seed).fill_to(&mut v, len);
     v.truncate(len);
     v
+}
+
+// Measuring a child process and writing its input, shared by the benchmarks that run dstore.
+
+/// Writes `len` bytes from a xorshift64* generator; returns their SHA-256 in hex.
+pub fn write_random(path: &Path, len: u64) -> anyhow::Result<String> {
+    let mut out =
+        std::io::BufWriter::with_capacity((1u64 << 20) as usize, std::fs::File::create(path)?);
+    let mut hash = Sha256::new();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = vec![0u8; (1u64 << 20) as usize];
+    let mut left = len;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            word.copy_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        let n = left.min(1 << 20) as usize;
+        out.write_all(&buf[..n])?;
+        hash.update(&buf[..n]);
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// Reads a child's pipe to the end on a thread of its own, so the child never blocks on it.
+pub fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.map(|mut p| p.read_to_string(&mut s));
+        s
+    })
+}
+
+/// VmHWM (peak resident set, KiB) from `/proc/<pid>/status`.
+pub fn vm_hwm_kib(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The sum of two consecutive tick fields of a `/proc/*/stat` file, counted after the
+/// parenthesised command name: 11 is utime + stime (fields 14, 15), 13 cutime + cstime (16, 17).
+pub fn proc_stat(path: &Path, index: usize) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(index);
+    let a: u64 = fields.next()?.parse().ok()?;
+    let b: u64 = fields.next()?.parse().ok()?;
+    Some(a + b)
 }
