@@ -42,8 +42,8 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use dstore_emulator::{Emulator, EmulatorConfig, RateLimits, Stats};
@@ -51,15 +51,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::{drain, proc_stat, vm_hwm_kib, write_random};
+use common::{measure, write_random, Measured};
 
 const MIB: u64 = 1 << 20;
 /// The shared link: 32 MiB/s, both ways and all connections together.
 const LINK: u64 = 32 * MIB;
 /// Each connection: 8 MiB/s (four connections fill the link).
 const CONNECTION: u64 = 8 * MIB;
-/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
-const TICKS_PER_SEC: f64 = 100.0;
 const PASSPHRASE: &str = "lanes benchmark passphrase";
 
 fn main() {
@@ -429,54 +427,4 @@ fn check_copy(path: &Path, want: &str) -> Result<()> {
         bail!("the copy's sha256 is {got}, the source's {want}");
     }
     Ok(())
-}
-
-struct Measured {
-    wall: f64,
-    cpu: f64,
-    peak_kib: u64,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a child to completion, sampling its peak RSS and CPU time until it exits.
-fn measure(cmd: &mut Command) -> Result<Measured> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let reaped_before = proc_stat(Path::new("/proc/self/stat"), 13).unwrap_or(0);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
-    let (mut peak_kib, mut ticks) = (0, 0);
-    let status = loop {
-        if let Some(kib) = vm_hwm_kib(&proc_dir.join("status")) {
-            peak_kib = kib;
-        }
-        if let Some(t) = proc_stat(&proc_dir.join("stat"), 11) {
-            ticks = t;
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let wall = start.elapsed().as_secs_f64();
-    // Once reaped, the child's exact total shows in our cutime + cstime.
-    let reaped = proc_stat(Path::new("/proc/self/stat"), 13).unwrap_or(0) - reaped_before;
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    if !status.success() {
-        bail!("{cmd:?} failed ({status}):\n{stderr}{stdout}");
-    }
-    Ok(Measured {
-        wall,
-        cpu: ticks.max(reaped) as f64 / TICKS_PER_SEC,
-        peak_kib,
-        stdout,
-        stderr,
-    })
 }

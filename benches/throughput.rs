@@ -31,7 +31,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -40,13 +39,11 @@ use sha2::{Digest, Sha256};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{drain, proc_stat, vm_hwm_kib, write_random};
+use common::{measure, write_random};
 
 const MIB: u64 = 1 << 20;
 const PART: u64 = 8 * MIB;
 const CONCURRENCY: usize = 4;
-/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
-const TICKS_PER_SEC: f64 = 100.0;
 
 fn main() {
     // `cargo bench` passes `--bench` (and any filter); only the reference modes are ours.
@@ -461,65 +458,6 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-struct Measured {
-    wall: f64,
-    cpu: f64,
-    peak_kib: u64,
-    stdout: String,
-}
-
-impl Measured {
-    /// (MB/s, CPU seconds per GiB, peak RSS in MiB).
-    fn figures(&self, mib: u64) -> (f64, f64, f64) {
-        let (m, rss) = (mib as f64, self.peak_kib as f64 / 1024.0);
-        (m * MIB as f64 / 1e6 / self.wall, self.cpu * 1024.0 / m, rss)
-    }
-}
-
-/// Runs a child to completion, sampling its peak RSS and CPU time until it exits.
-fn measure(cmd: &mut Command) -> Result<Measured> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let reaped_before = proc_stat(Path::new("/proc/self/stat"), 13).unwrap_or(0);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
-    let (mut peak_kib, mut ticks) = (0, 0);
-    let status = loop {
-        // Keep the last sample taken while the process was alive.
-        if let Some(kib) = vm_hwm_kib(&proc_dir.join("status")) {
-            peak_kib = kib;
-        }
-        if let Some(t) = proc_stat(&proc_dir.join("stat"), 11) {
-            ticks = t;
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let wall = start.elapsed().as_secs_f64();
-    // Once reaped, the child's exact total shows in our cutime + cstime; the last poll may be
-    // up to 20 ms stale, so take whichever is larger.
-    let reaped = proc_stat(Path::new("/proc/self/stat"), 13).unwrap_or(0) - reaped_before;
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    if !status.success() {
-        bail!("{cmd:?} failed ({status}):\n{stderr}{stdout}");
-    }
-    let cpu = ticks.max(reaped) as f64 / TICKS_PER_SEC;
-    Ok(Measured {
-        wall,
-        cpu,
-        peak_kib,
-        stdout,
-    })
 }
 
 /// Where a reference child sends or fetches, from the environment the bench sets.

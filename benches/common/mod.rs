@@ -3,7 +3,11 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
 
 use sha2::{Digest, Sha256};
 
@@ -174,4 +178,70 @@ pub fn proc_stat(path: &Path, index: usize) -> Option<u64> {
     let a: u64 = fields.next()?.parse().ok()?;
     let b: u64 = fields.next()?.parse().ok()?;
     Some(a + b)
+}
+
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on Linux).
+pub const TICKS_PER_SEC: f64 = 100.0;
+
+/// What a child cost: wall and CPU seconds, peak RSS, and what it printed.
+pub struct Measured {
+    pub wall: f64,
+    pub cpu: f64,
+    pub peak_kib: u64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Measured {
+    /// (MB/s, CPU seconds per GiB, peak RSS in MiB).
+    pub fn figures(&self, mib: u64) -> (f64, f64, f64) {
+        let (m, rss) = (mib as f64, self.peak_kib as f64 / 1024.0);
+        (
+            m * (1u64 << 20) as f64 / 1e6 / self.wall,
+            self.cpu * 1024.0 / m,
+            rss,
+        )
+    }
+}
+
+/// Runs a child to completion, sampling its peak RSS and CPU time until it exits.
+pub fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let reaped_before = proc_stat(Path::new("/proc/self/stat"), 13).unwrap_or(0);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    let (mut peak_kib, mut ticks) = (0, 0);
+    let status = loop {
+        if let Some(kib) = vm_hwm_kib(&proc_dir.join("status")) {
+            peak_kib = kib;
+        }
+        if let Some(t) = proc_stat(&proc_dir.join("stat"), 11) {
+            ticks = t;
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wall = start.elapsed().as_secs_f64();
+    // Once reaped, the child's exact total shows in our cutime + cstime.
+    let reaped = proc_stat(Path::new("/proc/self/stat"), 13).unwrap_or(0) - reaped_before;
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{cmd:?} failed ({status}):\n{stderr}{stdout}");
+    }
+    Ok(Measured {
+        wall,
+        cpu: ticks.max(reaped) as f64 / TICKS_PER_SEC,
+        peak_kib,
+        stdout,
+        stderr,
+    })
 }
