@@ -165,6 +165,38 @@ mod optional_snowflake {
 }
 
 impl PackRecord {
+    /// The record of pack `index` found on Discord (adopted after a kill): its bytes' ID and
+    /// length, where it is, and its header's chunks, whose places in the file are unknown. A
+    /// pack by anyone trusted but the bot (`trusted[0]`) is a webhook's.
+    pub fn adopted(
+        index: u64,
+        pack_id: [u8; PACK_ID_LEN],
+        size: u64,
+        remote: &crate::store::RemotePart,
+        trusted: &[u64],
+        entries: &[PackEntry],
+    ) -> PackRecord {
+        PackRecord {
+            format: super::FORMAT_V2,
+            index,
+            pack_id,
+            size,
+            channel_id: remote.channel_id,
+            message_id: remote.message_id,
+            attachment_id: remote.attachment_id,
+            attachment_name: remote.filename.clone(),
+            uploaded_at: remote.posted_at,
+            webhook_id: (Some(&remote.author_id) != trusted.first()).then_some(remote.author_id),
+            chunks: entries
+                .iter()
+                .map(|&entry| PackChunk {
+                    entry,
+                    file_offset: None,
+                })
+                .collect(),
+        }
+    }
+
     /// Where the pack is.
     pub fn pack_ref(&self) -> PackRef {
         PackRef {

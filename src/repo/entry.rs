@@ -81,8 +81,9 @@ pub enum Opened {
     Piece(Piece),
 }
 
-/// Opens a sealed entry or piece and checks its format; [`Entry::check`] checks the rest.
-pub fn open(keys: &Keys, sealed: &[u8]) -> Result<Opened, EntryError> {
+/// Opens a sealed catalogue object (an entry, a snapshot or a piece of either) and checks its
+/// `format` against `format`; returns its JSON and its `kind` for the caller to parse.
+pub fn open_json(keys: &Keys, sealed: &[u8], format: u32) -> Result<(Vec<u8>, String), EntryError> {
     let json = keys.open_entry(sealed)?;
     #[derive(Deserialize)]
     struct Probe {
@@ -91,19 +92,26 @@ pub fn open(keys: &Keys, sealed: &[u8]) -> Result<Opened, EntryError> {
     }
     let probe: Probe =
         serde_json::from_slice(&json).map_err(|e| EntryError::Json(e.to_string()))?;
-    if probe.format > ENTRY_FORMAT {
+    if probe.format > format {
         return Err(EntryError::Newer(probe.format));
     }
-    if probe.format != ENTRY_FORMAT {
+    if probe.format != format {
         return Err(EntryError::Json(format!("format {}", probe.format)));
     }
-    match probe.kind.as_str() {
-        "entry" => serde_json::from_slice(&json)
-            .map(Opened::Entry)
-            .map_err(|e| EntryError::Json(e.to_string())),
-        "piece" => serde_json::from_slice(&json)
-            .map(Opened::Piece)
-            .map_err(|e| EntryError::Json(e.to_string())),
+    Ok((json, probe.kind))
+}
+
+/// Parses an opened object's JSON as `T`.
+pub fn parse<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, EntryError> {
+    serde_json::from_slice(json).map_err(|e| EntryError::Json(e.to_string()))
+}
+
+/// Opens a sealed entry or piece and checks its format; [`Entry::check`] checks the rest.
+pub fn open(keys: &Keys, sealed: &[u8]) -> Result<Opened, EntryError> {
+    let (json, kind) = open_json(keys, sealed, ENTRY_FORMAT)?;
+    match kind.as_str() {
+        "entry" => parse(&json).map(Opened::Entry),
+        "piece" => parse(&json).map(Opened::Piece),
         other => Err(EntryError::Json(format!("kind {other:?}"))),
     }
 }

@@ -115,27 +115,10 @@ pub fn parent(path: &str) -> Option<&str> {
 
 /// Opens a sealed snapshot or snapshot piece and checks its format.
 pub fn open(keys: &Keys, sealed: &[u8]) -> Result<Opened, EntryError> {
-    let json = keys.open_entry(sealed)?;
-    #[derive(Deserialize)]
-    struct Probe {
-        format: u32,
-        kind: String,
-    }
-    let probe: Probe =
-        serde_json::from_slice(&json).map_err(|e| EntryError::Json(e.to_string()))?;
-    if probe.format > SNAPSHOT_FORMAT {
-        return Err(EntryError::Newer(probe.format));
-    }
-    if probe.format != SNAPSHOT_FORMAT {
-        return Err(EntryError::Json(format!("format {}", probe.format)));
-    }
-    match probe.kind.as_str() {
-        "snapshot" => serde_json::from_slice(&json)
-            .map(Opened::Snapshot)
-            .map_err(|e| EntryError::Json(e.to_string())),
-        "snapshot-piece" => serde_json::from_slice(&json)
-            .map(Opened::Piece)
-            .map_err(|e| EntryError::Json(e.to_string())),
+    let (json, kind) = super::entry::open_json(keys, sealed, SNAPSHOT_FORMAT)?;
+    match kind.as_str() {
+        "snapshot" => super::entry::parse(&json).map(Opened::Snapshot),
+        "snapshot-piece" => super::entry::parse(&json).map(Opened::Piece),
         other => Err(EntryError::Json(format!("kind {other:?}"))),
     }
 }

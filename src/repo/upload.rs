@@ -933,29 +933,14 @@ pub async fn adopt_orphans<S: PartStore>(
                         continue;
                     }
                 };
-                let rec = PackRecord {
-                    format: FORMAT_V2,
-                    index: n,
-                    pack_id: keys.pack_id(&bytes),
-                    size: bytes.len() as u64,
-                    channel_id: remote.channel_id,
-                    message_id: remote.message_id,
-                    attachment_id: remote.attachment_id,
-                    attachment_name: remote.filename.clone(),
-                    uploaded_at: remote.posted_at,
-                    // Adoption reads channel history, so a bot is configured; a pack by
-                    // anyone trusted but the bot is a webhook's.
-                    webhook_id: (Some(&remote.author_id) != trusted.first())
-                        .then_some(remote.author_id),
-                    chunks: header
-                        .entries
-                        .iter()
-                        .map(|&entry| PackChunk {
-                            entry,
-                            file_offset: None,
-                        })
-                        .collect(),
-                };
+                let rec = PackRecord::adopted(
+                    n,
+                    keys.pack_id(&bytes),
+                    bytes.len() as u64,
+                    &remote,
+                    &trusted,
+                    &header.entries,
+                );
                 catalog.save_pack(&file.id, &rec)?;
                 tracing::info!(id = %file.id, pack = n, "adopted a pack found on Discord");
                 records.push(rec);

@@ -538,27 +538,14 @@ async fn adopt_orphans<S: PartStore>(ctx: &Ctx<S>, folder_id: &str) -> Result<us
                             continue;
                         }
                     };
-                    let rec = PackRecord {
-                        format: FORMAT_V2,
-                        index: n,
-                        pack_id: ctx.keys.pack_id(&bytes),
-                        size: bytes.len() as u64,
-                        channel_id: remote.channel_id,
-                        message_id: remote.message_id,
-                        attachment_id: remote.attachment_id,
-                        attachment_name: remote.filename.clone(),
-                        uploaded_at: remote.posted_at,
-                        webhook_id: (Some(&remote.author_id) != trusted.first())
-                            .then_some(remote.author_id),
-                        chunks: header
-                            .entries
-                            .iter()
-                            .map(|&entry| PackChunk {
-                                entry,
-                                file_offset: None,
-                            })
-                            .collect(),
-                    };
+                    let rec = PackRecord::adopted(
+                        n,
+                        ctx.keys.pack_id(&bytes),
+                        bytes.len() as u64,
+                        &remote,
+                        &trusted,
+                        &header.entries,
+                    );
                     ctx.folders.save_pack(folder_id, &round_id, &rec)?;
                     recs.push(rec);
                     adopted += 1;
