@@ -79,27 +79,7 @@ impl Scheduler {
     /// The lane that can take a pack soonest, given when each lane's rate limit lets it send
     /// (`ready`), and the instant it can; `None` when every lane is dead. Marks it in flight.
     pub fn pick(&mut self, ready: impl Fn(Lane) -> Instant) -> Option<(Lane, Instant)> {
-        let mut offers: Vec<(Instant, usize, u64, usize, Lane)> = self
-            .order
-            .iter()
-            .enumerate()
-            .filter_map(|(i, lane)| {
-                let seat = self.seats.get(lane)?;
-                if seat.dead {
-                    return None;
-                }
-                let mut at = ready(*lane);
-                if let Some(rest) = seat.resting_until {
-                    at = at.max(rest);
-                }
-                Some((at, seat.in_flight, seat.picked, i, *lane))
-            })
-            .collect();
-        // Every lane that can send now is as soon as any other: "now" is read once, after.
-        let now = Instant::now();
-        for offer in &mut offers {
-            offer.0 = offer.0.max(now);
-        }
+        let offers = self.offers(&ready);
         let (lane, at) = offers
             .into_iter()
             .min()
@@ -112,16 +92,9 @@ impl Scheduler {
         Some((lane, at))
     }
 
-    /// The lane that can take a pack now, in the order [`Scheduler::pick`] prefers them, whose
-    /// slot `reserve` could take (so no two packs are handed the same slot); marks it in flight.
-    /// Else when the soonest lane could take one ([`Pick::Later`]), or [`Pick::None`] when every
-    /// lane is dead. A pack is only ever handed to a lane that can send it at once: one held
-    /// for a lane's next window could have left sooner on another.
-    pub fn pick_now(
-        &mut self,
-        ready: impl Fn(Lane) -> Instant,
-        mut reserve: impl FnMut(Lane) -> bool,
-    ) -> Pick {
+    /// Every live lane as (when it can send, never before now; packs in flight; when last
+    /// picked; its place in the order; the lane): the order of preference, smallest first.
+    fn offers(&self, ready: impl Fn(Lane) -> Instant) -> Vec<(Instant, usize, u64, usize, Lane)> {
         let mut offers: Vec<(Instant, usize, u64, usize, Lane)> = self
             .order
             .iter()
@@ -140,6 +113,22 @@ impl Scheduler {
         for offer in &mut offers {
             offer.0 = offer.0.max(now);
         }
+        offers
+    }
+
+    /// The lane that can take a pack now, in the order [`Scheduler::pick`] prefers them, whose
+    /// slot `reserve` could take (so no two packs are handed the same slot); marks it in flight.
+    /// Else when the soonest lane could take one ([`Pick::Later`]), or [`Pick::None`] when every
+    /// lane is dead. A pack is only ever handed to a lane that can send it at once: one held
+    /// for a lane's next window could have left sooner on another.
+    pub fn pick_now(
+        &mut self,
+        ready: impl Fn(Lane) -> Instant,
+        mut reserve: impl FnMut(Lane) -> bool,
+    ) -> Pick {
+        let mut offers = self.offers(&ready);
+        // Read after the offers were clamped to theirs: a lane ready then is ready now.
+        let now = Instant::now();
         offers.sort();
         let Some(soonest) = offers.first().map(|o| o.0) else {
             return Pick::None;
