@@ -437,11 +437,16 @@ async fn a_global_429_holds_back_every_bot_lane_for_its_wait() {
         a.len(),
         b.len()
     );
-    for msg in a.iter().chain(&b) {
-        assert!(
-            msg.timestamp >= began + 1_900,
-            "a message {} ms after the start, inside the 2 s global wait",
-            msg.timestamp - began
-        );
-    }
+    // A create sent on the other lane alongside the refused one, before its 429 came back, may
+    // land; nothing sent after it may.
+    let inside: Vec<u64> = a
+        .iter()
+        .chain(&b)
+        .filter(|m| m.timestamp < began + 1_900)
+        .map(|m| m.timestamp - began)
+        .collect();
+    assert!(
+        inside.len() <= 1,
+        "messages {inside:?} ms after the start, inside the 2 s global wait"
+    );
 }
