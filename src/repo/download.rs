@@ -24,9 +24,22 @@ use crate::hash::Sha256;
 use crate::progress::Progress;
 use crate::store::{PartStore, RemotePart, StoreError};
 
-/// The most sealed bytes one `Range` request asks for, and the most plaintext one group opens:
-/// memory holds at most `concurrency` groups (a single chunk larger than this is a group alone).
-pub const MAX_RANGE: u64 = 8 * 1024 * 1024;
+/// The most sealed bytes one `Range` request asks for, and the most plaintext one group opens
+/// (a single chunk larger than this is a group alone). Small enough that the last requests of
+/// a download still spread over several connections, large enough that requests stay few.
+pub const MAX_RANGE: u64 = 4 * 1024 * 1024;
+
+/// Bytes a download holds at most in ranges in flight and groups waiting to be hashed (or
+/// `concurrency` ranges, if more): eight ranges, twice the connections that fill a link whose
+/// connections each carry a quarter of it, and little enough that the window with the key
+/// derivation's memory stays the largest thing a download holds.
+const WINDOW: u64 = 8 * MAX_RANGE;
+
+/// Decompression buffers worth keeping for `file` with a window of `window` bytes.
+fn spare_buffers(window: u64, file: &FileManifest) -> usize {
+    let avg = file.size / (file.chunks.len() as u64).max(1);
+    (window / avg.max(64 * 1024)).clamp(4, 256) as usize
+}
 
 /// How often a range that arrived short or did not open is fetched again.
 const REFETCHES: u32 = 3;
@@ -55,11 +68,45 @@ pub struct Group {
 }
 
 impl Group {
+    /// The most bytes the group holds at once: its fetched range or its plaintext.
+    fn held_len(&self) -> u64 {
+        (self.range.end - self.range.start).max(self.plain_len())
+    }
+
     fn plain_len(&self) -> u64 {
         self.pieces
             .iter()
             .map(|p| u64::from(p.chunk.plain_len))
             .sum()
+    }
+}
+
+/// Bytes a download may hold in fetched and opened groups, taken in file order.
+#[derive(Clone)]
+struct Window {
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Permits in all; each is [`WINDOW_UNIT`] bytes.
+    size: u32,
+}
+
+/// The window's grain: a KiB.
+const WINDOW_UNIT: u64 = 1024;
+
+impl Window {
+    fn new(bytes: u64) -> Self {
+        let size = (bytes / WINDOW_UNIT).clamp(1, u64::from(u32::MAX >> 4)) as u32;
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(size as usize)),
+            size,
+        }
+    }
+
+    /// Waits until `bytes` fit beside what is held. A group larger than the whole window takes
+    /// all of it (it then goes alone), so every group can go.
+    async fn take(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = bytes.div_ceil(WINDOW_UNIT).clamp(1, u64::from(self.size)) as u32;
+        // The semaphore is never closed: `None` cannot happen while the window lives.
+        self.permits.clone().acquire_many_owned(n).await.ok()
     }
 }
 
@@ -236,6 +283,41 @@ struct Ctx<S> {
     sink: Option<Sink>,
     /// Decompression buffers, reused from group to group.
     buffers: Buffers,
+    /// Receive buffers, reused from range to range.
+    received: Received,
+}
+
+/// Spare receive buffers: a range's bytes land in the buffer of one already hashed, so a
+/// download does not fault in fresh pages for every request. Holds no more than the window.
+#[derive(Clone)]
+struct Received {
+    spare: Arc<std::sync::Mutex<Vec<bytes::BytesMut>>>,
+    keep: usize,
+}
+
+impl Received {
+    fn new(keep: usize) -> Self {
+        Self {
+            spare: Arc::default(),
+            keep,
+        }
+    }
+
+    fn take(&self) -> bytes::BytesMut {
+        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
+        spare.unwrap_or_default()
+    }
+
+    fn give(&self, buf: bytes::BytesMut) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        if let Ok(mut s) = self.spare.lock() {
+            if s.len() < self.keep {
+                s.push(buf);
+            }
+        }
+    }
 }
 
 /// What one group's task gives back: its plaintexts in order, and whether they were fetched.
@@ -271,8 +353,12 @@ impl Plain {
         })
     }
 
-    /// Gives the buffers of their own back for the next group's decompression.
-    fn recycle(self, buffers: &Buffers) {
+    /// Gives the buffers of their own back for the next group's decompression, and the
+    /// fetched one for the next range (when given).
+    fn recycle(self, buffers: &Buffers, received: Option<&Received>) {
+        if let Some(r) = received {
+            r.give(self.fetched);
+        }
         for p in self.pieces {
             if let PlainAt::Own(v) = p {
                 buffers.give(v);
@@ -312,6 +398,7 @@ impl<S: PartStore> Rebuild<'_, S> {
     pub async fn run(&self, sink: Option<Sink>) -> Result<Summary, RebuildError> {
         check_manifest(self.file, self.channels)?;
         let groups = group(&self.file.chunks, MAX_RANGE);
+        let window_len = WINDOW.max(self.concurrency as u64 * MAX_RANGE);
         let ctx = Arc::new(Ctx {
             store: self.store.clone(),
             keys: self.keys.clone(),
@@ -319,22 +406,35 @@ impl<S: PartStore> Rebuild<'_, S> {
             packs: self.file.packs.clone(),
             located: self.file.packs.iter().map(|_| OnceCell::new()).collect(),
             sink: sink.clone(),
-            buffers: Buffers::new(2 * self.concurrency.max(1) + 2),
+            // As many as the window holds of the file's average chunk, so few are freed and
+            // allocated again.
+            buffers: Buffers::new(spare_buffers(window_len, self.file)),
+            received: Received::new((WINDOW / MAX_RANGE) as usize),
         });
         self.progress.set_parts(0, groups.len() as u64);
+        // Requests in flight, and the bytes they and the groups waiting to be hashed may hold:
+        // a group takes its share of the window, in file order, before its request leaves, and
+        // gives it back once hashed, so memory stays bounded whatever the groups' sizes while
+        // the link, not a count, bounds the transfer.
+        let window = Window::new(window_len);
         // In file order (`buffered`), so the whole file is hashed as it comes, never read again.
         let mut results = stream::iter(groups)
-            .map(|g| {
+            .then(|g| {
+                let window = window.clone();
+                async move {
+                    let share = window.take(g.held_len()).await;
+                    (g, share)
+                }
+            })
+            .map(|(g, share)| {
                 let ctx = ctx.clone();
                 Task(tokio::spawn(async move {
                     let r = ctx.group(&g).await;
-                    (g, r)
+                    (g, r, share)
                 }))
             })
-            .buffered(crate::transfer::download::in_flight(
-                self.concurrency,
-                MAX_RANGE,
-            ));
+            .buffered(crate::config::MAX_CONCURRENCY)
+            .boxed();
         let mut hasher = Some(Sha256::default());
         let mut summary = Summary::default();
         loop {
@@ -344,7 +444,7 @@ impl<S: PartStore> Rebuild<'_, S> {
                 n = results.next() => n,
             };
             let Some(joined) = next else { break };
-            let (g, done) = joined.map_err(stopped)?;
+            let (g, done, share) = joined.map_err(stopped)?;
             let done = done?;
             let plain_len = g.plain_len();
             summary.chunks += g.pieces.len() as u64;
@@ -357,16 +457,17 @@ impl<S: PartStore> Rebuild<'_, S> {
                 self.progress.part_done(plain_len);
             }
             let mut h = hasher.take().expect("put back after every group");
-            let buffers = ctx.buffers.clone();
+            let (buffers, received) = (ctx.buffers.clone(), ctx.received.clone());
             h = tokio::task::spawn_blocking(move || {
                 for p in done.plain.iter() {
                     h.update(p);
                 }
-                done.plain.recycle(&buffers);
+                done.plain.recycle(&buffers, Some(&received));
                 h
             })
             .await
             .map_err(stopped)?;
+            drop(share);
             hasher = Some(h);
         }
         let got = hasher.expect("put back after every group").finish_hex();
@@ -472,7 +573,12 @@ impl<S: PartStore> Ctx<S> {
         let remote = self.pack(g.pack).await?;
         let mut failure = None;
         for attempt in 1..=REFETCHES {
-            let bytes = match self.store.read_range(remote, g.range.clone()).await {
+            let buf = self.received.take();
+            let bytes = match self
+                .store
+                .read_range_into(remote, g.range.clone(), buf)
+                .await
+            {
                 Ok(bytes) => bytes,
                 Err(e @ (StoreError::CutOff(_) | StoreError::GaveUp { .. }))
                     if attempt < REFETCHES =>
@@ -487,9 +593,9 @@ impl<S: PartStore> Ctx<S> {
                 Err(e) => return Err(self.store_error(g.pack, e)),
             };
             let (keys, pieces, start) = (self.keys.clone(), g.pieces.clone(), g.range.start);
-            let buffers = self.buffers.clone();
+            let (buffers, received) = (self.buffers.clone(), self.received.clone());
             let opened = tokio::task::spawn_blocking(move || {
-                open_all(&keys, &pieces, start, bytes, &buffers)
+                open_all(&keys, &pieces, start, bytes, &buffers, &received)
             })
             .await
             .map_err(stopped)?;
@@ -522,6 +628,7 @@ fn open_all(
     start: u64,
     bytes: bytes::Bytes,
     buffers: &Buffers,
+    received: &Received,
 ) -> Result<Plain, Piece> {
     // The only handle on a fetched body: decrypted where it lies, else copied once.
     let mut fetched = bytes
@@ -536,7 +643,7 @@ fn open_all(
                 fetched,
                 pieces: out,
             }
-            .recycle(buffers);
+            .recycle(buffers, None);
             return Err(*p);
         };
         let mut plain = buffers.take();
@@ -552,15 +659,15 @@ fn open_all(
                     fetched,
                     pieces: out,
                 }
-                .recycle(buffers);
+                .recycle(buffers, None);
                 return Err(*p);
             }
         }
     }
     if !out.iter().any(|p| matches!(p, PlainAt::Fetched(_))) {
-        // Every chunk was decompressed into a buffer of its own: the fetched bytes go now, not
-        // after the group is hashed.
-        fetched = bytes::BytesMut::new();
+        // Every chunk was decompressed into a buffer of its own: the fetched buffer goes back
+        // now, for the next range, not after the group is hashed.
+        received.give(std::mem::take(&mut fetched));
     }
     Ok(Plain {
         fetched,

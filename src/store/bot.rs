@@ -289,6 +289,7 @@ impl BotStore {
         url: &str,
         range: &std::ops::Range<u64>,
         size: u64,
+        buf: bytes::BytesMut,
     ) -> Result<Result<Bytes, reqwest::StatusCode>, StoreError> {
         let outside = || StoreError::RangeOutside {
             start: range.start,
@@ -325,12 +326,12 @@ impl BotStore {
                     range.end
                 )));
             }
-            return collect(opened.stream, range.end - range.start)
+            return collect(opened.stream, range.end - range.start, buf)
                 .await
                 .map(Ok);
         }
         // A 200 is the whole attachment (a CDN may ignore Range): kept only if it is exactly that.
-        let all = collect(opened.stream, size).await?;
+        let all = collect(opened.stream, size, bytes::BytesMut::new()).await?;
         super::cut_range(all, size, range).map(Ok)
     }
 
@@ -665,6 +666,16 @@ impl PartStore for BotStore {
         part: &RemotePart,
         range: std::ops::Range<u64>,
     ) -> Result<Bytes, StoreError> {
+        self.read_range_into(part, range, bytes::BytesMut::new())
+            .await
+    }
+
+    async fn read_range_into(
+        &self,
+        part: &RemotePart,
+        range: std::ops::Range<u64>,
+        buf: bytes::BytesMut,
+    ) -> Result<Bytes, StoreError> {
         if range.start > range.end || range.end > part.size {
             return Err(StoreError::RangeOutside {
                 start: range.start,
@@ -675,14 +686,17 @@ impl PartStore for BotStore {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        match self.range_once(&part.url, &range, part.size).await? {
+        match self.range_once(&part.url, &range, part.size, buf).await? {
             Ok(bytes) => Ok(bytes),
             // The URL may have expired since it was fetched: fetch the message again.
             Err(_) => {
                 let fresh = self
                     .locate_part(part.channel_id, part.message_id, part.attachment_id)
                     .await?;
-                match self.range_once(&fresh.url, &range, part.size).await? {
+                match self
+                    .range_once(&fresh.url, &range, part.size, bytes::BytesMut::new())
+                    .await?
+                {
                     Ok(bytes) => Ok(bytes),
                     Err(status) if status == 404 => Err(StoreError::ContentGone),
                     Err(status) => Err(StoreError::Rejected {
@@ -859,8 +873,15 @@ pub(super) fn remote(msg: &Message, a: &Attachment) -> RemotePart {
 }
 
 /// A body of exactly `len` bytes; more is refused as soon as it arrives, fewer is a cut-off.
-async fn collect(mut stream: PartStream, len: u64) -> Result<Bytes, StoreError> {
-    let mut all = bytes::BytesMut::with_capacity(len.min(1 << 24) as usize);
+/// The whole body of `stream`, which must be `len` bytes, into `all` (emptied first; a
+/// buffer of an earlier request, so its pages are not faulted in again).
+async fn collect(
+    mut stream: PartStream,
+    len: u64,
+    mut all: bytes::BytesMut,
+) -> Result<Bytes, StoreError> {
+    all.clear();
+    all.reserve(len.min(1 << 24) as usize);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if (all.len() + chunk.len()) as u64 > len {

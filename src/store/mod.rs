@@ -214,6 +214,18 @@ pub trait PartStore: Send + Sync + 'static {
         }
     }
 
+    /// [`PartStore::read_range`] into `buf` where the store can (a spare buffer of an earlier
+    /// range, so a download reuses its memory); the default ignores it.
+    fn read_range_into(
+        &self,
+        part: &RemotePart,
+        range: std::ops::Range<u64>,
+        buf: bytes::BytesMut,
+    ) -> impl Future<Output = Result<Bytes, StoreError>> + Send {
+        drop(buf);
+        self.read_range(part, range)
+    }
+
     /// The authors whose messages count as dstore's own: the bot's user (configured webhooks'
     /// IDs join here once webhooks post). Messages by anyone else are never trusted or adopted.
     fn trusted_authors(&self) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
