@@ -226,6 +226,13 @@ fn row(
     let dest_arg = dest.to_str().context("temp path is not UTF-8")?;
     let down = measure(&mut dstore(bot, &["download", &id, dest_arg]))?;
     let after_down = emu.stats();
+    if std::env::var_os("DSTORE_BENCH_VERBOSE").is_some() {
+        let d = diff(&after_down, &after_up);
+        eprintln!(
+            "download: {:?} 429s {:?}\n{}",
+            d.by_status, d.rate_limited, down.stderr
+        );
+    }
     check_copy(&dest, sha)?;
     let cdn = after_down.cdn_bytes - after_up.cdn_bytes;
     let reads = (after_down.requests - after_up.requests) - after_down.cdn_downloads

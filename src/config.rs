@@ -222,6 +222,9 @@ fn webhook_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// The most parts in flight at once.
 pub const MAX_CONCURRENCY: usize = 32;
 
+/// Transfers in flight when `concurrency` is not set (downloads take at least this many).
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
 fn concurrency_in_range<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Option<usize>, D::Error> {
@@ -290,6 +293,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub part_size: PartSize,
     pub concurrency: usize,
+    /// Whether `concurrency` was given (flag or file) rather than defaulted: an upload over
+    /// lanes then keeps at most that many packs in flight instead of what the lanes allow.
+    pub concurrency_set: bool,
     pub request_timeout: Duration,
     pub retries: u32,
     /// Where the configuration was read from, for messages ("set `token` in ...").
@@ -311,6 +317,12 @@ pub struct Config {
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Config {
+    /// Sets `concurrency` as the user would (it then also caps uploads over lanes).
+    pub fn set_concurrency(&mut self, n: usize) {
+        self.concurrency = n;
+        self.concurrency_set = true;
+    }
+
     /// Loads the file (if any), then applies env and flags.
     pub fn load(flags: &FlagOverrides, env: EnvLookup<'_>) -> Result<Self> {
         let found = config_path(flags.config.as_deref(), env);
@@ -378,8 +390,9 @@ impl Config {
         let (concurrency, from) = match (flags.concurrency, file.concurrency) {
             (Some(n), _) => (n, "--concurrency".to_string()),
             (None, Some(n)) => (n, in_file("concurrency")),
-            (None, None) => (4, "the default".to_string()),
+            (None, None) => (DEFAULT_CONCURRENCY, "the default".to_string()),
         };
+        let concurrency_set = flags.concurrency.is_some() || file.concurrency.is_some();
         if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
             bail!("concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency} (from {from})");
         }
@@ -405,6 +418,7 @@ impl Config {
             data_dir,
             part_size: flags.part_size.or(file.part_size).unwrap_or(PartSize::Auto),
             concurrency,
+            concurrency_set,
             request_timeout: Duration::from_secs(timeout),
             retries: file.retries.unwrap_or(8),
             source,

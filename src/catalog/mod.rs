@@ -141,6 +141,72 @@ impl Catalog {
         parse_versioned(&path, &bytes, FORMAT_V2)
     }
 
+    /// Notes that a webhook post of pack `lost.pack` of file `id` lost its reply with no bot to
+    /// look for the message: Discord may hold a copy no record names (docs/lanes.md 3), which
+    /// a `prune` with a bot token removes.
+    pub fn note_lost_reply(&self, id: &str, lost: LostReply) -> Result<(), CatalogError> {
+        let path = self.dir(id).join(LOST_REPLIES);
+        let mut all = self.lost_replies(id);
+        all.push(lost);
+        let json = serde_json::to_vec_pretty(&all).map_err(|e| CatalogError::Encode {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &json).map_err(io_err(&path))
+    }
+
+    /// The lost replies noted for file `id` (none if the note is missing or unreadable).
+    pub fn lost_replies(&self, id: &str) -> Vec<LostReply> {
+        let path = self.dir(id).join(LOST_REPLIES);
+        fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Every lost reply noted on this machine, with its file's ID.
+    pub fn all_lost_replies(&self) -> Result<Vec<(String, LostReply)>, CatalogError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.files).map_err(io_err(&self.files))? {
+            let entry = entry.map_err(io_err(&self.files))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if is_valid_id(&name) {
+                out.extend(
+                    self.lost_replies(&name)
+                        .into_iter()
+                        .map(|l| (name.clone(), l)),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the lost replies of file `id` noted before `before` (a prune has removed any copy
+    /// they left).
+    pub fn forget_lost_replies(
+        &self,
+        id: &str,
+        before: time::OffsetDateTime,
+    ) -> Result<(), CatalogError> {
+        let path = self.dir(id).join(LOST_REPLIES);
+        let all = self.lost_replies(id);
+        let kept: Vec<LostReply> = all.iter().filter(|l| l.at >= before).cloned().collect();
+        if kept.len() == all.len() {
+            return Ok(());
+        }
+        if kept.is_empty() {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+                _ => Ok(()),
+            };
+        }
+        let json = serde_json::to_vec_pretty(&kept).map_err(|e| CatalogError::Encode {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &json).map_err(io_err(&path))
+    }
+
     /// Records pack `rec.index` of a format-2 file.
     pub fn save_pack(&self, id: &str, rec: &PackRecord) -> Result<(), CatalogError> {
         let path = self
@@ -360,6 +426,20 @@ fn parse_versioned<T: serde::de::DeserializeOwned>(
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
+}
+
+/// Where a file's lost webhook replies are noted, in its folder.
+const LOST_REPLIES: &str = "lost-replies.json";
+
+/// A webhook post whose reply was lost after its body was sent, with no bot token to look for
+/// the message: Discord may keep a copy of the pack that no record names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LostReply {
+    /// The pack's number in the file's upload (its attachment name follows from it).
+    pub pack: u64,
+    pub webhook: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
 }
 
 #[cfg(test)]

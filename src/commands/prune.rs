@@ -244,6 +244,11 @@ pub async fn prune(s: &Session, repo: &RepoKeys, opts: PruneOpts) -> Result<Prun
         store.delete_message(p.channel_id, p.message_id).await?;
     }
     report.deleted -= report.repacked;
+    // A copy a lost webhook reply left is a pack no entry uses: gone now if older than the
+    // grace period, so its note goes too.
+    for (id, _) in s.catalog.all_lost_replies()? {
+        s.catalog.forget_lost_replies(&id, cutoff)?;
+    }
     Ok(report)
 }
 

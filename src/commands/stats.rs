@@ -38,6 +38,9 @@ pub struct Stats {
     pub stored_bytes: u64,
     pub unused_packs: u64,
     pub garbage_bytes: u64,
+    /// Webhook posts whose reply was lost with no bot to look: each may have left a pack copy
+    /// on Discord that no record names.
+    pub lost_replies: u64,
 }
 
 pub async fn stats(s: &Session, json: bool) -> Result<()> {
@@ -47,7 +50,10 @@ pub async fn stats(s: &Session, json: bool) -> Result<()> {
 
 /// The figures, from the catalogue and (when a repository exists) the packs on Discord.
 pub async fn compute(s: &Session) -> Result<Stats> {
-    let mut st = Stats::default();
+    let mut st = Stats {
+        lost_replies: s.catalog.all_lost_replies()?.len() as u64,
+        ..Stats::default()
+    };
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
     // Sealed bytes that files use, per pack attachment.
     let mut live: HashMap<u64, HashMap<u64, u64>> = HashMap::new();
@@ -176,5 +182,12 @@ fn print(st: &Stats, json: bool) -> Result<()> {
         plural(st.unused_packs, "pack"),
         human_bytes(st.garbage_bytes)
     );
+    if st.lost_replies > 0 {
+        println!(
+            "Lost replies: {} lost {} after the pack was sent, each perhaps leaving a copy on Discord (`prune` with a bot token removes them)",
+            plural(st.lost_replies, "webhook post"),
+            if st.lost_replies == 1 { "its reply" } else { "their replies" }
+        );
+    }
     Ok(())
 }

@@ -197,7 +197,7 @@ async fn transfer(
         catalog: s.catalog.clone(),
         keys: repo.keys.clone(),
         chunker: repo.chunker,
-        concurrency: s.config.concurrency,
+        concurrency: s.config.concurrency_set.then_some(s.config.concurrency),
         cancel,
         attachment_limit: attachment_limit(s).await?,
     };

@@ -43,7 +43,8 @@ pub struct Upload2<S> {
     pub catalog: Catalog,
     pub keys: Keys,
     pub chunker: ChunkerParams,
-    pub concurrency: usize,
+    /// Packs in flight at most; `None` for as many as the lanes take within the memory budget.
+    pub concurrency: Option<usize>,
     pub cancel: CancellationToken,
     /// The largest attachment every channel accepts (the part size in force).
     pub attachment_limit: u64,
@@ -278,8 +279,8 @@ async fn round<S: PartStore>(
             })
         })
     };
-    // With webhooks configured, each pack goes to the lane that can take it soonest; without,
-    // pack n goes to channel n mod len as always.
+    // Each pack goes to the lane that can take it soonest (a store without lanes: pack n goes
+    // to channel n mod len).
     let mut lanes = match ctx.store.upload_lanes().await {
         Ok(l) if l.is_empty() => None,
         Ok(l) => Some(Scheduler::new(l)),
@@ -291,10 +292,12 @@ async fn round<S: PartStore>(
         }
     };
     // With lanes, a pack leaves only when a lane can send it at once, so as many may be in
-    // flight as the lanes allow, within the memory budget.
-    let cap = match &lanes {
-        Some(_) => in_flight_budget(pack_size as u64),
-        None => ctx.concurrency,
+    // flight as the lanes allow, within the memory budget (and the user's `concurrency`).
+    let budget = in_flight_budget(pack_size as u64);
+    let cap = match (&lanes, ctx.concurrency) {
+        (_, Some(n)) => n.clamp(1, budget),
+        (Some(_), None) => budget,
+        (None, None) => budget.min(crate::config::DEFAULT_CONCURRENCY),
     };
 
     let mut inflight: JoinSet<(Option<Lane>, Result<PackRecord, Failed>)> = JoinSet::new();
@@ -375,6 +378,9 @@ async fn round<S: PartStore>(
                     Ok((Some(lane), Err(Failed { err, job: Some(job) }))) if !err.is_fatal() && failure.is_none() => {
                         // A lane's failure is that lane's: the pack goes again, perhaps elsewhere.
                         let Some(l) = lanes.as_mut() else { continue };
+                        if let UploadError::Store(StoreError::Ambiguous { webhook }) = &err {
+                            note_lost_reply(&ctx.catalog, &file.id, job.index, *webhook);
+                        }
                         let dead = matches!(err, UploadError::Store(StoreError::DeadWebhook { .. }));
                         if dead {
                             l.dead(lane);
@@ -770,6 +776,19 @@ fn launch<S: PartStore>(
     };
     let post = post_pack(store, catalog, &ctx.keys, file, job, lane, true);
     Box::pin(async move { (Some(lane), post.await) })
+}
+
+/// Notes a webhook post of pack `pack` that lost its reply (a copy may stay on Discord until a
+/// `prune` with a bot token); a note that cannot be written is a warning, not a failure.
+fn note_lost_reply(catalog: &Catalog, id: &str, pack: u64, webhook: u64) {
+    let lost = crate::catalog::LostReply {
+        pack,
+        webhook,
+        at: OffsetDateTime::now_utc(),
+    };
+    if let Err(e) = catalog.note_lost_reply(id, lost) {
+        tracing::warn!("the lost reply of pack {pack} could not be noted: {e}");
+    }
 }
 
 /// Sleeps until `at`; never ends without one.

@@ -82,10 +82,6 @@ impl Hooks {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.configured.is_empty()
-    }
-
     pub fn ids(&self) -> Vec<u64> {
         self.configured.iter().map(|w| w.id).collect()
     }
@@ -230,12 +226,8 @@ impl BotStore {
     }
 
     /// The lanes of an upload: every configured channel when a bot token is set, and every
-    /// live webhook. Empty with one channel and no webhook: packs then go to it in turn, each
-    /// request holding the only copy of its pack.
+    /// live webhook.
     pub async fn upload_lanes(&self) -> Result<Vec<Lane>, StoreError> {
-        if self.hooks.is_empty() && self.channels.len() < 2 {
-            return Ok(Vec::new());
-        }
         let mut lanes: Vec<Lane> = Vec::new();
         if self.bot {
             lanes.extend(self.channels.iter().map(|&c| Lane::Channel(c)));

@@ -45,6 +45,7 @@ impl Env {
             data_dir: self.data_dir(),
             part_size: PartSize::Fixed(PART),
             concurrency: 4,
+            concurrency_set: false,
             // Generous, so a loaded machine never times a test out; tests of the idle timeout set their own.
             request_timeout: Duration::from_secs(20),
             retries: 5,
@@ -105,7 +106,7 @@ impl Env {
     /// where a test puts it.
     pub fn strict_session(&self) -> Session {
         self.session_with(|c| {
-            c.concurrency = 1;
+            c.set_concurrency(1);
             c.retries = 0;
         })
     }

@@ -206,7 +206,7 @@ async fn single_deletes_stopped_half_way_finish_when_run_again() {
 async fn deleting_an_unfinished_upload_removes_its_unrecorded_part_too() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
-        c.concurrency = 1;
+        c.set_concurrency(1);
         c.retries = 0;
     });
     // Part 3 reaches Discord but its reply is lost; the upload stops there.

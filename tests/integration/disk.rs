@@ -57,7 +57,7 @@ async fn a_symlink_at_the_partial_name_is_not_written_through() {
 #[tokio::test]
 async fn a_file_that_appears_during_the_download_is_not_replaced() {
     let env = Env::new().await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     let m = round_trip(&env, &s, 3 * PART as usize).await;
     // The first CDN fetch is held long enough for another program to create the file.
     env.fault(
@@ -216,7 +216,7 @@ async fn a_downloaded_file_gets_the_sources_mode() {
 #[tokio::test]
 async fn the_partial_file_is_private_while_it_downloads() {
     let env = Env::new().await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     let m = round_trip(&env, &s, 3 * PART as usize).await;
     env.fault(
         FaultRoute::Cdn,

@@ -56,7 +56,7 @@ async fn expired_urls_are_fetched_again() {
         c.cdn_url_ttl = Duration::from_secs(1);
     })
     .await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     let m = round_trip(&env, &s, 3 * PART as usize).await;
     // The CDN answers the first fetch only after its signed URL has expired.
     env.fault(
@@ -249,7 +249,7 @@ async fn verify_healthy_missing_and_damaged() {
 #[tokio::test]
 async fn a_download_cut_off_midway_is_fetched_again() {
     let env = Env::new().await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     let m = round_trip(&env, &s, 3 * PART as usize).await;
     env.fault(FaultRoute::Cdn, 1, 2, FaultAction::CutOff);
     let got = get(&s, &m.id, &out_dir(&env), false).await.unwrap();
@@ -264,7 +264,7 @@ async fn a_download_cut_off_midway_is_fetched_again() {
 #[tokio::test]
 async fn a_cancelled_download_finishes_when_run_again() {
     let env = Env::new().await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     let m = round_trip(&env, &s, 4 * PART as usize).await;
     // Two parts arrive, then the CDN hangs and the user presses Ctrl-C.
     env.fault(

@@ -449,7 +449,7 @@ async fn a_truncated_or_deleted_pack_is_named() {
 async fn an_interrupted_download_resumes_without_fetching_again_what_it_has() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
-        c.concurrency = 1;
+        c.set_concurrency(1);
         c.retries = 1;
         c.retry_base = Duration::from_millis(1);
     });
@@ -516,7 +516,7 @@ async fn an_expired_url_is_refreshed_through_the_packs_message() {
         c.cdn_url_ttl = Duration::from_secs(1);
     })
     .await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     let keys = encrypted();
     let file = store_file(&env, &s, &keys, "f.bin", &random_bytes(600_000, 21)).await;
     // The CDN answers the first range only after its signed URL has expired.
@@ -539,7 +539,7 @@ async fn an_expired_url_is_refreshed_through_the_packs_message() {
 #[tokio::test]
 async fn a_cdn_answering_with_the_whole_pack_is_cut_to_the_range() {
     let env = Env::new().await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     let keys = unencrypted();
     let file = store_file(&env, &s, &keys, "f.bin", &random_bytes(1_500_000, 30)).await;
     env.fault(FaultRoute::Cdn, 0, 2, FaultAction::IgnoreRange);

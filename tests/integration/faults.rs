@@ -108,7 +108,7 @@ async fn spent_retry_budget_fails_naming_resume_then_resume_finishes() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
         c.retries = 2;
-        c.concurrency = 1;
+        c.set_concurrency(1);
     });
     env.fault(FaultRoute::CreateMessage, 2, 3, FaultAction::Status(503));
     let path = env.file("budget.bin", 5 * PART as usize);

@@ -27,7 +27,7 @@ async fn permission_removed_with_packs_in_flight_stops_with_its_sentence_then_re
     let env = Env::new().await;
     let s = env.session_with(|c| {
         c.part_size = PartSize::Fixed(ATTACHMENT);
-        c.concurrency = 4;
+        c.set_concurrency(4);
     });
     let r = repo(true);
     let data = random_bytes(12_000_000, 61);
@@ -70,7 +70,7 @@ async fn an_edit_in_place_during_a_format_2_upload_is_never_marked_complete() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
         c.part_size = PartSize::Fixed(ATTACHMENT);
-        c.concurrency = 1;
+        c.set_concurrency(1);
     });
     let r = repo(true);
     let path = put(&env, "edited.bin", random_bytes(8_000_000, 62));

@@ -126,7 +126,7 @@ fn edit_in_place(path: &std::path::Path, offset: u64, patch: &[u8]) {
 #[tokio::test]
 async fn an_edit_in_place_during_the_upload_is_never_marked_complete() {
     let env = Env::new().await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     let path = env.file("edited.bin", 8 * PART as usize);
     let size = std::fs::metadata(&path).unwrap().len();
     // Part 1 waits on its way in; meanwhile bytes past what the reader has reached change.
@@ -212,7 +212,7 @@ async fn a_part_stored_before_a_shrink_whose_record_is_lost_is_adopted() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
         c.part_size = dstore::config::PartSize::Fixed(200_000);
-        c.concurrency = 1;
+        c.set_concurrency(1);
         c.retries = 0;
     });
     let guild = env.emu.guild_id();

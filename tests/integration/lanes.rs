@@ -450,3 +450,81 @@ async fn a_global_429_holds_back_every_bot_lane_for_its_wait() {
         "messages {inside:?} ms after the start, inside the 2 s global wait"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bot_channel_fills_each_window_even_when_posts_are_slow() {
+    // Discord's 5 creates per 5 s, and each pack takes about 1.5 s to send. A fixed four in
+    // flight sends a window's fifth pack only once one of the first four is done, 1.5 s later;
+    // through the scheduler all five leave together.
+    let env = Env::with(|c| {
+        c.rate_limits = Some(Default::default());
+        c.connection_bytes_per_sec = Some(ATTACHMENT * 2 / 3);
+    })
+    .await;
+    let s = env.session_with(|c| c.part_size = PartSize::Fixed(ATTACHMENT));
+    let r = repo(false);
+    let data = random_bytes(11 * ATTACHMENT as usize - 300_000, 51);
+    let path = env.dir.path().join("w.bin");
+    std::fs::write(&path, &data).unwrap();
+    let m = upload2(&s, &r, &path).await.unwrap();
+    assert_eq!(rebuilt(&env, &r, &m), data);
+    let mut at: Vec<u64> = env
+        .emu
+        .messages(env.emu.channel_id())
+        .iter()
+        .filter(|m| m.attachments.len() == 1 && m.attachments[0].size > 512 * 1024)
+        .map(|m| m.timestamp)
+        .collect();
+    at.sort_unstable();
+    assert!(at.len() >= 10, "{} packs", at.len());
+    let since: Vec<u64> = at.iter().map(|t| t - at[0]).collect();
+    assert!(
+        at.windows(5).any(|w| w[4] - w[0] < 700),
+        "no five packs landed together (ms after the first: {since:?})"
+    );
+    assert_eq!(env.emu.stats().rate_limited.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_reply_lost_without_a_bot_is_noted_and_a_bot_prune_removes_the_copy() {
+    let env = Env::new().await;
+    let channel = env.emu.channel_id();
+    let info = env.emu.create_webhook(channel);
+    let s = lanes_session(&env, vec![hook(&info)], false);
+    let r = repo(true);
+    let data = random_bytes(2_500_000, 27);
+    let path = env.dir.path().join("l.bin");
+    std::fs::write(&path, &data).unwrap();
+    // The first pack is stored, then its connection drops before the reply.
+    env.fault(
+        FaultRoute::ExecuteWebhook,
+        0,
+        1,
+        FaultAction::ResetAfterCommit,
+    );
+    let m = upload2(&s, &r, &path).await.unwrap();
+    assert_eq!(rebuilt(&env, &r, &m), data);
+    let records = s.catalog.load_packs(&m.id).unwrap();
+    // The packs, the entry, and the one copy nothing records.
+    assert_eq!(env.emu.messages(channel).len(), records.len() + 2);
+    let lost = s.catalog.lost_replies(&m.id);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!((lost[0].pack, lost[0].webhook), (0, info.id));
+
+    // `stats` counts it; a prune with the bot's token finds the copy (a pack no entry uses)
+    // and removes it, and the note with it; the file still comes back whole.
+    let bot = lanes_session(&env, vec![hook(&info)], true);
+    let st = dstore::commands::stats::compute(&bot).await.unwrap();
+    assert_eq!(st.lost_replies, 1);
+    let opts = dstore::commands::prune::PruneOpts {
+        grace: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let report = dstore::commands::prune::prune(&bot, &r, opts)
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, 1, "{report:?}");
+    assert_eq!(env.emu.messages(channel).len(), records.len() + 1);
+    assert!(bot.catalog.lost_replies(&m.id).is_empty());
+    assert_eq!(rebuilt(&env, &r, &m), data);
+}

@@ -32,7 +32,7 @@ async fn resume_sends_only_missing_parts() {
 #[tokio::test]
 async fn unrecorded_part_on_discord_is_adopted_not_resent() {
     let env = Env::new().await;
-    let s = env.session_with(|c| c.concurrency = 1);
+    let s = env.session_with(|c| c.set_concurrency(1));
     // The third part is stored by Discord, but its reply never arrives; the user gives up.
     env.fault(
         FaultRoute::CreateMessage,
@@ -177,7 +177,7 @@ async fn complete_and_unknown_ids() {
 async fn a_source_changed_between_attempts_is_caught_not_sent() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
-        c.concurrency = 1;
+        c.set_concurrency(1);
         c.retry_base = Duration::from_millis(400);
     });
     // Part 1's first attempt fails; the file changes before the retry re-reads the part.

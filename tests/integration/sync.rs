@@ -282,7 +282,7 @@ async fn a_round_killed_mid_way_loses_nothing_and_the_next_sends_only_the_rest()
     let s = env.session_with(|c| {
         c.part_size = dstore::config::PartSize::Fixed(crate::upload2::ATTACHMENT);
         c.retries = 0;
-        c.concurrency = 1;
+        c.set_concurrency(1);
     });
     let r = repo(true);
     let root = env.dir.path().join("big");
@@ -655,7 +655,7 @@ async fn a_file_edited_while_the_round_reads_it_is_left_for_the_next_round_never
     let env = Env::new().await;
     let s = env.session_with(|c| {
         c.part_size = dstore::config::PartSize::Fixed(crate::upload2::ATTACHMENT);
-        c.concurrency = 1;
+        c.set_concurrency(1);
     });
     let r = repo(true);
     let root = env.dir.path().join("live");

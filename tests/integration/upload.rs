@@ -114,7 +114,7 @@ async fn shrinking_keeps_parts_already_stored() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
         c.part_size = PartSize::Fixed(200_000);
-        c.concurrency = 1;
+        c.set_concurrency(1);
     });
     // The first two parts go through, then the server's limit drops (a boost lapses).
     env.fault(

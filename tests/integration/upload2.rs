@@ -227,7 +227,7 @@ async fn an_unrecorded_pack_is_adopted_on_resume_and_nothing_is_posted_twice() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
         c.part_size = PartSize::Fixed(ATTACHMENT);
-        c.concurrency = 1;
+        c.set_concurrency(1);
     });
     let r = repo(true);
     // The third pack is stored by Discord, but its reply never arrives; the user gives up.
@@ -278,7 +278,7 @@ async fn a_failed_upload_resumes_without_sending_stored_chunks_again() {
     let env = Env::new().await;
     let s = env.session_with(|c| {
         c.part_size = PartSize::Fixed(ATTACHMENT);
-        c.concurrency = 1;
+        c.set_concurrency(1);
         c.retries = 0;
     });
     let r = repo(false);
