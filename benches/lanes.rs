@@ -37,11 +37,12 @@
 //! - the last message's pack alone crosses one connection: no sooner than its slot plus
 //!   `its bytes / CONNECTION`.
 //!
-//! A download's best is its CDN bytes over the link (or one range over one connection, if
-//! longer), and its message reads within the 50 per second global.
+//! A download's best is its CDN bytes over the link, and its message reads within the 50 per
+//! second global (ranges can be split over as many connections as it takes, so the
+//! per-connection cap bounds nothing on its own).
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -107,7 +108,7 @@ fn bench() -> Result<()> {
             other => bail!("DSTORE_BENCH_KINDS: {other:?} is neither bot nor webhook"),
         })
         .collect::<Result<_>>()?;
-    let dstore = release_bin()?;
+    let dstore = common::release_dir()?.join("dstore");
     let tmp = tempfile::Builder::new()
         .prefix("dstore-bench-lanes-")
         .tempdir()?;
@@ -341,13 +342,12 @@ fn best_upload(kind: Kind, lanes: usize, sizes: &[u64], messages: usize) -> f64 
     best
 }
 
-/// The best download time: `cdn` bytes over the link (or one 8 MiB range over one connection,
-/// if longer), and `reads` API requests within the 50 per second global.
+/// The best download time: `cdn` bytes over the link, and `reads` API requests within the 50
+/// per second global.
 fn best_download(cdn: u64, reads: u64) -> f64 {
     let link = cdn as f64 / LINK as f64;
-    let range = (cdn.min(8 * MIB)) as f64 / CONNECTION as f64;
     let reads = reads.saturating_sub(50) as f64 / 50.0;
-    link.max(range).max(reads)
+    link.max(reads)
 }
 
 fn print_table(mib: u64, rows: &[Row]) {
@@ -395,32 +395,6 @@ fn print_table(mib: u64, rows: &[Row]) {
         "(MB/s: bytes sent (up: packs; down: CDN bytes) per second; best: from the limits alone, \
          see benches/lanes.rs)"
     );
-}
-
-/// The release `dstore`, built if missing.
-fn release_bin() -> Result<PathBuf> {
-    // `cargo bench` runs this from <target>/release/deps, whatever CARGO_TARGET_DIR says.
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .ancestors()
-        .nth(2)
-        .context("no target dir")?
-        .to_path_buf();
-    let bin = dir.join("dstore");
-    if !bin.is_file() {
-        let target = dir.parent().context("release dir has no parent")?;
-        eprintln!("release dstore missing in {}: building it", dir.display());
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--bin", "dstore"])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()?;
-        if !status.success() {
-            bail!("cargo build --release failed");
-        }
-    }
-    Ok(bin)
 }
 
 /// Checks a downloaded copy against the source's hash, then deletes it to free the disk.

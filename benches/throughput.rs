@@ -28,7 +28,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
@@ -63,7 +63,7 @@ fn main() {
 fn bench() -> Result<()> {
     let mib = std::env::var("DSTORE_BENCH_MB").map_or(Ok(1024), |v| v.parse::<u64>());
     let mib = mib.context("DSTORE_BENCH_MB takes a whole number of MiB")?;
-    let bins = release_bins()?;
+    let bins = common::release_dir()?;
     // Declared before the emulator so it is removed after the emulator is killed.
     let tmp = tempfile::Builder::new().prefix("dstore-bench-").tempdir()?;
     let source = tmp.path().join("source.bin");
@@ -371,34 +371,6 @@ fn write_inserted(source: &Path, path: &Path, extra: u64) -> Result<String> {
     copy(&mut input, &mut out)?;
     out.flush()?;
     Ok(hex::encode(hash.finalize()))
-}
-
-/// The directory holding the release `dstore` and `dstore-emulator`, built if missing.
-fn release_bins() -> Result<PathBuf> {
-    // `cargo bench` runs this from <target>/release/deps, whatever CARGO_TARGET_DIR says.
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .ancestors()
-        .nth(2)
-        .context("no target dir")?
-        .to_path_buf();
-    if !dir.join("dstore").is_file() || !dir.join("dstore-emulator").is_file() {
-        let target = dir.parent().context("release dir has no parent")?;
-        eprintln!(
-            "release binaries missing in {}: running cargo build --release --workspace --bins",
-            dir.display()
-        );
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--workspace", "--bins"])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()?;
-        if !status.success() {
-            bail!("cargo build --release failed");
-        }
-    }
-    Ok(dir)
 }
 
 /// Checks a downloaded copy against the source's hash, then deletes it to free the disk.

@@ -245,3 +245,31 @@ pub fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
         stderr,
     })
 }
+
+/// The release folder holding `dstore` and `dstore-emulator`, built first if either is missing.
+/// `cargo bench` runs a benchmark from <target>/release/deps, whatever CARGO_TARGET_DIR says.
+pub fn release_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .ancestors()
+        .nth(2)
+        .context("no target dir")?
+        .to_path_buf();
+    if !dir.join("dstore").is_file() || !dir.join("dstore-emulator").is_file() {
+        let target = dir.parent().context("release dir has no parent")?;
+        eprintln!(
+            "release binaries missing in {}: running cargo build --release --workspace --bins",
+            dir.display()
+        );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--workspace", "--bins"])
+            .env("CARGO_TARGET_DIR", target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()?;
+        if !status.success() {
+            bail!("cargo build --release failed");
+        }
+    }
+    Ok(dir)
+}
