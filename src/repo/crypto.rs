@@ -376,26 +376,21 @@ impl Keys {
         }
     }
 
-    /// The ID of a whole pack: `H(id_key, "pack" || pack)` truncated to 16 bytes; unencrypted,
-    /// SHA-256("pack" || pack) truncated to 16 bytes.
+    /// The ID of a whole pack (docs/format.md 5): `H(id_key, "pack" || len (u64 LE) || tail)`
+    /// truncated to 16 bytes, where `tail` is the sealed header and its trailer (the last
+    /// `header_len + 4` bytes), or the whole pack when its trailer points outside it;
+    /// unencrypted, SHA-256 of the same. The sealed header lists every blob's chunk ID, offset
+    /// and length under its own tag and a random nonce, and each blob is checked by its own tag
+    /// and chunk ID, so the blobs are not hashed a second time.
     pub fn pack_id(&self, pack: &[u8]) -> [u8; PACK_ID_LEN] {
-        let mut h = self.pack_hasher();
-        h.update(pack);
-        h.finish()
-    }
-
-    /// An incremental [`Keys::pack_id`], for a pack written piece by piece.
-    pub fn pack_hasher(&self) -> PackHasher {
         let mut h = match &self.sealing {
-            Some(s) => PackHasher(Hasher::Keyed(Box::new(blake3::Hasher::new_keyed(
-                &s.id_key,
-            )))),
-            None => PackHasher(Hasher::Plain(Box::new(ring::digest::Context::new(
-                &ring::digest::SHA256,
-            )))),
+            Some(s) => Hasher::Keyed(Box::new(blake3::Hasher::new_keyed(&s.id_key))),
+            None => Hasher::Plain(Box::new(ring::digest::Context::new(&ring::digest::SHA256))),
         };
         h.update(b"pack");
-        h
+        h.update(&(pack.len() as u64).to_le_bytes());
+        h.update(&pack[pack_id_tail(pack)..]);
+        h.finish()
     }
 
     /// The opaque attachment name of an object: `hex(r) || hex(t) || ".bin"` with
@@ -492,11 +487,7 @@ impl InPlaceSeal {
     }
 }
 
-/// An incremental pack ID (see [`Keys::pack_hasher`]).
-#[derive(Clone)]
-pub struct PackHasher(Hasher);
-
-#[derive(Clone)]
+/// The hash of a pack ID.
 enum Hasher {
     /// Encrypted: keyed BLAKE3 with id_key.
     Keyed(Box<blake3::Hasher>),
@@ -504,10 +495,9 @@ enum Hasher {
     Plain(Box<ring::digest::Context>),
 }
 
-impl PackHasher {
-    /// Feeds the next bytes of the pack.
-    pub fn update(&mut self, bytes: &[u8]) {
-        match &mut self.0 {
+impl Hasher {
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
             Hasher::Keyed(h) => {
                 h.update(bytes);
             }
@@ -515,15 +505,26 @@ impl PackHasher {
         }
     }
 
-    /// The pack ID: the first 16 bytes of the hash.
-    pub fn finish(self) -> [u8; PACK_ID_LEN] {
+    /// The first 16 bytes of the hash.
+    fn finish(self) -> [u8; PACK_ID_LEN] {
         let mut id = [0u8; PACK_ID_LEN];
-        match self.0 {
+        match self {
             Hasher::Keyed(h) => id.copy_from_slice(&h.finalize().as_bytes()[..PACK_ID_LEN]),
             Hasher::Plain(h) => id.copy_from_slice(&h.finish().as_ref()[..PACK_ID_LEN]),
         }
         id
     }
+}
+
+/// Where a pack ID's `tail` starts: the sealed header's first byte, or 0 when the trailer
+/// (the last 4 bytes, `header_len` LE) points outside the pack or the pack has none.
+pub fn pack_id_tail(pack: &[u8]) -> usize {
+    let Some(at) = pack.len().checked_sub(4) else {
+        return 0;
+    };
+    let mut t = [0u8; 4];
+    t.copy_from_slice(&pack[at..]);
+    at.checked_sub(u32::from_le_bytes(t) as usize).unwrap_or(0)
 }
 
 /// nonce(24) || ciphertext || tag(16), with a fresh nonce from the OS RNG, in one allocation.

@@ -186,21 +186,45 @@ fn chunk_id_is_keyed_blake3_or_sha256() {
 }
 
 #[test]
-fn pack_id_is_truncated_keyed_hash_and_incremental() {
+fn pack_id_is_a_truncated_keyed_hash_of_the_length_and_the_sealed_header() {
     let k = keys();
-    let mut whole = blake3::Hasher::new_keyed(&unhex::<32>(KAT_ID_KEY));
-    whole.update(b"packhello world");
-    assert_eq!(
-        k.pack_id(b"hello world")[..],
-        whole.finalize().as_bytes()[..16]
-    );
-    let mut h = k.pack_hasher();
-    h.update(b"hello ");
-    h.update(b"world");
-    assert_eq!(h.finish(), k.pack_id(b"hello world"));
+    // blobs "BLOBS", sealed header "HDR", trailer header_len = 3.
+    let pack = [&b"BLOBS"[..], b"HDR", &3u32.to_le_bytes()].concat();
+    let mut tail = b"pack".to_vec();
+    tail.extend_from_slice(&(pack.len() as u64).to_le_bytes());
+    tail.extend_from_slice(b"HDR");
+    tail.extend_from_slice(&3u32.to_le_bytes());
+    let keyed = |m: &[u8]| {
+        let mut h = blake3::Hasher::new_keyed(&unhex::<32>(KAT_ID_KEY));
+        h.update(m);
+        h.finalize().as_bytes()[..16].to_vec()
+    };
+    assert_eq!(k.pack_id(&pack)[..], keyed(&tail)[..]);
     let plain = Keys::unencrypted(repo(), 5);
-    let sha = ring::digest::digest(&ring::digest::SHA256, b"packhello world");
-    assert_eq!(plain.pack_id(b"hello world")[..], sha.as_ref()[..16]);
+    let sha = ring::digest::digest(&ring::digest::SHA256, &tail);
+    assert_eq!(plain.pack_id(&pack)[..], sha.as_ref()[..16]);
+
+    // A blob's bytes are checked by its own tag, not by the pack ID; the header, the trailer
+    // and the length are.
+    let mut blob = pack.clone();
+    blob[0] ^= 1;
+    assert_eq!(k.pack_id(&blob), k.pack_id(&pack));
+    let mut header = pack.clone();
+    header[6] ^= 1;
+    assert_ne!(k.pack_id(&header), k.pack_id(&pack));
+    let longer = [&b"XBLOBS"[..], b"HDR", &3u32.to_le_bytes()].concat();
+    assert_ne!(k.pack_id(&longer), k.pack_id(&pack));
+
+    // A trailer pointing outside the pack, or no trailer at all: the whole pack is hashed.
+    let bad = [&b"AB"[..], &9u32.to_le_bytes()].concat();
+    let mut whole = b"pack".to_vec();
+    whole.extend_from_slice(&(bad.len() as u64).to_le_bytes());
+    whole.extend_from_slice(&bad);
+    assert_eq!(k.pack_id(&bad)[..], keyed(&whole)[..]);
+    let mut short = b"pack".to_vec();
+    short.extend_from_slice(&2u64.to_le_bytes());
+    short.extend_from_slice(b"AB");
+    assert_eq!(k.pack_id(b"AB")[..], keyed(&short)[..]);
 }
 
 // ---- Seal and open ----

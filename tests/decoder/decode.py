@@ -146,7 +146,11 @@ class Repo:
         return H(self.id_key, plain) if self.encrypted else hashlib.sha256(plain).digest()
 
     def pack_id(self, pack):
-        return (H(self.id_key, b"pack" + pack) if self.encrypted else hashlib.sha256(b"pack" + pack).digest())[:16]
+        start = 0
+        if len(pack) >= 4:
+            start = max(len(pack) - 4 - int.from_bytes(pack[-4:], "little"), 0)
+        m = b"pack" + len(pack).to_bytes(8, "little") + pack[start:]
+        return (H(self.id_key, m) if self.encrypted else hashlib.sha256(m).digest())[:16]
 
     def open_entry(self, data):
         j = xopen(self.cat_key, data, b"dstore v2 entry" + self.repo_id, "a catalogue entry") if self.encrypted else data

@@ -259,11 +259,12 @@ fn format2_independent_decoder_refuses_flipped_pack_byte() {
         "a chunk fails to open",
     );
 
-    // Altered after: the whole-pack ID check catches it first.
+    // Its sealed header altered after: the pack ID check catches it first.
     let dir = tempfile::tempdir().unwrap();
     let mut stored = store(&keys, &file);
     write_repo(dir.path(), &keys, Some(&key_file), &stored, &file);
-    stored.packs[0].1[7] ^= 0x80;
+    let in_header = stored.packs[0].1.len() - 10;
+    stored.packs[0].1[in_header] ^= 0x80;
     std::fs::write(dir.path().join(&stored.packs[0].0), &stored.packs[0].1).unwrap();
     assert_fails(
         &decode(dir.path(), &out, PASSPHRASE),

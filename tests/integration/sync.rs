@@ -574,10 +574,13 @@ async fn restore_refuses_a_damaged_pack_and_writes_nothing_in_its_place() {
         .unwrap()
         .unwrap();
     for p in &l.snapshot.packs {
+        // A byte in every kilobyte of every blob and of the sealed header, so each file's
+        // chunks are damaged (a pack holds both files' chunks; the trailer stays).
         let mut bytes = env.emu.attachment_bytes(p.attachment_id).unwrap();
-        bytes[100] ^= 0x55;
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x55;
+        let end = bytes.len() - 4;
+        for at in (100..end).step_by(997) {
+            bytes[at] ^= 0x55;
+        }
         assert!(env.emu.replace_attachment_bytes(p.attachment_id, &bytes));
     }
     for what in ["fragile/small.txt", "fragile/large.bin"] {
