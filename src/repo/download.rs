@@ -458,15 +458,23 @@ impl<S: PartStore> Rebuild<'_, S> {
             }
             let mut h = hasher.take().expect("put back after every group");
             let (buffers, received) = (ctx.buffers.clone(), ctx.received.clone());
+            // Fetched chunks are written here, in file order, one group at a time: concurrent
+            // writes to one file contend for its inode lock in the kernel, and each chunk is
+            // written while the hash has just brought it into the cache.
+            let sink = ctx.sink.clone().filter(|_| done.fetched);
+            let offsets: Vec<u64> = g.pieces.iter().map(|p| p.file_offset).collect();
             h = tokio::task::spawn_blocking(move || {
-                for p in done.plain.iter() {
+                for (p, at) in done.plain.iter().zip(offsets) {
                     h.update(p);
+                    if let Some(sink) = &sink {
+                        sink.file.write_all_at(p, at).map_err(|e| sink.io(e))?;
+                    }
                 }
                 done.plain.recycle(&buffers, Some(&received));
-                h
+                Ok::<_, RebuildError>(h)
             })
             .await
-            .map_err(stopped)?;
+            .map_err(stopped)??;
             drop(share);
             hasher = Some(h);
         }
@@ -497,7 +505,7 @@ impl Sink {
 
 impl<S: PartStore> Ctx<S> {
     /// One group: kept from the partial file when every chunk there hashes to its ID, else
-    /// fetched, opened and written.
+    /// fetched and opened.
     async fn group(self: &Arc<Self>, g: &Group) -> Result<Done, RebuildError> {
         if let Some(plain) = self.already_there(g).await? {
             return Ok(Done {
@@ -505,25 +513,8 @@ impl<S: PartStore> Ctx<S> {
                 fetched: false,
             });
         }
+        // Written by the caller, in file order, once hashed.
         let plain = self.fetch(g).await?;
-        if let Some(sink) = self.sink.clone() {
-            let pieces = g.pieces.clone();
-            let (plain, written) = tokio::task::spawn_blocking(move || {
-                let written = pieces
-                    .iter()
-                    .zip(plain.iter())
-                    .try_for_each(|(p, bytes)| sink.file.write_all_at(bytes, p.file_offset))
-                    .map_err(|e| sink.io(e));
-                (plain, written)
-            })
-            .await
-            .map_err(stopped)?;
-            written?;
-            return Ok(Done {
-                plain,
-                fetched: true,
-            });
-        }
         Ok(Done {
             plain,
             fetched: true,
