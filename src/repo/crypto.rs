@@ -524,7 +524,7 @@ pub fn pack_id_tail(pack: &[u8]) -> usize {
     };
     let mut t = [0u8; 4];
     t.copy_from_slice(&pack[at..]);
-    at.checked_sub(u32::from_le_bytes(t) as usize).unwrap_or(0)
+    at.saturating_sub(u32::from_le_bytes(t) as usize)
 }
 
 /// nonce(24) || ciphertext || tag(16), with a fresh nonce from the OS RNG, in one allocation.
