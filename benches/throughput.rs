@@ -12,7 +12,7 @@
 //! `--reference-download`) pays only for HTTP, multipart framing and loopback copies; no
 //! hashing, no manifests, no journal. The ratios are therefore dstore's own overhead.
 //!
-//! Format 2 (`DSTORE_FORMAT=2`, sealed with a passphrase, chunk sizes 512 KiB / 1 MiB / 8 MiB,
+//! Format 2 (`DSTORE_FORMAT=2`, sealed with a passphrase, chunk sizes 1 MiB / 1 MiB / 8 MiB,
 //! packs up to the emulator's 10 MiB attachment limit) runs after: random and text-like files
 //! up and down, the random file uploaded a second time under another name (a hard link), and a
 //! copy with 1 MiB inserted in its middle. Its rows add `stored/file`: the bytes the emulator

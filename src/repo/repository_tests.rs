@@ -16,7 +16,7 @@ fn example() -> RepoConfig {
 fn config_json_is_exactly_the_documented_shape() {
     assert_eq!(
         String::from_utf8(example().to_json()).unwrap(),
-        r#"{"format":2,"repo_id":"5f0c9a1be2d34c7a8e61b0f2d9c4a371","encryption":true,"chunker":{"min":524288,"avg":1048576,"max":8388608}}"#
+        r#"{"format":2,"repo_id":"5f0c9a1be2d34c7a8e61b0f2d9c4a371","encryption":true,"chunker":{"min":1048576,"avg":1048576,"max":8388608}}"#
     );
     let plain = RepoConfig {
         encryption: false,
@@ -25,14 +25,14 @@ fn config_json_is_exactly_the_documented_shape() {
     };
     assert_eq!(
         String::from_utf8(plain.to_json()).unwrap(),
-        r#"{"format":2,"repo_id":"5f0c9a1be2d34c7a8e61b0f2d9c4a371","encryption":false,"chunker":{"min":524288,"avg":1048576,"max":8388608},"chunker_seed":18446744073709551615}"#
+        r#"{"format":2,"repo_id":"5f0c9a1be2d34c7a8e61b0f2d9c4a371","encryption":false,"chunker":{"min":1048576,"avg":1048576,"max":8388608},"chunker_seed":18446744073709551615}"#
     );
     assert_eq!(RepoConfig::from_json(&plain.to_json()).unwrap(), plain);
 }
 
 #[test]
 fn config_reads_the_documented_example_in_any_order_with_unknown_fields() {
-    let text = r#"{"chunker":{"max":8388608,"avg":1048576,"min":524288},"later":"ignored",
+    let text = r#"{"chunker":{"max":8388608,"avg":1048576,"min":1048576},"later":"ignored",
         "encryption":true,"repo_id":"5f0c9a1be2d34c7a8e61b0f2d9c4a371","format":2}"#;
     assert_eq!(RepoConfig::from_json(text.as_bytes()).unwrap(), example());
 }
