@@ -1,5 +1,5 @@
 //! Content-defined chunking (docs/format.md, "Chunks"): FastCDC 2020 with a seeded gear table,
-//! streamed over any reader with memory bounded by twice the maximum chunk size.
+//! streamed over any reader with memory bounded by about the maximum chunk size and two averages.
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
@@ -121,7 +121,7 @@ pub struct Chunk {
 /// A streaming chunker over a reader. Cuts exactly where
 /// `FastCDC::with_level_and_seed(.., Normalization::Level1, seed)` cuts the whole input (where
 /// the same `cut_gear` cuts a window of `max` bytes or the rest of the input), while holding at
-/// most `2 * max` bytes of it. Yields `io::Result<Chunk>`; stops after an error.
+/// most `max + min(2 * avg, max) + 1 MiB` bytes of it. Yields `io::Result<Chunk>`; stops after an error.
 pub struct Chunker<R: Read> {
     source: R,
     buf: Vec<u8>,
@@ -160,7 +160,9 @@ impl<R: Read> Chunker<R> {
         let max = params.max as usize;
         Ok(Chunker {
             source,
-            buf: vec![0; 2 * max],
+            // Room for a window of `max` beyond the shorter one's bytes and one read: moving
+            // the unconsumed bytes to the front then happens about every `max` bytes consumed.
+            buf: vec![0; max + (2 * params.avg as usize).min(max) + READ],
             pos: 0,
             len: 0,
             offset: 0,
