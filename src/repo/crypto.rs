@@ -383,14 +383,16 @@ impl Keys {
     /// and length under its own tag and a random nonce, and each blob is checked by its own tag
     /// and chunk ID, so the blobs are not hashed a second time.
     pub fn pack_id(&self, pack: &[u8]) -> [u8; PACK_ID_LEN] {
-        let mut h = match &self.sealing {
-            Some(s) => Hasher::Keyed(Box::new(blake3::Hasher::new_keyed(&s.id_key))),
-            None => Hasher::Plain(Box::new(ring::digest::Context::new(&ring::digest::SHA256))),
-        };
-        h.update(b"pack");
-        h.update(&(pack.len() as u64).to_le_bytes());
-        h.update(&pack[pack_id_tail(pack)..]);
-        h.finish()
+        // The same hash as a chunk ID, of a short message: a few KiB of header (the whole
+        // pack only when it is damaged).
+        let tail = &pack[pack_id_tail(pack)..];
+        let mut m = Vec::with_capacity(4 + 8 + tail.len());
+        m.extend_from_slice(b"pack");
+        m.extend_from_slice(&(pack.len() as u64).to_le_bytes());
+        m.extend_from_slice(tail);
+        let mut id = [0u8; PACK_ID_LEN];
+        id.copy_from_slice(&self.chunk_id(&m)[..PACK_ID_LEN]);
+        id
     }
 
     /// The opaque attachment name of an object: `hex(r) || hex(t) || ".bin"` with
@@ -487,42 +489,14 @@ impl InPlaceSeal {
     }
 }
 
-/// The hash of a pack ID.
-enum Hasher {
-    /// Encrypted: keyed BLAKE3 with id_key.
-    Keyed(Box<blake3::Hasher>),
-    /// Unencrypted: SHA-256.
-    Plain(Box<ring::digest::Context>),
-}
-
-impl Hasher {
-    fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Keyed(h) => {
-                h.update(bytes);
-            }
-            Hasher::Plain(h) => h.update(bytes),
-        }
-    }
-
-    /// The first 16 bytes of the hash.
-    fn finish(self) -> [u8; PACK_ID_LEN] {
-        let mut id = [0u8; PACK_ID_LEN];
-        match self {
-            Hasher::Keyed(h) => id.copy_from_slice(&h.finalize().as_bytes()[..PACK_ID_LEN]),
-            Hasher::Plain(h) => id.copy_from_slice(&h.finish().as_ref()[..PACK_ID_LEN]),
-        }
-        id
-    }
-}
-
 /// Where a pack ID's `tail` starts: the sealed header's first byte, or 0 when the trailer
 /// (the last 4 bytes, `header_len` LE) points outside the pack or the pack has none.
-pub fn pack_id_tail(pack: &[u8]) -> usize {
-    let Some(at) = pack.len().checked_sub(4) else {
+fn pack_id_tail(pack: &[u8]) -> usize {
+    use super::pack::TRAILER_LEN;
+    let Some(at) = pack.len().checked_sub(TRAILER_LEN) else {
         return 0;
     };
-    let mut t = [0u8; 4];
+    let mut t = [0u8; TRAILER_LEN];
     t.copy_from_slice(&pack[at..]);
     at.saturating_sub(u32::from_le_bytes(t) as usize)
 }

@@ -462,12 +462,13 @@ impl<S: PartStore> Rebuild<'_, S> {
             // writes to one file contend for its inode lock in the kernel, and each chunk is
             // written while the hash has just brought it into the cache.
             let sink = ctx.sink.clone().filter(|_| done.fetched);
-            let offsets: Vec<u64> = g.pieces.iter().map(|p| p.file_offset).collect();
             h = tokio::task::spawn_blocking(move || {
-                for (p, at) in done.plain.iter().zip(offsets) {
-                    h.update(p);
+                for (bytes, p) in done.plain.iter().zip(&g.pieces) {
+                    h.update(bytes);
                     if let Some(sink) = &sink {
-                        sink.file.write_all_at(p, at).map_err(|e| sink.io(e))?;
+                        sink.file
+                            .write_all_at(bytes, p.file_offset)
+                            .map_err(|e| sink.io(e))?;
                     }
                 }
                 done.plain.recycle(&buffers, Some(&received));

@@ -235,7 +235,7 @@ impl<S: PartStore> Restore<'_, S> {
             })?;
         if bytes.len() as u64 != p.size || self.keys.pack_id(&bytes) != p.pack_id {
             bail!(
-                "the pack in message {} is not the one the snapshot names (another size or pack ID)",
+                "the pack in message {} is not the one the snapshot names (another size or pack ID): it was altered or replaced on Discord, and the chunks it holds cannot be restored from it",
                 p.message_id
             );
         }
