@@ -92,6 +92,21 @@ impl Buffers {
         spare.unwrap_or_default()
     }
 
+    /// An empty buffer for `len` bytes: the spare one with the least capacity that holds them,
+    /// else the largest spare (which grows), else a new one. Taking the best fit keeps each
+    /// buffer near the size of what it holds, where taking any would grow them all, over a
+    /// transfer, to its largest chunk.
+    pub fn take_for(&self, len: usize) -> Vec<u8> {
+        let Ok(mut spare) = self.spare.lock() else {
+            return Vec::new();
+        };
+        let fits = (0..spare.len())
+            .filter(|&i| spare[i].capacity() >= len)
+            .min_by_key(|&i| spare[i].capacity());
+        let pick = fits.or_else(|| (0..spare.len()).max_by_key(|&i| spare[i].capacity()));
+        pick.map(|i| spare.swap_remove(i)).unwrap_or_default()
+    }
+
     /// Gives `buf` back (emptied), or frees it when enough are waiting.
     pub fn give(&self, mut buf: Vec<u8>) {
         if buf.capacity() == 0 {
@@ -255,7 +270,11 @@ impl<R: Read> Chunker<R> {
         if cut == 0 {
             return Ok(None);
         }
-        let mut data = self.buffers.as_ref().map(Buffers::take).unwrap_or_default();
+        let mut data = self
+            .buffers
+            .as_ref()
+            .map(|b| b.take_for(cut))
+            .unwrap_or_default();
         data.extend_from_slice(&self.buf[self.pos..self.pos + cut]);
         let chunk = Chunk {
             offset: self.offset,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::chunker::Buffers;
 use super::compress::RESERVED_FLAGS;
 use super::crypto::Keys;
+use super::direct::InOrderWriter;
 use super::pack::{open_blob_in_place, OpenedBlob};
 use crate::catalog::{ChunkRef, FileManifest, PackRef};
 use crate::hash::Sha256;
@@ -436,6 +437,11 @@ impl<S: PartStore> Rebuild<'_, S> {
             .buffered(crate::config::MAX_CONCURRENCY)
             .boxed();
         let mut hasher = Some(Sha256::default());
+        // Fetched chunks come in file order: written around the page cache where the file
+        // system allows (src/repo/direct.rs).
+        let mut writer = sink
+            .as_ref()
+            .map(|s| InOrderWriter::new(s.file.clone(), &s.path));
         let mut summary = Summary::default();
         loop {
             let next = tokio::select! {
@@ -461,23 +467,37 @@ impl<S: PartStore> Rebuild<'_, S> {
             // Fetched chunks are written here, in file order, one group at a time: concurrent
             // writes to one file contend for its inode lock in the kernel, and each chunk is
             // written while the hash has just brought it into the cache.
-            let sink = ctx.sink.clone().filter(|_| done.fetched);
-            h = tokio::task::spawn_blocking(move || {
+            let mut w = writer.take();
+            let sink = ctx.sink.clone();
+            let fetched = done.fetched;
+            let (h2, w2) = tokio::task::spawn_blocking(move || {
                 for (bytes, p) in done.plain.iter().zip(&g.pieces) {
                     h.update(bytes);
-                    if let Some(sink) = &sink {
-                        sink.file
-                            .write_all_at(bytes, p.file_offset)
-                            .map_err(|e| sink.io(e))?;
+                    if let (Some(w), Some(sink), true) = (&mut w, &sink, fetched) {
+                        w.write_at(bytes, p.file_offset).map_err(|e| sink.io(e))?;
                     }
                 }
                 done.plain.recycle(&buffers, Some(&received));
-                Ok::<_, RebuildError>(h)
+                Ok::<_, RebuildError>((h, w))
             })
             .await
             .map_err(stopped)??;
             drop(share);
-            hasher = Some(h);
+            (hasher, writer) = (Some(h2), w2);
+        }
+        if let (Some(mut w), Some(s)) = (writer, &sink) {
+            let path = s.path.clone();
+            tokio::task::spawn_blocking(move || {
+                w.flush()?;
+                tracing::debug!(direct = w.direct_bytes(), "written around the page cache");
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(stopped)?
+            .map_err(|e| RebuildError::Io {
+                path,
+                reason: e.to_string(),
+            })?;
         }
         let got = hasher.expect("put back after every group").finish_hex();
         let want = self.file.sha256.clone().unwrap_or_default();
@@ -638,7 +658,7 @@ fn open_all(
             .recycle(buffers, None);
             return Err(*p);
         };
-        let mut plain = buffers.take();
+        let mut plain = buffers.take_for(p.chunk.plain_len as usize);
         match open_blob_in_place(keys, &p.chunk.entry(), blob, &mut plain) {
             Ok(OpenedBlob::InPlace(r)) => {
                 buffers.give(plain);

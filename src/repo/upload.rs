@@ -608,7 +608,7 @@ fn seal_chunks(
     sealed: std::sync::mpsc::SyncSender<Sealed>,
 ) {
     for w in work {
-        let mut compressed = buffers.take();
+        let mut compressed = buffers.take_for(zstd::zstd_safe::compress_bound(w.data.len()));
         let flags = super::compress::compress_into(&w.data, &mut compressed);
         let plain_len = w.data.len();
         let (mut body, spare) = if flags & super::compress::FLAG_ZSTD != 0 {
