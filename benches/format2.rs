@@ -266,7 +266,7 @@ fn run_case(keys: &Keys, data: &[u8]) -> Case {
             ("chunk (FastCDC)", f_chunk),
             ("sha256 (ring)", f_sha),
             ("chunk ID (BLAKE3)", f_id),
-            ("compress (zstd 3)", f_comp),
+            ("compress (zstd)", f_comp),
             ("seal (XChaCha20-P1305)", f_seal),
             ("pack (copy, header, ID)", f_pack),
             ("open", f_open),

