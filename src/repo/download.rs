@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use super::chunker::Buffers;
 use super::compress::RESERVED_FLAGS;
 use super::crypto::Keys;
-use super::direct::InOrderWriter;
 use super::pack::{open_blob_in_place, OpenedBlob};
 use crate::catalog::{ChunkRef, FileManifest, PackRef};
 use crate::hash::Sha256;
 use crate::progress::Progress;
 use crate::store::{PartStore, RemotePart, StoreError};
+use dstore_direct::InOrderWriter;
 
 /// The most sealed bytes one `Range` request asks for, and the most plaintext one group opens
 /// (a single chunk larger than this is a group alone). Small enough that the last requests of

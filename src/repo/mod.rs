@@ -5,7 +5,6 @@ pub mod catalogue;
 pub mod chunker;
 pub mod compress;
 pub mod crypto;
-mod direct;
 pub mod download;
 pub mod entry;
 pub mod index;

@@ -1,4 +1,5 @@
-//! Writing a download's plaintext, which arrives in file order, around the page cache.
+//! Writing bytes that arrive in file order around the page cache: a download's plaintext in
+//! dstore, an attachment's body in its emulator.
 //!
 //! A buffered write copies every byte into a page-cache page the kernel first allocates and
 //! zeroes, then writes back later; for a large download that copy is most of its CPU time
@@ -21,7 +22,7 @@ use std::sync::Arc;
 /// block size of common devices (4 KiB sectors), so it suits every one.
 pub const ALIGN: usize = 4096;
 
-/// The staging buffer: large writes keep the device busy, and it stays small next to the
+/// The default staging buffer: large writes keep the device busy, and it stays small next to a
 /// download's window.
 pub const STAGE: usize = 8 * 1024 * 1024;
 
@@ -44,21 +45,26 @@ impl InOrderWriter {
     /// A writer into `file`, whose name is `path`: a second descriptor with `O_DIRECT` is
     /// opened on the same file (checked by device and inode), or every write is buffered.
     pub fn new(file: Arc<File>, path: &Path) -> InOrderWriter {
+        Self::with_stage(file, path, STAGE)
+    }
+
+    /// [`InOrderWriter::new`] with a staging buffer of `stage` bytes (rounded up to [`ALIGN`]).
+    pub fn with_stage(file: Arc<File>, path: &Path, stage: usize) -> InOrderWriter {
         let direct = open_direct(&file, path);
-        Self::with_direct(file, direct)
+        Self::with_direct(file, direct, stage.max(1).next_multiple_of(ALIGN))
     }
 
     /// A writer whose every write goes through `file` (buffered).
     #[cfg(test)]
     pub fn buffered(file: Arc<File>) -> InOrderWriter {
-        Self::with_direct(file, None)
+        Self::with_direct(file, None, 0)
     }
 
-    fn with_direct(buffered: Arc<File>, direct: Option<File>) -> InOrderWriter {
+    fn with_direct(buffered: Arc<File>, direct: Option<File>, size: usize) -> InOrderWriter {
         let (stage, head, cap) = if direct.is_some() {
-            let stage = vec![0u8; STAGE + ALIGN];
+            let stage = vec![0u8; size + ALIGN];
             let head = stage.as_ptr().align_offset(ALIGN).min(ALIGN);
-            (stage, head, STAGE)
+            (stage, head, size)
         } else {
             (Vec::new(), 0, 0)
         };
