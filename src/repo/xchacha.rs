@@ -257,10 +257,6 @@ mod tests {
                 prop_assert!(ours.open_in_place(&nonce, &ad, &mut theirs, &tag).is_err());
             }
         }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(32))]
 
         /// The fallbacks: ring seals and opens exactly as OpenSSL does, and the keystream XOR
         /// undoes a pass over the buffer.
