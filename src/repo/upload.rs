@@ -256,6 +256,21 @@ async fn round<S: PartStore>(
     let (tx, mut rx) = mpsc::channel::<PackJob>(1);
     let stop = ctx.cancel.child_token();
     let known: HashSet<ChunkId> = index.ids().copied().collect();
+    // Each pack goes to the lane that can take it soonest (a store without lanes: pack n goes
+    // to channel n mod len).
+    let mut lanes = match ctx.store.upload_lanes().await {
+        Ok(l) if l.is_empty() => None,
+        Ok(l) => Some(Scheduler::new(l)),
+        Err(e) => return Err(e.into()),
+    };
+    // With lanes, a pack leaves only when a lane can send it at once, so as many may be in
+    // flight as the lanes allow, within the memory budget (and the user's `concurrency`).
+    let budget = in_flight_budget(pack_size as u64);
+    let cap = match (&lanes, ctx.concurrency) {
+        (_, Some(n)) => n.clamp(1, budget),
+        (Some(_), None) => budget,
+        (None, None) => budget.min(crate::config::DEFAULT_CONCURRENCY),
+    };
     let reader = {
         let (keys, params, path, stop) = (
             ctx.keys.clone(),
@@ -273,31 +288,12 @@ async fn round<S: PartStore>(
                 first,
                 pack_size,
                 tx,
-                stop,
                 buffers: Buffers::new(sealers() + 2),
-                pack_buffers: Buffers::new(SPARE_PACKS),
+                // Those in flight, one waiting for a slot and the one being filled.
+                pack_buffers: PackBuffers::new(cap + 2, stop.clone()),
+                stop,
             })
         })
-    };
-    // Each pack goes to the lane that can take it soonest (a store without lanes: pack n goes
-    // to channel n mod len).
-    let mut lanes = match ctx.store.upload_lanes().await {
-        Ok(l) if l.is_empty() => None,
-        Ok(l) => Some(Scheduler::new(l)),
-        Err(e) => {
-            stop.cancel();
-            drop(rx);
-            let _ = reader.await;
-            return Err(e.into());
-        }
-    };
-    // With lanes, a pack leaves only when a lane can send it at once, so as many may be in
-    // flight as the lanes allow, within the memory budget (and the user's `concurrency`).
-    let budget = in_flight_budget(pack_size as u64);
-    let cap = match (&lanes, ctx.concurrency) {
-        (_, Some(n)) => n.clamp(1, budget),
-        (Some(_), None) => budget,
-        (None, None) => budget.min(crate::config::DEFAULT_CONCURRENCY),
     };
 
     let mut inflight: JoinSet<(Option<Lane>, Result<PackRecord, Failed>)> = JoinSet::new();
@@ -460,7 +456,69 @@ struct ReadCtx {
     stop: CancellationToken,
     /// Chunk and compressed-body buffers, and pack buffers, for reuse.
     buffers: Buffers,
-    pack_buffers: Buffers,
+    pack_buffers: PackBuffers,
+}
+
+/// Pack buffers, reused, and at most `limit` of them alive at once (being filled, waiting to
+/// leave, in flight or waiting to go again): the reader waits for one to come back before it
+/// fills another, so an upload holds a bounded number of packs whatever the link's speed.
+#[derive(Clone)]
+struct PackBuffers {
+    pool: Arc<(std::sync::Mutex<PackPool>, std::sync::Condvar)>,
+    stop: CancellationToken,
+}
+
+struct PackPool {
+    spare: Vec<Vec<u8>>,
+    alive: usize,
+    limit: usize,
+}
+
+impl PackBuffers {
+    fn new(limit: usize, stop: CancellationToken) -> Self {
+        let pool = PackPool {
+            spare: Vec::new(),
+            alive: 0,
+            limit: limit.max(1),
+        };
+        PackBuffers {
+            pool: Arc::new((std::sync::Mutex::new(pool), std::sync::Condvar::new())),
+            stop,
+        }
+    }
+
+    /// A buffer, once fewer than `limit` are alive; `None` when the upload stopped meanwhile.
+    fn take(&self) -> Option<Vec<u8>> {
+        let (lock, freed) = &*self.pool;
+        let mut pool = lock.lock().ok()?;
+        loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            if pool.alive < pool.limit {
+                pool.alive += 1;
+                return Some(pool.spare.pop().unwrap_or_default());
+            }
+            // Woken when a buffer comes back; the timeout notices a stop.
+            pool = freed
+                .wait_timeout(pool, std::time::Duration::from_millis(50))
+                .ok()?
+                .0;
+        }
+    }
+
+    /// Gives a buffer back (kept for the next pack, up to [`SPARE_PACKS`]).
+    fn give(&self, mut buf: Vec<u8>) {
+        let (lock, freed) = &*self.pool;
+        if let Ok(mut pool) = lock.lock() {
+            pool.alive = pool.alive.saturating_sub(1);
+            buf.clear();
+            if pool.spare.len() < SPARE_PACKS && buf.capacity() > 0 {
+                pool.spare.push(buf);
+            }
+        }
+        freed.notify_one();
+    }
 }
 
 /// A new chunk on its way from the reader to a sealing worker.
@@ -645,7 +703,7 @@ fn seal_chunks(
 /// dropped (once the request that sent it is done with them).
 struct PackBuffer {
     bytes: Vec<u8>,
-    pool: Buffers,
+    pool: PackBuffers,
 }
 
 impl AsRef<[u8]> for PackBuffer {
@@ -672,8 +730,13 @@ fn pack_chunks(
     c: &ReadCtx,
     from_sealers: Vec<std::sync::mpsc::Receiver<Sealed>>,
 ) -> Result<Option<Packed>, UploadError> {
-    let fresh = || PackWriter::with_buffer(&c.keys, c.pack_size, c.pack_buffers.take());
-    let mut writer = fresh();
+    let fresh = || {
+        let buf = c.pack_buffers.take()?;
+        Some(PackWriter::with_buffer(&c.keys, c.pack_size, buf))
+    };
+    let Some(mut writer) = fresh() else {
+        return Ok(None);
+    };
     let mut in_pack: Vec<PackChunk> = Vec::new();
     let mut index = c.first;
     let mut covered = 0u64;
@@ -708,7 +771,10 @@ fn pack_chunks(
     while let Ok(chunk) = from_sealers[turn].recv() {
         turn = (turn + 1) % from_sealers.len();
         if !writer.is_empty() && !writer.would_fit_sealed(chunk.entry.sealed_len as usize) {
-            let full = std::mem::replace(&mut writer, fresh());
+            let Some(next) = fresh() else {
+                return Ok(None);
+            };
+            let full = std::mem::replace(&mut writer, next);
             if !send(full, &mut in_pack, &mut index, &mut covered) {
                 return Ok(None);
             }
@@ -970,5 +1036,37 @@ pub async fn adopt_orphans<S: PartStore>(
         if !found_any {
             return Ok(adopted);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// No more than `limit` pack buffers are out at once: the next taker waits until one comes
+    /// back, and gives up once the upload stops.
+    #[test]
+    fn pack_buffers_bound_the_packs_alive() {
+        let stop = CancellationToken::new();
+        let pool = PackBuffers::new(2, stop.clone());
+        let a = pool.take().expect("the first");
+        let _b = pool.take().expect("the second");
+        let (p, s) = (pool.clone(), stop.clone());
+        let waiter = std::thread::spawn(move || {
+            let got = p.take();
+            (got.is_some(), s.is_cancelled())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "a third buffer was handed out");
+        pool.give(a);
+        let (got, stopped) = waiter.join().unwrap();
+        assert!(got && !stopped, "the buffer given back went to the waiter");
+
+        let (p, s) = (pool.clone(), stop.clone());
+        let waiter = std::thread::spawn(move || p.take().is_none());
+        std::thread::sleep(Duration::from_millis(100));
+        s.cancel();
+        assert!(waiter.join().unwrap(), "a stopped upload's taker gives up");
     }
 }
