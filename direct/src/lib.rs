@@ -7,7 +7,7 @@
 //! benchmark machine). [`InOrderWriter`] gathers contiguous bytes in one aligned staging buffer
 //! and writes it whole with `O_DIRECT`; only the unaligned ends of a run (the file's last bytes,
 //! or the edges of chunks an earlier run already wrote) go through the page cache. Where the
-//! file system refuses `O_DIRECT`, every write is buffered, as before.
+//! file system refuses `O_DIRECT`, every write is buffered.
 //!
 //! Hand-written: no maintained crate offers an aligned, ordered `O_DIRECT` writer that falls
 //! back to buffered writes (the `direct-io` crates read, or require aligned callers).

@@ -91,6 +91,34 @@ fn reused_buffers_give_the_same_chunks() {
     assert_eq!(pool.spare(), 0);
 }
 
+/// A buffer is taken by best fit: the smallest spare that holds the bytes, else the largest
+/// spare, so buffers keep near the size of what they hold.
+#[test]
+fn buffers_are_taken_by_best_fit() {
+    let pool = Buffers::new(4);
+    for cap in [1 << 20, 4 << 20, 2 << 20] {
+        pool.give(Vec::with_capacity(cap));
+    }
+    let fit = pool.take_for(1_500_000);
+    assert!(
+        (2 << 20..4 << 20).contains(&fit.capacity()),
+        "{}",
+        fit.capacity()
+    );
+    let small = pool.take_for(1000);
+    assert!(small.capacity() < 2 << 20, "{}", small.capacity());
+    let last = pool.take_for(8 << 20);
+    assert!(
+        last.capacity() >= 4 << 20,
+        "the largest spare when none holds the bytes"
+    );
+    assert_eq!(
+        pool.take_for(1).capacity(),
+        0,
+        "a new one when none is spare"
+    );
+}
+
 #[test]
 fn different_seeds_cut_differently() {
     let data = random(1 << 20, 2);

@@ -438,10 +438,10 @@ impl<S: PartStore> Rebuild<'_, S> {
             .boxed();
         let mut hasher = Some(Sha256::default());
         // Fetched chunks come in file order: written around the page cache where the file
-        // system allows (src/repo/direct.rs).
+        // system allows (the dstore-direct crate), each with the sink its errors name.
         let mut writer = sink
-            .as_ref()
-            .map(|s| InOrderWriter::new(s.file.clone(), &s.path));
+            .clone()
+            .map(|s| (InOrderWriter::new(s.file.clone(), &s.path), s));
         let mut summary = Summary::default();
         loop {
             let next = tokio::select! {
@@ -468,12 +468,11 @@ impl<S: PartStore> Rebuild<'_, S> {
             // writes to one file contend for its inode lock in the kernel, and each chunk is
             // written while the hash has just brought it into the cache.
             let mut w = writer.take();
-            let sink = ctx.sink.clone();
             let fetched = done.fetched;
             let (h2, w2) = tokio::task::spawn_blocking(move || {
                 for (bytes, p) in done.plain.iter().zip(&g.pieces) {
                     h.update(bytes);
-                    if let (Some(w), Some(sink), true) = (&mut w, &sink, fetched) {
+                    if let (Some((w, sink)), true) = (&mut w, fetched) {
                         w.write_at(bytes, p.file_offset).map_err(|e| sink.io(e))?;
                     }
                 }
@@ -485,19 +484,14 @@ impl<S: PartStore> Rebuild<'_, S> {
             drop(share);
             (hasher, writer) = (Some(h2), w2);
         }
-        if let (Some(mut w), Some(s)) = (writer, &sink) {
-            let path = s.path.clone();
+        if let Some((mut w, sink)) = writer {
             tokio::task::spawn_blocking(move || {
-                w.flush()?;
+                w.flush().map_err(|e| sink.io(e))?;
                 tracing::debug!(direct = w.direct_bytes(), "written around the page cache");
-                Ok::<_, std::io::Error>(())
+                Ok::<_, RebuildError>(())
             })
             .await
-            .map_err(stopped)?
-            .map_err(|e| RebuildError::Io {
-                path,
-                reason: e.to_string(),
-            })?;
+            .map_err(stopped)??;
         }
         let got = hasher.expect("put back after every group").finish_hex();
         let want = self.file.sha256.clone().unwrap_or_default();

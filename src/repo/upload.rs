@@ -464,58 +464,49 @@ struct ReadCtx {
 /// fills another, so an upload holds a bounded number of packs whatever the link's speed.
 #[derive(Clone)]
 struct PackBuffers {
-    pool: Arc<(std::sync::Mutex<PackPool>, std::sync::Condvar)>,
-    stop: CancellationToken,
-}
-
-struct PackPool {
-    spare: Vec<Vec<u8>>,
-    alive: usize,
+    spare: Buffers,
+    /// Buffers out of the pool, and the signal that one came back.
+    alive: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
     limit: usize,
+    stop: CancellationToken,
 }
 
 impl PackBuffers {
     fn new(limit: usize, stop: CancellationToken) -> Self {
-        let pool = PackPool {
-            spare: Vec::new(),
-            alive: 0,
-            limit: limit.max(1),
-        };
         PackBuffers {
-            pool: Arc::new((std::sync::Mutex::new(pool), std::sync::Condvar::new())),
+            spare: Buffers::new(SPARE_PACKS),
+            alive: Arc::default(),
+            limit: limit.max(1),
             stop,
         }
     }
 
     /// A buffer, once fewer than `limit` are alive; `None` when the upload stopped meanwhile.
     fn take(&self) -> Option<Vec<u8>> {
-        let (lock, freed) = &*self.pool;
-        let mut pool = lock.lock().ok()?;
+        let (lock, freed) = &*self.alive;
+        let mut alive = lock.lock().ok()?;
         loop {
             if self.stop.is_cancelled() {
                 return None;
             }
-            if pool.alive < pool.limit {
-                pool.alive += 1;
-                return Some(pool.spare.pop().unwrap_or_default());
+            if *alive < self.limit {
+                *alive += 1;
+                return Some(self.spare.take());
             }
             // Woken when a buffer comes back; the timeout notices a stop.
-            pool = freed
-                .wait_timeout(pool, std::time::Duration::from_millis(50))
+            alive = freed
+                .wait_timeout(alive, std::time::Duration::from_millis(50))
                 .ok()?
                 .0;
         }
     }
 
-    /// Gives a buffer back (kept for the next pack, up to [`SPARE_PACKS`]).
-    fn give(&self, mut buf: Vec<u8>) {
-        let (lock, freed) = &*self.pool;
-        if let Ok(mut pool) = lock.lock() {
-            pool.alive = pool.alive.saturating_sub(1);
-            buf.clear();
-            if pool.spare.len() < SPARE_PACKS && buf.capacity() > 0 {
-                pool.spare.push(buf);
-            }
+    /// Gives a buffer back, for the next pack.
+    fn give(&self, buf: Vec<u8>) {
+        self.spare.give(buf);
+        let (lock, freed) = &*self.alive;
+        if let Ok(mut alive) = lock.lock() {
+            *alive = alive.saturating_sub(1);
         }
         freed.notify_one();
     }
