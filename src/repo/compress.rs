@@ -37,23 +37,6 @@ thread_local! {
     /// kernel zeroes) its tables every time, which costs more than compressing a small chunk.
     static CCTX: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-    /// The buffer the sample is compressed into, reused.
-    static SAMPLE_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Compresses `data` at [`LEVEL`] into `out` (its old contents are replaced), with this thread's
-/// context; false when zstd fails (only on allocation failure: the chunk is then stored raw).
-fn zstd_into(data: &[u8], out: &mut Vec<u8>) -> bool {
-    out.clear();
-    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-    CCTX.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = compressor();
-        }
-        c.as_mut()
-            .is_some_and(|c| c.compress_to_buffer(data, out).is_ok())
-    })
 }
 
 /// A compressor at [`LEVEL`] with level 3's hash table (2^17 entries) but the fast strategy's
@@ -71,60 +54,82 @@ fn compressor() -> Option<zstd::bulk::Compressor<'static>> {
     Some(c)
 }
 
-fn zstd_compress(data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    zstd_into(data, &mut out).then_some(out)
-}
-
 /// Decides how to store a chunk: `(FLAG_ZSTD, compressed)` when that is at most 97% of the
-/// plaintext, else `(0, plaintext)` borrowed. A chunk longer than [`SAMPLE`] whose first 64 KiB do
-/// not shrink by 3% is stored raw without compressing it whole, so incompressible data costs the
-/// sample only.
+/// plaintext, else `(0, plaintext)` borrowed; see [`compress_into`].
 pub fn compress(plain: &[u8]) -> (u8, Cow<'_, [u8]>) {
-    compress_with(plain, zstd_compress)
+    let mut out = Vec::new();
+    match compress_into(plain, &mut out) {
+        0 => (0, Cow::Borrowed(plain)),
+        flags => (flags, Cow::Owned(out)),
+    }
 }
 
-/// [`compress`] into a buffer the caller reuses: [`FLAG_ZSTD`] with the compressed body in `out`,
-/// or 0 when the chunk is to be stored raw (the body is `plain`; `out` then holds nothing useful).
+/// Compresses `plain` into `out` (its old contents are replaced) when that pays: returns
+/// [`FLAG_ZSTD`] with the body in `out` when it is at most 97% of the plaintext, or 0 when the
+/// chunk is to be stored raw (the body is `plain`; `out` then holds nothing useful).
+///
+/// A chunk longer than [`SAMPLE`] is decided by its first 64 KiB: they are compressed and
+/// flushed first, and a chunk whose sample does not shrink by 3% is stored raw without going
+/// further, so incompressible data costs the sample only. Otherwise the same frame goes on
+/// with the rest, so the sample is never compressed twice.
 pub fn compress_into(plain: &[u8], out: &mut Vec<u8>) -> u8 {
+    compress_counted(plain, out, &mut 0)
+}
+
+/// [`compress_into`], adding to `seen` the plaintext bytes zstd was given, so a test can see
+/// what the decision cost.
+fn compress_counted(plain: &[u8], out: &mut Vec<u8>, seen: &mut usize) -> u8 {
+    use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_end, ZSTD_e_flush};
+    use zstd::zstd_safe::{InBuffer, OutBuffer, ResetDirective};
+    out.clear();
     if plain.is_empty() {
         return 0;
     }
-    if plain.len() > SAMPLE {
-        let sample = &plain[..SAMPLE];
-        let pays_here = SAMPLE_OUT.with(|b| {
-            let mut b = b.borrow_mut();
-            zstd_into(sample, &mut b) && pays(b.len(), sample.len())
-        });
-        if !pays_here {
-            return 0;
+    // The frame's bound and one block header for the flush after the sample.
+    out.reserve(zstd::zstd_safe::compress_bound(plain.len()) + 8);
+    let pays_here = CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = compressor();
         }
-    }
-    if zstd_into(plain, out) && pays(out.len(), plain.len()) {
+        // No context only when zstd cannot allocate: the chunk is then stored raw.
+        let Some(c) = c.as_mut() else { return false };
+        let cx = c.context_mut();
+        // A frame left open by an earlier refusal is abandoned; the parameters stay.
+        let _ = cx.reset(ResetDirective::SessionOnly);
+        // The frame header records the plaintext's length, as a one-shot compression does.
+        if cx.set_pledged_src_size(Some(plain.len() as u64)).is_err() {
+            return false;
+        }
+        let mut output = OutBuffer::around(&mut *out);
+        let split = if plain.len() > SAMPLE { SAMPLE } else { 0 };
+        let steps: [(&[u8], _); 2] = [
+            (&plain[..split], ZSTD_e_flush),
+            (&plain[split..], ZSTD_e_end),
+        ];
+        for (n, (part, end)) in steps.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            *seen += part.len();
+            let mut input = InBuffer::around(part);
+            // With room for the whole bound, one call takes the input and flushes it; left
+            // over means the output is full, so the body would not pay anyway.
+            match cx.compress_stream2(&mut output, &mut input, end) {
+                Ok(0) if input.pos() == part.len() => {}
+                _ => return false,
+            }
+            let upto = if n == 0 { split } else { plain.len() };
+            if !pays(output.pos(), upto) {
+                return false;
+            }
+        }
+        true
+    });
+    if pays_here {
         FLAG_ZSTD
     } else {
         0
-    }
-}
-
-/// [`compress`] with the compressor passed in, so a test can count what it is given.
-fn compress_with(
-    plain: &[u8],
-    mut zstd_compress: impl FnMut(&[u8]) -> Option<Vec<u8>>,
-) -> (u8, Cow<'_, [u8]>) {
-    if plain.is_empty() {
-        return (0, Cow::Borrowed(plain));
-    }
-    if plain.len() > SAMPLE {
-        let sample = &plain[..SAMPLE];
-        match zstd_compress(sample) {
-            Some(c) if pays(c.len(), sample.len()) => {}
-            _ => return (0, Cow::Borrowed(plain)),
-        }
-    }
-    match zstd_compress(plain) {
-        Some(c) if pays(c.len(), plain.len()) => (FLAG_ZSTD, Cow::Owned(c)),
-        _ => (0, Cow::Borrowed(plain)),
     }
 }
 
@@ -246,24 +251,25 @@ mod tests {
         );
     }
 
-    /// Random data costs the 64 KiB sample only: the compressor sees nothing else.
+    /// Random data costs the 64 KiB sample only: zstd sees nothing else. Text costs its
+    /// length once: the sample is the start of the frame, not compressed a second time.
     #[test]
-    fn random_data_costs_only_the_sample() {
+    fn random_data_costs_only_the_sample_and_text_its_length_once() {
+        let mut out = Vec::new();
         let plain = random(8 << 20);
         let mut seen = 0;
-        let (flags, _) = compress_with(&plain, |d| {
-            seen += d.len();
-            zstd_compress(d)
-        });
-        assert_eq!((flags, seen), (0, SAMPLE));
-        // Text is compressed whole after its sample.
+        assert_eq!(compress_counted(&plain, &mut out, &mut seen), 0);
+        assert_eq!(seen, SAMPLE);
         let plain = text(1 << 20);
         let mut seen = 0;
-        let (flags, _) = compress_with(&plain, |d| {
-            seen += d.len();
-            zstd_compress(d)
-        });
-        assert_eq!((flags, seen), (FLAG_ZSTD, SAMPLE + plain.len()));
+        assert_eq!(compress_counted(&plain, &mut out, &mut seen), FLAG_ZSTD);
+        assert_eq!(seen, plain.len());
+        // One frame, recording its length, that any zstd decoder reads whole.
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&out).ok(),
+            Some(Some(plain.len() as u64))
+        );
+        assert_eq!(zstd::stream::decode_all(&out[..]).unwrap(), plain);
     }
 
     #[test]
