@@ -121,6 +121,59 @@ impl InOrderWriter {
         Ok(())
     }
 
+    /// Room in the stage for the `len` bytes at `at`, for a caller that produces them in place
+    /// (a chunk decrypted straight into it) instead of handing them to [`write_at`]: they count
+    /// only once [`commit`] says so, so bytes that failed a check after they were produced are
+    /// never written. `None` when they cannot be staged whole (buffered writes, a run that
+    /// would start at an unaligned offset, or more than the stage holds); the caller then
+    /// writes them with [`write_at`].
+    ///
+    /// [`write_at`]: InOrderWriter::write_at
+    /// [`commit`]: InOrderWriter::commit
+    pub fn reserve(&mut self, at: u64, len: usize) -> io::Result<Option<&mut [u8]>> {
+        if self.direct.is_none() || len > self.cap - ALIGN {
+            return Ok(None);
+        }
+        if self.staged > 0 && at != self.stage_at + self.staged as u64 {
+            self.flush()?;
+        }
+        if self.staged == 0 {
+            if !at.is_multiple_of(ALIGN as u64) {
+                return Ok(None);
+            }
+            self.stage_at = at;
+        }
+        if self.cap - self.staged < len {
+            // The aligned part goes out now and the unaligned rest (less than ALIGN bytes)
+            // moves to the stage's start, so the bytes fit behind it.
+            let aligned = self.staged - self.staged % ALIGN;
+            self.write_stage(aligned)?;
+            let tail = self.head + aligned..self.head + self.staged;
+            self.stage.copy_within(tail, self.head);
+            self.stage_at += aligned as u64;
+            self.staged -= aligned;
+        }
+        let from = self.head + self.staged;
+        Ok(Some(&mut self.stage[from..from + len]))
+    }
+
+    /// Counts the first `len` bytes of the room the last [`reserve`] gave as written.
+    ///
+    /// [`reserve`]: InOrderWriter::reserve
+    pub fn commit(&mut self, len: usize) -> io::Result<()> {
+        debug_assert!(
+            self.staged + len <= self.cap,
+            "committed more than reserved"
+        );
+        self.staged = (self.staged + len).min(self.cap);
+        if self.staged == self.cap {
+            self.write_stage(self.cap)?;
+            self.stage_at += self.cap as u64;
+            self.staged = 0;
+        }
+        Ok(())
+    }
+
     /// Writes out everything staged: its aligned part direct, the rest buffered.
     pub fn flush(&mut self) -> io::Result<()> {
         if self.staged == 0 {
@@ -273,6 +326,54 @@ mod tests {
         assert_eq!(w.direct_bytes(), 0);
         drop(w);
         assert!(contents(&file, len) == whole);
+    }
+
+    /// Bytes produced in the room `reserve` gives land where `write_at` would put them, mixed
+    /// with `write_at` and across stage refills; bytes reserved but never committed are not
+    /// written, not even when the writer is dropped.
+    #[test]
+    fn reserved_room_lands_in_place_and_uncommitted_bytes_never_do() {
+        let len = 2 * STAGE + 777_777;
+        let (_dir, path, file) = file_of(len as u64);
+        let whole = bytes(len, 5);
+        let mut w = InOrderWriter::new(file.clone(), &path);
+        let direct = w.direct.is_some();
+        let (mut at, mut size, mut i) = (0usize, 4093usize, 0usize);
+        while at < len {
+            let end = (at + size).min(len);
+            let piece = &whole[at..end];
+            match w.reserve(at as u64, piece.len()).unwrap() {
+                Some(room) if i % 5 == 3 => {
+                    // Produced, then refused: garbage that must not reach the file, and the
+                    // same bytes written the other way after.
+                    room.fill(0xEE);
+                    w.write_at(piece, at as u64).unwrap();
+                }
+                Some(room) => {
+                    room.copy_from_slice(piece);
+                    w.commit(piece.len()).unwrap();
+                }
+                None => {
+                    // Only the start of a run at an unaligned offset (or no direct writes).
+                    assert!(!direct || at % ALIGN != 0 || piece.len() > STAGE - ALIGN);
+                    w.write_at(piece, at as u64).unwrap();
+                }
+            }
+            at = end;
+            size = size * 13 % 1_999_993 + 1;
+            i += 1;
+        }
+        // Reserved past the end and dropped uncommitted.
+        if let Some(room) = w.reserve(len as u64, 10).unwrap() {
+            room.fill(0xEE);
+        }
+        let direct_bytes = w.direct_bytes();
+        drop(w);
+        assert!(contents(&file, len) == whole, "the file differs");
+        assert_eq!(file.metadata().unwrap().len(), len as u64);
+        if direct {
+            assert!(direct_bytes > (len as u64) / 2, "{direct_bytes} direct");
+        }
     }
 
     /// What is staged when the writer is dropped (an error or a cancel) is in the file.

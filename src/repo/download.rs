@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::chunker::Buffers;
 use super::compress::RESERVED_FLAGS;
 use super::crypto::Keys;
-use super::pack::{open_blob_in_place, OpenedBlob};
+use super::pack::{is_raw, open_blob_in_place, open_raw_blob_to, OpenedBlob};
 use crate::catalog::{ChunkRef, FileManifest, PackRef};
 use crate::hash::Sha256;
 use crate::progress::Progress;
@@ -72,6 +72,17 @@ impl Group {
     /// The most bytes the group holds at once: its fetched range or its plaintext.
     fn held_len(&self) -> u64 {
         (self.range.end - self.range.start).max(self.plain_len())
+    }
+
+    /// The group from its piece `i` on.
+    fn rest_from(&self, i: usize) -> Group {
+        let pieces = self.pieces[i..].to_vec();
+        let start = pieces.first().map_or(self.range.end, |p| p.chunk.offset);
+        Group {
+            pack: self.pack,
+            range: start..self.range.end,
+            pieces,
+        }
     }
 
     fn plain_len(&self) -> u64 {
@@ -321,10 +332,15 @@ impl Received {
     }
 }
 
-/// What one group's task gives back: its plaintexts in order, and whether they were fetched.
-struct Done {
-    plain: Plain,
-    fetched: bool,
+/// What one group's task gives back.
+enum Done {
+    /// The plaintexts as the partial file of an earlier run holds them, each hashing to its ID.
+    Kept(Plain),
+    /// The plaintexts, fetched and opened (the group has a compressed chunk).
+    Opened(Plain),
+    /// The sealed bytes of a group of raw chunks as fetched: opened where they are written, in
+    /// file order, straight into the writer's stage (no copy of the plaintext in between).
+    Sealed(bytes::Bytes),
 }
 
 /// A group's plaintexts in order: raw chunks decrypted where they were fetched, the others in
@@ -452,31 +468,69 @@ impl<S: PartStore> Rebuild<'_, S> {
             let Some(joined) = next else { break };
             let (g, done, share) = joined.map_err(stopped)?;
             let done = done?;
-            let plain_len = g.plain_len();
             summary.chunks += g.pieces.len() as u64;
-            if done.fetched {
-                summary.requests += 1;
-                summary.fetched += g.range.end - g.range.start;
-                self.progress.part_done(plain_len);
-            } else {
-                summary.kept += g.pieces.len() as u64;
-                self.progress.part_done(plain_len);
+            match &done {
+                Done::Kept(_) => summary.kept += g.pieces.len() as u64,
+                Done::Opened(_) | Done::Sealed(_) => {
+                    summary.requests += 1;
+                    summary.fetched += g.range.end - g.range.start;
+                }
             }
-            let mut h = hasher.take().expect("put back after every group");
+            self.progress.part_done(g.plain_len());
+            let (mut h, mut w) = (
+                hasher.take().expect("put back after every group"),
+                writer.take(),
+            );
+            // Raw chunks are opened here, in file order, into the writer's stage; a chunk that
+            // does not open sends it and the rest of its group the way of compressed chunks.
+            let (plain, rest, write) = match done {
+                Done::Kept(plain) => (plain, g, false),
+                Done::Opened(plain) => (plain, g, true),
+                Done::Sealed(bytes) => {
+                    let (keys, buffers, received) =
+                        (ctx.keys.clone(), ctx.buffers.clone(), ctx.received.clone());
+                    let (g2, h2, w2, opened) = tokio::task::spawn_blocking(move || {
+                        let opened = open_into(&keys, &g, &bytes, &mut h, w.as_mut(), &buffers);
+                        if let Ok(Ok(())) = opened {
+                            if let Ok(buf) = bytes.try_into_mut() {
+                                received.give(buf);
+                            }
+                        }
+                        (g, h, w, opened)
+                    })
+                    .await
+                    .map_err(stopped)?;
+                    (h, w) = (h2, w2);
+                    match opened? {
+                        Ok(()) => {
+                            drop(share);
+                            (hasher, writer) = (Some(h), w);
+                            continue;
+                        }
+                        Err(failed) => {
+                            tracing::warn!(
+                                "chunk {} of {} did not open; fetching it again",
+                                g2.pieces[failed].index,
+                                self.file.id
+                            );
+                            let rest = g2.rest_from(failed);
+                            (ctx.fetch(&rest).await?, rest, true)
+                        }
+                    }
+                }
+            };
             let (buffers, received) = (ctx.buffers.clone(), ctx.received.clone());
             // Fetched chunks are written here, in file order, one group at a time: concurrent
             // writes to one file contend for its inode lock in the kernel, and each chunk is
             // written while the hash has just brought it into the cache.
-            let mut w = writer.take();
-            let fetched = done.fetched;
             let (h2, w2) = tokio::task::spawn_blocking(move || {
-                for (bytes, p) in done.plain.iter().zip(&g.pieces) {
+                for (bytes, p) in plain.iter().zip(&rest.pieces) {
                     h.update(bytes);
-                    if let (Some((w, sink)), true) = (&mut w, fetched) {
+                    if let (Some((w, sink)), true) = (&mut w, write) {
                         w.write_at(bytes, p.file_offset).map_err(|e| sink.io(e))?;
                     }
                 }
-                done.plain.recycle(&buffers, Some(&received));
+                plain.recycle(&buffers, Some(&received));
                 Ok::<_, RebuildError>((h, w))
             })
             .await
@@ -523,17 +577,13 @@ impl<S: PartStore> Ctx<S> {
     /// fetched and opened.
     async fn group(self: &Arc<Self>, g: &Group) -> Result<Done, RebuildError> {
         if let Some(plain) = self.already_there(g).await? {
-            return Ok(Done {
-                plain: Plain::owned(plain),
-                fetched: false,
-            });
+            return Ok(Done::Kept(Plain::owned(plain)));
         }
         // Written by the caller, in file order, once hashed.
-        let plain = self.fetch(g).await?;
-        Ok(Done {
-            plain,
-            fetched: true,
-        })
+        if g.pieces.iter().all(|p| is_raw(&p.chunk.entry())) {
+            return Ok(Done::Sealed(self.fetch_sealed(g).await?));
+        }
+        Ok(Done::Opened(self.fetch(g).await?))
     }
 
     /// The group's chunks as the partial file of an earlier run holds them, if all are right.
@@ -573,19 +623,19 @@ impl<S: PartStore> Ctx<S> {
         store_error(&self.id, pack, e)
     }
 
-    /// Fetches the group's range and opens every chunk in it; a range that arrives short or
-    /// does not open is fetched again a few times before it counts as damaged.
-    async fn fetch(&self, g: &Group) -> Result<Plain, RebuildError> {
+    /// The group's sealed bytes, in a spare receive buffer; a range that arrives short is
+    /// fetched again a few times.
+    async fn fetch_sealed(&self, g: &Group) -> Result<bytes::Bytes, RebuildError> {
         let remote = self.pack(g.pack).await?;
-        let mut failure = None;
-        for attempt in 1..=REFETCHES {
+        let mut attempt = 1;
+        loop {
             let buf = self.received.take();
-            let bytes = match self
+            match self
                 .store
                 .read_range_into(remote, g.range.clone(), buf)
                 .await
             {
-                Ok(bytes) => bytes,
+                Ok(bytes) => return Ok(bytes),
                 Err(e @ (StoreError::CutOff(_) | StoreError::GaveUp { .. }))
                     if attempt < REFETCHES =>
                 {
@@ -594,10 +644,19 @@ impl<S: PartStore> Ctx<S> {
                         g.range,
                         g.pack
                     );
-                    continue;
+                    attempt += 1;
                 }
                 Err(e) => return Err(self.store_error(g.pack, e)),
-            };
+            }
+        }
+    }
+
+    /// Fetches the group's range and opens every chunk in it; a range that arrives short or
+    /// does not open is fetched again a few times before it counts as damaged.
+    async fn fetch(&self, g: &Group) -> Result<Plain, RebuildError> {
+        let mut failure = None;
+        for attempt in 1..=REFETCHES {
+            let bytes = self.fetch_sealed(g).await?;
             let (keys, pieces, start) = (self.keys.clone(), g.pieces.clone(), g.range.start);
             let (buffers, received) = (self.buffers.clone(), self.received.clone());
             let opened = tokio::task::spawn_blocking(move || {
@@ -679,6 +738,54 @@ fn open_all(
         fetched,
         pieces: out,
     })
+}
+
+/// Opens the raw chunks of a fetched group (`bytes`, its whole range) in file order, each
+/// decrypted straight into the room the writer keeps for it (or, where it keeps none, or with no
+/// writer, into a buffer then written), hashed into `h` and written only once its tag and chunk
+/// ID checked. `Err(i)` when chunk `i` did not open: the ones before it are done.
+fn open_into(
+    keys: &Keys,
+    g: &Group,
+    bytes: &[u8],
+    h: &mut Sha256,
+    mut w: Option<&mut (InOrderWriter, Sink)>,
+    buffers: &Buffers,
+) -> Result<Result<(), usize>, RebuildError> {
+    for (i, p) in g.pieces.iter().enumerate() {
+        let from = (p.chunk.offset - g.range.start) as usize;
+        let Some(blob) = bytes.get(from..from + p.chunk.sealed_len as usize) else {
+            return Ok(Err(i));
+        };
+        // One piece: the blob as fetched (the opener also takes a body in pieces).
+        let blob = [blob];
+        let entry = p.chunk.entry();
+        let len = p.chunk.plain_len as usize;
+        if let Some((writer, sink)) = w.as_deref_mut() {
+            if let Some(room) = writer.reserve(p.file_offset, len).map_err(|e| sink.io(e))? {
+                if open_raw_blob_to(keys, &entry, &blob, room).is_err() {
+                    return Ok(Err(i));
+                }
+                h.update(room);
+                writer.commit(len).map_err(|e| sink.io(e))?;
+                continue;
+            }
+        }
+        let mut buf = buffers.take_for(len);
+        buf.resize(len, 0);
+        if open_raw_blob_to(keys, &entry, &blob, &mut buf).is_err() {
+            buffers.give(buf);
+            return Ok(Err(i));
+        }
+        h.update(&buf);
+        if let Some((writer, sink)) = w.as_deref_mut() {
+            writer
+                .write_at(&buf, p.file_offset)
+                .map_err(|e| sink.io(e))?;
+        }
+        buffers.give(buf);
+    }
+    Ok(Ok(()))
 }
 
 /// Pack `index` of file `id` on Discord, with a fresh URL, checked to have its recorded size.

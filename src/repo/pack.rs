@@ -365,6 +365,45 @@ pub fn open_blob_in_place(
     Ok(OpenedBlob::Decompressed)
 }
 
+/// Whether [`open_raw_blob_to`] opens `entry`: a chunk stored raw (flags 0), not compressed and
+/// with no flag of a newer dstore.
+pub fn is_raw(entry: &PackEntry) -> bool {
+    entry.flags == 0
+}
+
+/// [`open_blob_in_place`] for a raw chunk ([`is_raw`]), out of place: its sealed bytes given in
+/// `pieces` (in order, as they arrived), its plaintext decrypted straight into `out` (exactly
+/// `plain_len` bytes: the room a writer keeps for it), then checked against the chunk ID. When
+/// it fails, `out` holds nothing of use.
+pub fn open_raw_blob_to(
+    keys: &Keys,
+    entry: &PackEntry,
+    pieces: &[&[u8]],
+    out: &mut [u8],
+) -> Result<(), PackError> {
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    if len != entry.sealed_len as usize {
+        return Err(PackError::BlobLength {
+            len,
+            sealed_len: entry.sealed_len,
+        });
+    }
+    if entry.flags & RESERVED_FLAGS != 0 {
+        return Err(DecompressError::ReservedFlags { flags: entry.flags }.into());
+    }
+    let body_len = len.saturating_sub(keys.overhead());
+    if !is_raw(entry) || body_len != entry.plain_len as usize || out.len() != body_len {
+        return Err(DecompressError::RawLength {
+            len: body_len,
+            plain_len: entry.plain_len as usize,
+        }
+        .into());
+    }
+    keys.open_blob_to(&entry.id, entry.flags, pieces, out)?;
+    keys.verify_chunk(&entry.id, out)?;
+    Ok(())
+}
+
 /// A whole pack in memory, its header opened.
 pub struct PackReader<'a> {
     keys: &'a Keys,

@@ -552,3 +552,75 @@ async fn a_cdn_answering_with_the_whole_pack_is_cut_to_the_range() {
         before.cdn_downloads - before.cdn_ranged + 2
     );
 }
+
+/// Raw chunks are opened straight into the file's write buffer: a range damaged in transit is
+/// fetched again and the file comes back whole, and a chunk damaged on Discord fails with the
+/// partial file holding the checked chunks before it and nothing of the damaged one (decrypted,
+/// it would be the plaintext with one byte changed).
+#[tokio::test]
+async fn damage_in_transit_is_fetched_again_and_unchecked_bytes_never_land() {
+    let env = Env::new().await;
+    let s = env.session();
+    let keys = encrypted();
+    let data = random_bytes(3_000_000, 21);
+    let file = store_file(&env, &s, &keys, "f.bin", &data).await;
+    let data = source(&env, &file);
+    assert!(file.chunks.iter().all(|c| c.flags == 0), "stored raw");
+    let before = env.emu.stats();
+    let clean = get(&s, &keys, &file.id, &out(&env, "clean")).await.unwrap();
+    assert!(std::fs::read(&clean).unwrap() == data);
+    let requests = env.emu.stats().cdn_downloads - before.cdn_downloads;
+
+    env.fault(FaultRoute::Cdn, 2, 1, FaultAction::CorruptBytes);
+    let before = env.emu.stats();
+    let got = get(&s, &keys, &file.id, &out(&env, "again")).await.unwrap();
+    assert!(std::fs::read(&got).unwrap() == data);
+    assert_eq!(
+        env.emu.stats().cdn_downloads - before.cdn_downloads,
+        requests + 1,
+        "the damaged range alone was fetched again"
+    );
+
+    // A chunk in the middle damaged on Discord, every fetch.
+    let (i, c) = file
+        .chunks
+        .iter()
+        .enumerate()
+        .find(|(i, c)| *i > 8 && c.pack == 1)
+        .unwrap();
+    let att = file.packs[1].attachment_id;
+    let mut bytes = env.emu.attachment_bytes(att).unwrap();
+    bytes[(c.offset + u64::from(c.sealed_len) / 2) as usize] ^= 1;
+    assert!(env.emu.replace_attachment_bytes(att, &bytes));
+    let dir = out(&env, "bad");
+    let e = get(&s, &keys, &file.id, &dir)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("chunk {i} ")), "{e}");
+    let partial = dstore::transfer::download::partial_path(&dir.join(&file.name), &file.id);
+    let held = std::fs::read(&partial).unwrap();
+    let start: usize = file.chunks[..i].iter().map(|c| c.plain_len as usize).sum();
+    let end = start + c.plain_len as usize;
+    let pack0_end: usize = file
+        .chunks
+        .iter()
+        .take_while(|c| c.pack == 0)
+        .map(|c| c.plain_len as usize)
+        .sum();
+    assert!(pack0_end > 0 && pack0_end <= start);
+    assert!(
+        held[..pack0_end] == data[..pack0_end],
+        "checked chunks kept"
+    );
+    let same = held[start..end.min(held.len())]
+        .iter()
+        .zip(&data[start..end])
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(
+        same < (end - start) / 8,
+        "{same} of {} bytes of the damaged chunk landed",
+        end - start
+    );
+}
