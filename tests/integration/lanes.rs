@@ -406,9 +406,11 @@ async fn a_global_429_holds_back_every_bot_lane_for_its_wait() {
     let s = env.session_with(|c| {
         c.part_size = PartSize::Fixed(ATTACHMENT);
         c.channels = vec![first, second];
+        // Two in flight: the refused create and one beside it.
+        c.set_concurrency(2);
     });
     let r = repo(true);
-    let data = random_bytes(4 * ATTACHMENT as usize, 41);
+    let data = random_bytes(8 * ATTACHMENT as usize, 41);
     let path = env.dir.path().join("g.bin");
     std::fs::write(&path, &data).unwrap();
     // The first create is refused by the global limit, for 2 s.
@@ -437,8 +439,9 @@ async fn a_global_429_holds_back_every_bot_lane_for_its_wait() {
         a.len(),
         b.len()
     );
-    // A create sent on the other lane alongside the refused one, before its 429 came back, may
-    // land; nothing sent after it may.
+    // The create in flight beside the refused one may land, and on a busy machine one more
+    // sent as that one finished, before the 429 came back; without the global wait all eight
+    // packs would land inside it.
     let inside: Vec<u64> = a
         .iter()
         .chain(&b)
@@ -446,7 +449,7 @@ async fn a_global_429_holds_back_every_bot_lane_for_its_wait() {
         .map(|m| m.timestamp - began)
         .collect();
     assert!(
-        inside.len() <= 1,
+        inside.len() <= 2,
         "messages {inside:?} ms after the start, inside the 2 s global wait"
     );
 }
