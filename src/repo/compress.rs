@@ -85,8 +85,6 @@ fn compress_counted(plain: &[u8], out: &mut Vec<u8>, seen: &mut usize) -> u8 {
     if plain.is_empty() {
         return 0;
     }
-    // The frame's bound and one block header for the flush after the sample.
-    out.reserve(zstd::zstd_safe::compress_bound(plain.len()) + 8);
     let pays_here = CCTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
@@ -101,7 +99,6 @@ fn compress_counted(plain: &[u8], out: &mut Vec<u8>, seen: &mut usize) -> u8 {
         if cx.set_pledged_src_size(Some(plain.len() as u64)).is_err() {
             return false;
         }
-        let mut output = OutBuffer::around(&mut *out);
         let split = if plain.len() > SAMPLE { SAMPLE } else { 0 };
         let steps: [(&[u8], _); 2] = [
             (&plain[..split], ZSTD_e_flush),
@@ -111,6 +108,13 @@ fn compress_counted(plain: &[u8], out: &mut Vec<u8>, seen: &mut usize) -> u8 {
             if part.is_empty() {
                 continue;
             }
+            let upto = if n == 0 { split } else { plain.len() };
+            // Room for the bound of what is compressed so far (and a block header per step),
+            // grown only once the sample paid: a raw chunk's buffer stays the sample's size.
+            let want = zstd::zstd_safe::compress_bound(upto) + 8 * (n + 1);
+            out.reserve(want.saturating_sub(out.len()));
+            let at = out.len();
+            let mut output = OutBuffer::around_pos(&mut *out, at);
             *seen += part.len();
             let mut input = InBuffer::around(part);
             // With room for the whole bound, one call takes the input and flushes it; left
@@ -119,7 +123,6 @@ fn compress_counted(plain: &[u8], out: &mut Vec<u8>, seen: &mut usize) -> u8 {
                 Ok(0) if input.pos() == part.len() => {}
                 _ => return false,
             }
-            let upto = if n == 0 { split } else { plain.len() };
             if !pays(output.pos(), upto) {
                 return false;
             }
@@ -260,6 +263,8 @@ mod tests {
         let mut seen = 0;
         assert_eq!(compress_counted(&plain, &mut out, &mut seen), 0);
         assert_eq!(seen, SAMPLE);
+        // Nor memory: the buffer grew to the sample's bound, not the chunk's.
+        assert!(out.capacity() < 2 * SAMPLE, "{}", out.capacity());
         let plain = text(1 << 20);
         let mut seen = 0;
         assert_eq!(compress_counted(&plain, &mut out, &mut seen), FLAG_ZSTD);
