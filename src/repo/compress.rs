@@ -37,6 +37,9 @@ thread_local! {
     /// kernel zeroes) its tables every time, which costs more than compressing a small chunk.
     static CCTX: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    /// Where the sample's compressed bytes go first, reused: a chunk stored raw never touches
+    /// the caller's buffer, so pooled buffers keep their sizes.
+    static SAMPLE_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A compressor at [`LEVEL`] with level 3's hash table (2^17 entries) but the fast strategy's
@@ -109,21 +112,32 @@ fn compress_counted(plain: &[u8], out: &mut Vec<u8>, seen: &mut usize) -> u8 {
                 continue;
             }
             let upto = if n == 0 { split } else { plain.len() };
-            // Room for the bound of what is compressed so far (and a block header per step),
-            // grown only once the sample paid: a raw chunk's buffer stays the sample's size.
-            let want = zstd::zstd_safe::compress_bound(upto) + 8 * (n + 1);
-            out.reserve(want.saturating_sub(out.len()));
-            let at = out.len();
-            let mut output = OutBuffer::around_pos(&mut *out, at);
-            *seen += part.len();
-            let mut input = InBuffer::around(part);
-            // With room for the whole bound, one call takes the input and flushes it; left
-            // over means the output is full, so the body would not pay anyway.
-            match cx.compress_stream2(&mut output, &mut input, end) {
-                Ok(0) if input.pos() == part.len() => {}
-                _ => return false,
-            }
-            if !pays(output.pos(), upto) {
+            let stepped = SAMPLE_OUT.with(|sample| {
+                let mut sample = sample.borrow_mut();
+                // The sample into its own buffer; the rest into `out`, after the sample's bytes.
+                let dst: &mut Vec<u8> = if end == ZSTD_e_flush {
+                    sample.clear();
+                    &mut sample
+                } else {
+                    out.clear();
+                    out.extend_from_slice(&sample[..if split > 0 { sample.len() } else { 0 }]);
+                    &mut *out
+                };
+                // Room for the bound of what is compressed so far, a block header per step.
+                let want = zstd::zstd_safe::compress_bound(upto) + 8 * (n + 1);
+                dst.reserve(want.saturating_sub(dst.len()));
+                let at = dst.len();
+                let mut output = OutBuffer::around_pos(dst, at);
+                *seen += part.len();
+                let mut input = InBuffer::around(part);
+                // With room for the whole bound, one call takes the input and flushes it; left
+                // over means the output is full, so the body would not pay anyway.
+                match cx.compress_stream2(&mut output, &mut input, end) {
+                    Ok(0) if input.pos() == part.len() => pays(output.pos(), upto),
+                    _ => false,
+                }
+            });
+            if !stepped {
                 return false;
             }
         }
@@ -263,8 +277,8 @@ mod tests {
         let mut seen = 0;
         assert_eq!(compress_counted(&plain, &mut out, &mut seen), 0);
         assert_eq!(seen, SAMPLE);
-        // Nor memory: the buffer grew to the sample's bound, not the chunk's.
-        assert!(out.capacity() < 2 * SAMPLE, "{}", out.capacity());
+        // Nor memory: the caller's buffer is not touched (the sample has a buffer of its own).
+        assert_eq!(out.capacity(), 0);
         let plain = text(1 << 20);
         let mut seen = 0;
         assert_eq!(compress_counted(&plain, &mut out, &mut seen), FLAG_ZSTD);
