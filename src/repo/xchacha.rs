@@ -186,6 +186,18 @@ fn openssl_seal(
     Ok(tag)
 }
 
+/// [`openssl_ctx`] for opening, expecting `tag`.
+fn openssl_opener(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; 12],
+    ad: &[u8],
+    tag: &[u8; TAG_LEN],
+) -> Result<openssl::cipher_ctx::CipherCtx, Failed> {
+    let mut ctx = openssl_ctx(key, nonce, ad, false)?;
+    ctx.set_tag(tag).map_err(|_| Failed { touched: false })?;
+    Ok(ctx)
+}
+
 /// `Ok(true)` when the tag verified (and `buf` is the plaintext), `Ok(false)` when it did not.
 fn openssl_open(
     key: &[u8; KEY_LEN],
@@ -195,8 +207,7 @@ fn openssl_open(
     tag: &[u8; TAG_LEN],
 ) -> Result<bool, Failed> {
     fits_openssl(buf)?;
-    let mut ctx = openssl_ctx(key, nonce, ad, false)?;
-    ctx.set_tag(tag).map_err(|_| Failed { touched: false })?;
+    let mut ctx = openssl_opener(key, nonce, ad, tag)?;
     let len = buf.len();
     if len > 0 {
         ctx.cipher_update_inplace(buf, len)
@@ -216,8 +227,7 @@ fn openssl_open_to(
     tag: &[u8; TAG_LEN],
 ) -> Result<bool, Failed> {
     fits_openssl(out)?;
-    let mut ctx = openssl_ctx(key, nonce, ad, false)?;
-    ctx.set_tag(tag).map_err(|_| Failed { touched: false })?;
+    let mut ctx = openssl_opener(key, nonce, ad, tag)?;
     let mut at = 0;
     for p in pieces.iter().filter(|p| !p.is_empty()) {
         // A stream cipher: each update writes exactly its input's length.
@@ -329,10 +339,6 @@ mod tests {
             bad[0] ^= 1;
             prop_assert!(!openssl_open(&key, &nonce, &ad, &mut b, &bad).ok().unwrap());
         }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Opening out of place from a ciphertext cut anywhere gives what opening in place
         /// gives, and refuses what it refuses; so does the fallback it takes when OpenSSL fails.
