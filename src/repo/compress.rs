@@ -83,7 +83,7 @@ pub fn compress_into(plain: &[u8], out: &mut Vec<u8>) -> u8 {
 /// what the decision cost.
 fn compress_counted(plain: &[u8], out: &mut Vec<u8>, seen: &mut usize) -> u8 {
     use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_end, ZSTD_e_flush};
-    use zstd::zstd_safe::{InBuffer, OutBuffer, ResetDirective};
+    use zstd::zstd_safe::ResetDirective;
     out.clear();
     if plain.is_empty() {
         return 0;
@@ -102,51 +102,57 @@ fn compress_counted(plain: &[u8], out: &mut Vec<u8>, seen: &mut usize) -> u8 {
         if cx.set_pledged_src_size(Some(plain.len() as u64)).is_err() {
             return false;
         }
-        let split = if plain.len() > SAMPLE { SAMPLE } else { 0 };
-        let steps: [(&[u8], _); 2] = [
-            (&plain[..split], ZSTD_e_flush),
-            (&plain[split..], ZSTD_e_end),
-        ];
-        for (n, (part, end)) in steps.into_iter().enumerate() {
-            if part.is_empty() {
-                continue;
-            }
-            let upto = if n == 0 { split } else { plain.len() };
-            let stepped = SAMPLE_OUT.with(|sample| {
+        if plain.len() > SAMPLE {
+            // The sample into a buffer of its own, then its bytes at the start of `out`.
+            let sampled = SAMPLE_OUT.with(|sample| {
                 let mut sample = sample.borrow_mut();
-                // The sample into its own buffer; the rest into `out`, after the sample's bytes.
-                let dst: &mut Vec<u8> = if end == ZSTD_e_flush {
-                    sample.clear();
-                    &mut sample
-                } else {
-                    out.clear();
-                    out.extend_from_slice(&sample[..if split > 0 { sample.len() } else { 0 }]);
-                    &mut *out
-                };
-                // Room for the bound of what is compressed so far, a block header per step.
-                let want = zstd::zstd_safe::compress_bound(upto) + 8 * (n + 1);
-                dst.reserve(want.saturating_sub(dst.len()));
-                let at = dst.len();
-                let mut output = OutBuffer::around_pos(dst, at);
-                *seen += part.len();
-                let mut input = InBuffer::around(part);
-                // With room for the whole bound, one call takes the input and flushes it; left
-                // over means the output is full, so the body would not pay anyway.
-                match cx.compress_stream2(&mut output, &mut input, end) {
-                    Ok(0) if input.pos() == part.len() => pays(output.pos(), upto),
-                    _ => false,
+                sample.clear();
+                let paid = step(cx, &mut sample, &plain[..SAMPLE], SAMPLE, ZSTD_e_flush);
+                if paid {
+                    out.extend_from_slice(&sample);
                 }
+                paid
             });
-            if !stepped {
+            *seen += SAMPLE;
+            if !sampled {
                 return false;
             }
         }
-        true
+        let rest = if plain.len() > SAMPLE {
+            &plain[SAMPLE..]
+        } else {
+            plain
+        };
+        *seen += rest.len();
+        step(cx, out, rest, plain.len(), ZSTD_e_end)
     });
     if pays_here {
         FLAG_ZSTD
     } else {
         0
+    }
+}
+
+/// Feeds `part` to the frame in `cx` with `end`, appending to `dst`: true when zstd took it all
+/// and the frame so far (the first `upto` bytes of the chunk) pays. `dst` grows to the bound of
+/// `upto` bytes and a block header per step, so one call takes the input and flushes it; input
+/// left over means the output is full, so the body would not pay anyway.
+fn step(
+    cx: &mut zstd::zstd_safe::CCtx<'_>,
+    dst: &mut Vec<u8>,
+    part: &[u8],
+    upto: usize,
+    end: zstd::zstd_safe::zstd_sys::ZSTD_EndDirective,
+) -> bool {
+    use zstd::zstd_safe::{InBuffer, OutBuffer};
+    let want = zstd::zstd_safe::compress_bound(upto) + 16;
+    dst.reserve(want.saturating_sub(dst.len()));
+    let at = dst.len();
+    let mut output = OutBuffer::around_pos(dst, at);
+    let mut input = InBuffer::around(part);
+    match cx.compress_stream2(&mut output, &mut input, end) {
+        Ok(0) if input.pos() == part.len() => pays(output.pos(), upto),
+        _ => false,
     }
 }
 
