@@ -328,32 +328,31 @@ impl Keys {
         }
     }
 
-    /// [`Keys::open_blob_in_place`] out of place: the whole sealed blob given in `pieces` (in
-    /// order, as it arrived), its body checked and decrypted into `out`, which must be exactly
-    /// the body's length. When it fails, `out` holds nothing of use.
+    /// [`Keys::open_blob_in_place`] out of place: the whole sealed blob's body checked and
+    /// decrypted into `out`, which must be exactly the body's length. When it fails, `out`
+    /// holds nothing of use.
     pub fn open_blob_to(
         &self,
         id: &ChunkId,
         flags: u8,
-        pieces: &[&[u8]],
+        sealed: &[u8],
         out: &mut [u8],
     ) -> Result<(), CryptoError> {
-        let total: usize = pieces.iter().map(|p| p.len()).sum();
-        if total != out.len() + self.overhead() {
+        if sealed.len() != out.len() + self.overhead() {
             return Err(CryptoError::Chunk);
         }
         let Some(s) = &self.sealing else {
-            copy_pieces(pieces, 0..total, out);
+            out.copy_from_slice(sealed);
             return Ok(());
         };
-        let body = NONCE_LEN..total - TAG_LEN;
-        let mut nonce = [0u8; NONCE_LEN];
-        copy_pieces(pieces, 0..NONCE_LEN, &mut nonce);
-        let mut tag = [0u8; TAG_LEN];
-        copy_pieces(pieces, body.end..total, &mut tag);
-        let body = sub_pieces(pieces, body);
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let (nonce, tag) = (nonce.try_into(), tag.try_into());
+        let (Ok(nonce), Ok(tag)) = (nonce, tag) else {
+            return Err(CryptoError::Chunk);
+        };
         s.data
-            .open_to(&nonce, &self.blob_ad(id, flags), &body, out, &tag)
+            .open_to(nonce, &self.blob_ad(id, flags), body, out, tag)
             .map_err(|_| CryptoError::Chunk)
     }
 
@@ -569,30 +568,6 @@ pub(super) fn open(aead: &XChaCha, ad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> 
     let mut plain = sealed[NONCE_LEN..NONCE_LEN + body_len].to_vec();
     aead.open_in_place(&nonce, ad, &mut plain, &tag).ok()?;
     Some(plain)
-}
-
-/// The bytes `range` of the concatenation of `pieces`, as slices of them.
-fn sub_pieces<'a>(pieces: &[&'a [u8]], range: std::ops::Range<usize>) -> Vec<&'a [u8]> {
-    let mut out = Vec::with_capacity(pieces.len());
-    let mut start = 0;
-    for p in pieces {
-        let end = start + p.len();
-        let (a, b) = (range.start.max(start), range.end.min(end));
-        if a < b {
-            out.push(&p[a - start..b - start]);
-        }
-        start = end;
-    }
-    out
-}
-
-/// Copies the bytes `range` of the concatenation of `pieces` into `out` (of that length).
-fn copy_pieces(pieces: &[&[u8]], range: std::ops::Range<usize>, out: &mut [u8]) {
-    let mut at = 0;
-    for p in sub_pieces(pieces, range) {
-        out[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
-    }
 }
 
 #[cfg(test)]

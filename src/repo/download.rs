@@ -757,13 +757,11 @@ fn open_into(
         let Some(blob) = bytes.get(from..from + p.chunk.sealed_len as usize) else {
             return Ok(Err(i));
         };
-        // One piece: the blob as fetched (the opener also takes a body in pieces).
-        let blob = [blob];
         let entry = p.chunk.entry();
         let len = p.chunk.plain_len as usize;
         if let Some((writer, sink)) = w.as_deref_mut() {
             if let Some(room) = writer.reserve(p.file_offset, len).map_err(|e| sink.io(e))? {
-                if open_raw_blob_to(keys, &entry, &blob, room).is_err() {
+                if open_raw_blob_to(keys, &entry, blob, room).is_err() {
                     return Ok(Err(i));
                 }
                 h.update(room);
@@ -773,7 +771,7 @@ fn open_into(
         }
         let mut buf = buffers.take_for(len);
         buf.resize(len, 0);
-        if open_raw_blob_to(keys, &entry, &blob, &mut buf).is_err() {
+        if open_raw_blob_to(keys, &entry, blob, &mut buf).is_err() {
             buffers.give(buf);
             return Ok(Err(i));
         }

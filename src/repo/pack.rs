@@ -371,17 +371,16 @@ pub fn is_raw(entry: &PackEntry) -> bool {
     entry.flags == 0
 }
 
-/// [`open_blob_in_place`] for a raw chunk ([`is_raw`]), out of place: its sealed bytes given in
-/// `pieces` (in order, as they arrived), its plaintext decrypted straight into `out` (exactly
-/// `plain_len` bytes: the room a writer keeps for it), then checked against the chunk ID. When
-/// it fails, `out` holds nothing of use.
+/// [`open_blob_in_place`] for a raw chunk ([`is_raw`]), out of place: its plaintext decrypted
+/// from `sealed` straight into `out` (exactly `plain_len` bytes: the room a writer keeps for
+/// it), then checked against the chunk ID. When it fails, `out` holds nothing of use.
 pub fn open_raw_blob_to(
     keys: &Keys,
     entry: &PackEntry,
-    pieces: &[&[u8]],
+    sealed: &[u8],
     out: &mut [u8],
 ) -> Result<(), PackError> {
-    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let len = sealed.len();
     if len != entry.sealed_len as usize {
         return Err(PackError::BlobLength {
             len,
@@ -399,7 +398,7 @@ pub fn open_raw_blob_to(
         }
         .into());
     }
-    keys.open_blob_to(&entry.id, entry.flags, pieces, out)?;
+    keys.open_blob_to(&entry.id, entry.flags, sealed, out)?;
     keys.verify_chunk(&entry.id, out)?;
     Ok(())
 }

@@ -90,32 +90,26 @@ impl XChaCha {
         }
     }
 
-    /// [`XChaCha::open_in_place`] out of place: the ciphertext given in `pieces` (in order,
-    /// together exactly `out.len()` bytes, as the body arrived from the network) is checked
-    /// against `tag` and decrypted into `out` with no copy in between. When the tag does not
-    /// verify, `out` holds nothing of use.
+    /// [`XChaCha::open_in_place`] out of place: `ciphertext` is checked against `tag` and
+    /// decrypted into `out` (of its length) in one pass, with no copy in between. When the tag
+    /// does not verify, `out` holds nothing of use.
     pub fn open_to(
         &self,
         nonce: &[u8; NONCE_LEN],
         ad: &[u8],
-        pieces: &[&[u8]],
+        ciphertext: &[u8],
         out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Unauthentic> {
-        let total: usize = pieces.iter().map(|p| p.len()).sum();
-        if total != out.len() {
+        if ciphertext.len() != out.len() {
             return Err(Unauthentic);
         }
         let (subkey, short) = self.subkey(nonce);
-        match openssl_open_to(&subkey.0, &short, ad, pieces, out, tag) {
+        match openssl_open_to(&subkey.0, &short, ad, ciphertext, out, tag) {
             Ok(verified) => verified.then_some(()).ok_or(Unauthentic),
             Err(Failed { .. }) => {
                 // The ciphertext again where OpenSSL left off, then opened in place by ring.
-                let mut at = 0;
-                for p in pieces {
-                    out[at..at + p.len()].copy_from_slice(p);
-                    at += p.len();
-                }
+                out.copy_from_slice(ciphertext);
                 ring_open(&subkey.0, short, ad, out, tag)
             }
         }
@@ -217,23 +211,21 @@ fn openssl_open(
     Ok(ctx.cipher_final(&mut []).is_ok())
 }
 
-/// [`openssl_open`] from `pieces` into `out` (of their total length, checked by the caller).
+/// [`openssl_open`] from `ciphertext` into `out` (of its length, checked by the caller).
 fn openssl_open_to(
     key: &[u8; KEY_LEN],
     nonce: &[u8; 12],
     ad: &[u8],
-    pieces: &[&[u8]],
+    ciphertext: &[u8],
     out: &mut [u8],
     tag: &[u8; TAG_LEN],
 ) -> Result<bool, Failed> {
     fits_openssl(out)?;
     let mut ctx = openssl_opener(key, nonce, ad, tag)?;
-    let mut at = 0;
-    for p in pieces.iter().filter(|p| !p.is_empty()) {
-        // A stream cipher: each update writes exactly its input's length.
-        let dst = &mut out[at..at + p.len()];
-        match ctx.cipher_update(p, Some(dst)) {
-            Ok(n) if n == p.len() => at += n,
+    if !ciphertext.is_empty() {
+        // A stream cipher: the update writes exactly its input's length.
+        match ctx.cipher_update(ciphertext, Some(out)) {
+            Ok(n) if n == ciphertext.len() => {}
             _ => return Err(Failed { touched: true }),
         }
     }
@@ -340,39 +332,32 @@ mod tests {
             prop_assert!(!openssl_open(&key, &nonce, &ad, &mut b, &bad).ok().unwrap());
         }
 
-        /// Opening out of place from a ciphertext cut anywhere gives what opening in place
-        /// gives, and refuses what it refuses; so does the fallback it takes when OpenSSL fails.
+        /// Opening out of place gives what opening in place gives, and refuses what it
+        /// refuses; so does ring, the fallback it takes when OpenSSL fails.
         #[test]
-        fn opens_out_of_place_from_pieces_cut_anywhere(
+        fn opens_out_of_place_as_in_place(
             key in any::<[u8; 32]>(),
             nonce in any::<[u8; 24]>(),
             msg in proptest::collection::vec(any::<u8>(), 0..3000),
-            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
             flip in any::<prop::sample::Index>(),
         ) {
             let ours = XChaCha::new(key);
             let mut sealed = msg.clone();
             let tag = ours.seal_in_place(&nonce, b"ad", &mut sealed);
-            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(sealed.len() + 1)).collect();
-            at.push(0);
-            at.push(sealed.len());
-            at.sort_unstable();
-            let pieces: Vec<&[u8]> = at.windows(2).map(|w| &sealed[w[0]..w[1]]).collect();
             let mut out = vec![0xAA; msg.len()];
-            ours.open_to(&nonce, b"ad", &pieces, &mut out, &tag).unwrap();
+            ours.open_to(&nonce, b"ad", &sealed, &mut out, &tag).unwrap();
             prop_assert_eq!(&out, &msg);
-            // ring after a failed OpenSSL pass: the same plaintext from the same pieces.
+            // ring after a failed OpenSSL pass: the same plaintext from the same ciphertext.
             let (subkey, short) = ours.subkey(&nonce);
             let mut fallback = sealed.clone();
             ring_open(&subkey.0, short, b"ad", &mut fallback, &tag).unwrap();
             prop_assert_eq!(&fallback, &msg);
-            prop_assert!(ours.open_to(&nonce, b"da", &pieces, &mut out, &tag).is_err());
-            prop_assert!(ours.open_to(&nonce, b"ad", &pieces, &mut out[..msg.len().saturating_sub(1)], &tag).is_err() || msg.is_empty());
+            prop_assert!(ours.open_to(&nonce, b"da", &sealed, &mut out, &tag).is_err());
+            prop_assert!(ours.open_to(&nonce, b"ad", &sealed, &mut out[..msg.len().saturating_sub(1)], &tag).is_err() || msg.is_empty());
             if !sealed.is_empty() {
                 let mut bad = sealed.clone();
                 bad[flip.index(sealed.len())] ^= 1;
-                let pieces: Vec<&[u8]> = at.windows(2).map(|w| &bad[w[0]..w[1]]).collect();
-                prop_assert!(ours.open_to(&nonce, b"ad", &pieces, &mut out, &tag).is_err());
+                prop_assert!(ours.open_to(&nonce, b"ad", &bad, &mut out, &tag).is_err());
             }
         }
     }
