@@ -18,6 +18,9 @@ pub struct Stats {
     pub invalid_requests: u64,
     /// 429 responses by `X-RateLimit-Scope`, faults' included.
     pub rate_limited: ScopeCounts,
+    /// When (Unix ms, the clock of message timestamps) the last global 429 was answered: what a
+    /// client can first have heard of a global wait.
+    pub last_global_429_ms: Option<u64>,
     /// Per webhook id: the messages it created and the 429s its token routes got.
     pub by_webhook: BTreeMap<u64, LaneStats>,
     /// Per channel id: the bot's creates and the executes of the channel's webhooks, apart.
@@ -144,6 +147,9 @@ impl Counters {
                 return;
             };
             s.rate_limited.add(scope);
+            if scope == Scope::Global {
+                s.last_global_429_ms = Some(crate::snowflake::now_ms());
+            }
             if let Some(lane) = lane {
                 for l in s.lane(lane) {
                     l.rate_limited.add(scope);

@@ -423,14 +423,12 @@ async fn a_global_429_holds_back_every_bot_lane_for_its_wait() {
             global: true,
         },
     );
-    let began = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
     let m = upload2(&s, &r, &path).await.unwrap();
     assert_eq!(rebuilt(&env, &r, &m), data);
     let stats = env.emu.stats();
     assert_eq!(stats.rate_limited.global, 1);
+    // Counted from the 429's answer: what dstore cannot have heard of before may go.
+    let began = stats.last_global_429_ms.expect("the 429 was answered");
     // Both channels carried packs, and neither posted anything during the global wait.
     let (a, b) = (env.emu.messages(first), env.emu.messages(second));
     assert!(
@@ -440,12 +438,12 @@ async fn a_global_429_holds_back_every_bot_lane_for_its_wait() {
         b.len()
     );
     // The create in flight beside the refused one may land, and on a busy machine one more
-    // sent as that one finished, before the 429 came back; without the global wait all eight
-    // packs would land inside it.
+    // sent as that one finished, before the 429 reached dstore; without the global wait all
+    // eight packs would land inside it.
     let inside: Vec<u64> = a
         .iter()
         .chain(&b)
-        .filter(|m| m.timestamp < began + 1_900)
+        .filter(|m| m.timestamp >= began && m.timestamp < began + 1_900)
         .map(|m| m.timestamp - began)
         .collect();
     assert!(
