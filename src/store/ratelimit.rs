@@ -216,11 +216,18 @@ impl State {
 
 impl State {
     /// A slot reserved for `key` moments ago, if any; older ones are given up.
+    /// A slot of a window that has ended since it was taken is given up too: the request
+    /// would reach the server in the next window, where nothing counted it.
     fn prepaid(&mut self, key: &RouteKey) -> Option<Ticket> {
-        let queue = self.prepaid.get_mut(key)?;
         let now = Instant::now();
+        let window = self
+            .buckets
+            .get(&self.bucket_name(key))
+            .map(|b| (b.opened_at, b.reset_at));
+        let queue = self.prepaid.get_mut(key)?;
         while let Some(t) = queue.pop_front() {
-            if now.duration_since(t.sent_at) < PREPAID_FOR {
+            let current = window.is_none_or(|(opened, ends)| t.sent_at >= opened && now < ends);
+            if now.duration_since(t.sent_at) < PREPAID_FOR && current {
                 return Some(t);
             }
         }
@@ -392,7 +399,15 @@ impl RateLimiter {
         let sent_since = st.sent.get(key).map_or(0, |n| n.saturating_sub(ticket.seq));
         let remaining = remaining.saturating_sub(sent_since);
         if let Some(hash) = h("x-ratelimit-bucket") {
+            let before = st.bucket_name(key);
             st.bucket_of.insert(*key, hash.to_string());
+            let name = st.bucket_name(key);
+            // The window paced so far under the route's name is the one this hash names.
+            if name != before && !st.buckets.contains_key(&name) {
+                if let Some(b) = st.buckets.remove(&before) {
+                    st.buckets.insert(name, b);
+                }
+            }
         }
         let name = st.bucket_name(key);
         // A reply's `Reset-After` is what is left of the window when it was written, which for
@@ -415,9 +430,12 @@ impl RateLimiter {
         };
         let bucket = st.buckets.entry(name).or_insert(fresh);
         if bucket.folklore {
-            // The guess made before any reply gives way to what Discord says.
+            // The guess made before any reply gives way to what Discord says. Every request
+            // taken from the guess went into this window, reaching the server in whatever
+            // order: what the window's limit leaves after them bounds what is left too.
+            let taken = bucket.limit.unwrap_or(0).saturating_sub(bucket.remaining);
             bucket.folklore = false;
-            bucket.remaining = remaining;
+            bucket.remaining = limit.map_or(remaining, |l| remaining.min(l.saturating_sub(taken)));
             bucket.reset_at = reset_at;
             bucket.guessed = false;
             bucket.limit = limit;
@@ -705,6 +723,42 @@ mod tests {
         let mut st = rl.state();
         assert!(st.try_take(&KEY, now).is_ok());
         assert!(st.try_take(&KEY, now).is_err());
+    }
+
+    #[test]
+    fn the_first_reply_to_reach_dstore_may_be_of_a_request_the_server_counted_first() {
+        // Five creates leave at once on the folklore guess; the fourth taken reached the
+        // server first (4 of 5 left then). Counting only those taken after it would leave one
+        // slot; all five are in the window.
+        let rl = RateLimiter::default();
+        let bot = RouteKey {
+            kind: "create-message",
+            major: 3,
+        };
+        let tickets: Vec<Ticket> = (0..5)
+            .map(|_| rl.state().try_take(&bot, Instant::now()).unwrap())
+            .collect();
+        rl.observe(&bot, tickets[3], &with_limit("4", "4.9", "5"));
+        assert!(!rl.reserve(&bot));
+        assert!(rl.ready_at(&bot) > Instant::now() + Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_reserved_in_a_window_that_ended_is_not_used_in_the_next() {
+        let rl = RateLimiter::default();
+        let t = Ticket {
+            seq: 0,
+            sent_at: Instant::now(),
+        };
+        rl.observe(&KEY, t, &with_limit("1", "1", "2"));
+        assert!(rl.reserve(&KEY));
+        // The request is slow to leave: the window ends and a fresh one opens meanwhile.
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        let before = rl.state().sent[&KEY];
+        rl.acquire(&KEY).await.unwrap();
+        assert_eq!(rl.state().sent[&KEY], before + 1, "a fresh slot was taken");
+        assert!(rl.reserve(&KEY));
+        assert!(!rl.reserve(&KEY), "the fresh window allows two");
     }
 
     fn with_limit(remaining: &str, reset_after: &str, limit: &'static str) -> HeaderMap {
