@@ -86,7 +86,7 @@ impl Buffers {
         }
     }
 
-    /// An empty buffer, with the capacity of a spare one when there is one.
+    /// A spare buffer (empty, unless given back by [`Buffers::give_as_is`]), or a new one.
     pub fn take(&self) -> Vec<u8> {
         let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
         spare.unwrap_or_default()
@@ -113,6 +113,19 @@ impl Buffers {
             return;
         }
         buf.clear();
+        if let Ok(mut s) = self.spare.lock() {
+            if s.len() < self.keep {
+                s.push(buf);
+            }
+        }
+    }
+
+    /// [`Buffers::give`] keeping `buf`'s bytes, for a taker that overwrites them before they
+    /// count (a pack writer): its room is then not zeroed again.
+    pub fn give_as_is(&self, buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
         if let Ok(mut s) = self.spare.lock() {
             if s.len() < self.keep {
                 s.push(buf);

@@ -273,26 +273,32 @@ impl Keys {
         body.len() + self.overhead()
     }
 
-    /// [`Keys::seal_blob`] without a copy: encrypts `body` where it lies and returns what goes
-    /// before and after it in the blob (nonce and tag; nothing when unencrypted). The blob is
-    /// `seal.prefix() || body || seal.suffix()`.
-    pub fn seal_blob_in_place(&self, id: &ChunkId, flags: u8, body: &mut [u8]) -> InPlaceSeal {
-        match &self.sealing {
-            Some(s) => {
-                let nonce = random_nonce();
-                let tag = s.data.seal_in_place(&nonce, &self.blob_ad(id, flags), body);
-                InPlaceSeal {
-                    nonce,
-                    tag,
-                    encrypted: true,
-                }
-            }
-            None => InPlaceSeal {
-                nonce: [0; NONCE_LEN],
-                tag: [0; TAG_LEN],
-                encrypted: false,
-            },
+    /// [`Keys::seal_blob`] into `out`, which must be exactly the blob's length (the body's and
+    /// [`Keys::overhead`]): the body is encrypted straight into its place, with no copy.
+    pub fn seal_blob_to(
+        &self,
+        id: &ChunkId,
+        flags: u8,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        if out.len() != body.len() + self.overhead() {
+            return Err(CryptoError::Chunk);
         }
+        let Some(s) = &self.sealing else {
+            out.copy_from_slice(body);
+            return Ok(());
+        };
+        let nonce = random_nonce();
+        let (head, rest) = out.split_at_mut(NONCE_LEN);
+        let (cipher, tag) = rest.split_at_mut(body.len());
+        head.copy_from_slice(&nonce);
+        let sealed = s
+            .data
+            .seal_to(&nonce, &self.blob_ad(id, flags), body, cipher)
+            .map_err(|_| CryptoError::Chunk)?;
+        tag.copy_from_slice(&sealed);
+        Ok(())
     }
 
     /// [`Keys::open_blob`] without a copy: checks the tag of `sealed` (a whole blob) and decrypts
@@ -486,34 +492,6 @@ impl Keys {
         ad.extend_from_slice(id);
         ad.push(flags);
         ad
-    }
-}
-
-/// What [`Keys::seal_blob_in_place`] puts around a body encrypted in place.
-#[derive(Debug, Clone, Copy)]
-pub struct InPlaceSeal {
-    nonce: [u8; NONCE_LEN],
-    tag: [u8; TAG_LEN],
-    encrypted: bool,
-}
-
-impl InPlaceSeal {
-    /// The bytes before the body: the nonce (empty when unencrypted).
-    pub fn prefix(&self) -> &[u8] {
-        if self.encrypted {
-            &self.nonce
-        } else {
-            &[]
-        }
-    }
-
-    /// The bytes after the body: the tag (empty when unencrypted).
-    pub fn suffix(&self) -> &[u8] {
-        if self.encrypted {
-            &self.tag
-        } else {
-            &[]
-        }
     }
 }
 

@@ -149,7 +149,10 @@ fn sealed_header_len(keys: &Keys, count: usize) -> usize {
 pub struct PackWriter<'k> {
     keys: &'k Keys,
     limit: usize,
+    /// The pack so far is `bytes[..used]`. Past it, in a reused buffer, lie bytes of an
+    /// earlier pack, each overwritten before it counts, so the room is never zeroed again.
     bytes: Vec<u8>,
+    used: usize,
     header: PackHeader,
 }
 
@@ -159,20 +162,37 @@ impl<'k> PackWriter<'k> {
         Self::with_buffer(keys, limit, Vec::new())
     }
 
-    /// [`PackWriter::new`] writing into `buffer` (emptied first), a pack buffer reused.
-    pub fn with_buffer(keys: &'k Keys, limit: usize, mut buffer: Vec<u8>) -> Self {
-        buffer.clear();
+    /// [`PackWriter::new`] writing into `buffer`, a pack buffer reused: what it holds is
+    /// overwritten, never part of the pack.
+    pub fn with_buffer(keys: &'k Keys, limit: usize, buffer: Vec<u8>) -> Self {
         PackWriter {
             keys,
             limit,
             bytes: buffer,
+            used: 0,
             header: PackHeader::default(),
         }
     }
 
     /// The pack's size if it were finished now.
     pub fn size(&self) -> usize {
-        self.bytes.len() + sealed_header_len(self.keys, self.header.entries.len()) + TRAILER_LEN
+        self.used + sealed_header_len(self.keys, self.header.entries.len()) + TRAILER_LEN
+    }
+
+    /// The next `n` bytes of the pack, to be written whole by the caller.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.used + n;
+        if self.bytes.len() < end {
+            if self.bytes.capacity() < self.limit {
+                // One allocation of the whole pack: no reallocation copies as it fills.
+                self.bytes.reserve_exact(self.limit - self.bytes.len());
+            }
+            // Zeroed only where the buffer never held anything.
+            self.bytes.resize(end, 0);
+        }
+        let start = self.used;
+        self.used = end;
+        &mut self.bytes[start..end]
     }
 
     /// Chunks added so far.
@@ -201,22 +221,47 @@ impl<'k> PackWriter<'k> {
             plain_len: plain.len(),
             limit: self.limit,
         };
-        let plain_len = u32::try_from(plain.len()).map_err(|_| too_big.clone())?;
-        let (flags, body) = compress::compress(plain);
-        let sealed = body.len() + self.keys.overhead();
-        let sealed_len = u32::try_from(sealed).map_err(|_| too_big.clone())?;
-        if self.size_with(sealed) > self.limit {
+        if u32::try_from(plain.len()).is_err() {
             return Err(too_big);
         }
-        let offset = self.bytes.len() as u64;
-        // Sealed straight onto the pack, no intermediate copy.
-        let written = self.keys.seal_blob_into(&id, flags, &body, &mut self.bytes);
-        debug_assert_eq!(written, sealed);
+        let (flags, body) = compress::compress(plain);
+        self.add_sealing(id, flags, plain.len(), &body)
+    }
+
+    /// Seals a chunk's body (compressed when `flags` says so, of a chunk of `plain_len` bytes)
+    /// straight into the pack, with no copy in between. Fails, leaving the pack as it was, when
+    /// the sealed chunk does not fit.
+    pub fn add_sealing(
+        &mut self,
+        id: ChunkId,
+        flags: u8,
+        plain_len: usize,
+        body: &[u8],
+    ) -> Result<&PackEntry, PackError> {
+        let too_big = PackError::DoesNotFit {
+            plain_len,
+            limit: self.limit,
+        };
+        let sealed = body.len() + self.keys.overhead();
+        let (Ok(sealed_len), Ok(plain32)) = (u32::try_from(sealed), u32::try_from(plain_len))
+        else {
+            return Err(too_big);
+        };
+        if !self.would_fit_sealed(sealed) {
+            return Err(too_big);
+        }
+        let (keys, offset) = (self.keys, self.used);
+        let room = self.room(sealed);
+        if keys.seal_blob_to(&id, flags, body, room).is_err() {
+            // The room is the blob's length: this does not happen. Nothing was added.
+            self.used = offset;
+            return Err(too_big);
+        }
         self.header.entries.push(PackEntry {
             id,
-            offset,
+            offset: offset as u64,
             sealed_len,
-            plain_len,
+            plain_len: plain32,
             flags,
         });
         Ok(&self.header.entries[self.header.entries.len() - 1])
@@ -229,32 +274,19 @@ impl<'k> PackWriter<'k> {
 
     /// Appends a blob sealed elsewhere ([`Keys::seal_blob`] of `entry`'s ID and flags), setting
     /// the entry's offset; fails, leaving the pack as it was, when it does not fit.
-    pub fn add_sealed(&mut self, entry: PackEntry, blob: &[u8]) -> Result<&PackEntry, PackError> {
-        self.add_sealed_parts(entry, &[blob])
-    }
-
-    /// [`PackWriter::add_sealed`] of a blob in pieces (a nonce, a body sealed in place, a tag:
-    /// [`Keys::seal_blob_in_place`]), copied once, into the pack.
-    pub fn add_sealed_parts(
+    pub fn add_sealed(
         &mut self,
         mut entry: PackEntry,
-        parts: &[&[u8]],
+        blob: &[u8],
     ) -> Result<&PackEntry, PackError> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        if len != entry.sealed_len as usize || !self.would_fit_sealed(len) {
+        if blob.len() != entry.sealed_len as usize || !self.would_fit_sealed(blob.len()) {
             return Err(PackError::DoesNotFit {
                 plain_len: entry.plain_len as usize,
                 limit: self.limit,
             });
         }
-        if self.bytes.capacity() < self.limit {
-            // One allocation of the whole pack: no reallocation copies as it fills.
-            self.bytes.reserve_exact(self.limit - self.bytes.len());
-        }
-        entry.offset = self.bytes.len() as u64;
-        for p in parts {
-            self.bytes.extend_from_slice(p);
-        }
+        entry.offset = self.used as u64;
+        self.room(blob.len()).copy_from_slice(blob);
         self.header.entries.push(entry);
         Ok(&self.header.entries[self.header.entries.len() - 1])
     }
@@ -262,6 +294,7 @@ impl<'k> PackWriter<'k> {
     /// The pack's bytes and its header.
     pub fn finish(self) -> (Vec<u8>, PackHeader) {
         let mut bytes = self.bytes;
+        bytes.truncate(self.used);
         let sealed = self.keys.seal_header(&self.header.encode());
         bytes.extend_from_slice(&sealed);
         // The header of a pack under ~4 GiB: its length fits a u32.

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::chunker::{Buffers, Chunker, ChunkerParams};
-use super::crypto::{ChunkId, InPlaceSeal, Keys, ObjectKind, PACK_ID_LEN};
+use super::crypto::{ChunkId, Keys, ObjectKind, PACK_ID_LEN};
 use super::index::ChunkIndex;
 use super::pack::{pack_limit, PackEntry, PackWriter, ENTRY_LEN, HEADER_FIXED, TRAILER_LEN};
 use crate::catalog::{Catalog, FileManifest, PackChunk, PackRecord, Status, FORMAT_V2};
@@ -501,9 +501,9 @@ impl PackBuffers {
         }
     }
 
-    /// Gives a buffer back, for the next pack.
+    /// Gives a buffer back, for the next pack (which overwrites what it holds).
     fn give(&self, buf: Vec<u8>) {
-        self.spare.give(buf);
+        self.spare.give_as_is(buf);
         let (lock, freed) = &*self.alive;
         if let Ok(mut alive) = lock.lock() {
             *alive = alive.saturating_sub(1);
@@ -521,20 +521,20 @@ struct Work {
     skipped: u64,
 }
 
-/// A chunk compressed and sealed, on its way to the packer.
-struct Sealed {
-    /// Its pack entry, but for the offset (the packer sets it).
-    entry: PackEntry,
+/// A chunk compressed (when that pays), on its way to the packer, which seals it into a pack.
+struct Compressed {
+    id: ChunkId,
+    flags: u8,
+    plain_len: usize,
     file_offset: u64,
-    /// The blob: `seal.prefix() || body || seal.suffix()`, the body sealed in place.
-    seal: InPlaceSeal,
+    /// Its body: the compressed bytes, or the chunk's own.
     body: Vec<u8>,
     /// The file bytes it stands for in the progress: its own and the skipped ones before it.
     covered: u64,
 }
 
-/// Sealing workers: one per core (at most 4), so compression and sealing run beside the
-/// reader's chunking and hashing.
+/// Compressing workers: one per core (at most 4), so compression runs beside the reader's
+/// chunking and hashing.
 fn sealers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
 }
@@ -543,9 +543,11 @@ fn sealers() -> usize {
 ///
 /// - the reader (this thread) reads, cuts chunks, hashes the whole file, computes each chunk's
 ///   ID and decides, in file order, whether it is new (so a chunk seen twice is sealed once);
-/// - [`sealers`] workers compress and seal the new chunks, which the reader deals out in turn;
-/// - the packer takes them back in the same turn, so in file order, into packs (the same packs
-///   whatever the timing), and hands each finished pack with its ID to the async side.
+/// - [`sealers`] workers compress the new chunks, which the reader deals out in turn;
+/// - the packer takes them back in the same turn, so in file order, and seals each straight
+///   into its place in a pack (the same packs whatever the timing; sealing out of place costs
+///   what sealing in place does, so a chunk's bytes are not copied into the pack on top), and
+///   hands each finished pack with its ID to the async side.
 ///
 /// Each hand-over holds one item, so memory stays a few chunks and packs whatever the file size.
 fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
@@ -558,9 +560,9 @@ fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
             let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(1);
-            let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Sealed>(1);
-            let (keys, buffers) = (&c.keys, &c.buffers);
-            workers.push(s.spawn(move || seal_chunks(keys, buffers, work_rx, sealed_tx)));
+            let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Compressed>(1);
+            let buffers = &c.buffers;
+            workers.push(s.spawn(move || compress_chunks(buffers, work_rx, sealed_tx)));
             to_sealers.push(work_tx);
             from_sealers.push(sealed_rx);
         }
@@ -647,44 +649,32 @@ fn scan(
     }))
 }
 
-/// A sealing worker: compresses (when that pays) and seals each chunk it is given, in place:
-/// the chunk's own buffer (stored raw) or the compressed body's is encrypted where it lies, and
-/// the other goes back to `buffers`.
-fn seal_chunks(
-    keys: &Keys,
+/// A compressing worker: compresses (when that pays) each chunk it is given; the chunk's own
+/// buffer (stored raw) or the compressed body's goes on, and the other back to `buffers`.
+fn compress_chunks(
     buffers: &Buffers,
     work: std::sync::mpsc::Receiver<Work>,
-    sealed: std::sync::mpsc::SyncSender<Sealed>,
+    done: std::sync::mpsc::SyncSender<Compressed>,
 ) {
     for w in work {
         let mut compressed = buffers.take_for(zstd::zstd_safe::compress_bound(w.data.len()));
         let flags = super::compress::compress_into(&w.data, &mut compressed);
         let plain_len = w.data.len();
-        let (mut body, spare) = if flags & super::compress::FLAG_ZSTD != 0 {
+        let (body, spare) = if flags & super::compress::FLAG_ZSTD != 0 {
             (compressed, w.data)
         } else {
             (w.data, compressed)
         };
         buffers.give(spare);
-        let seal = keys.seal_blob_in_place(&w.id, flags, &mut body);
-        let sealed_len = seal.prefix().len() + body.len() + seal.suffix().len();
-        // A chunk is at most 16 MiB (the chunker's largest maximum); a length that did not
-        // fit would make the packer refuse the blob, never a wrong entry.
-        let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let out = Sealed {
-            entry: PackEntry {
-                id: w.id,
-                offset: 0,
-                sealed_len: len32(sealed_len),
-                plain_len: len32(plain_len),
-                flags,
-            },
+        let out = Compressed {
+            id: w.id,
+            flags,
+            plain_len,
             file_offset: w.offset,
             covered: w.skipped + plain_len as u64,
-            seal,
             body,
         };
-        if sealed.send(out).is_err() {
+        if done.send(out).is_err() {
             return;
         }
     }
@@ -719,7 +709,7 @@ struct Packed {
 /// fills packs and hands each to the async side; `None` when stopped.
 fn pack_chunks(
     c: &ReadCtx,
-    from_sealers: Vec<std::sync::mpsc::Receiver<Sealed>>,
+    from_sealers: Vec<std::sync::mpsc::Receiver<Compressed>>,
 ) -> Result<Option<Packed>, UploadError> {
     let fresh = || {
         let buf = c.pack_buffers.take()?;
@@ -761,7 +751,8 @@ fn pack_chunks(
     // Each sealer's queue ends when the reader is done with it; the next turn's end is the end.
     while let Ok(chunk) = from_sealers[turn].recv() {
         turn = (turn + 1) % from_sealers.len();
-        if !writer.is_empty() && !writer.would_fit_sealed(chunk.entry.sealed_len as usize) {
+        let sealed_len = chunk.body.len() + c.keys.overhead();
+        if !writer.is_empty() && !writer.would_fit_sealed(sealed_len) {
             let Some(next) = fresh() else {
                 return Ok(None);
             };
@@ -770,10 +761,10 @@ fn pack_chunks(
                 return Ok(None);
             }
         }
-        let parts = [chunk.seal.prefix(), &chunk.body[..], chunk.seal.suffix()];
         let entry: PackEntry = *writer
-            .add_sealed_parts(chunk.entry, &parts)
-            // The pack was checked to have room just above: a refusal here is a bug.
+            .add_sealing(chunk.id, chunk.flags, chunk.plain_len, &chunk.body)
+            // The pack was checked to have room just above (a chunk is at most 16 MiB, the
+            // chunker's largest maximum): a refusal here is a bug.
             .map_err(|e| UploadError::Internal(e.to_string()))?;
         c.buffers.give(chunk.body);
         covered += chunk.covered;

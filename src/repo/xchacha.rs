@@ -69,6 +69,29 @@ impl XChaCha {
         }
     }
 
+    /// [`XChaCha::seal_in_place`] out of place: `plain` is encrypted into `out` (of its length)
+    /// in one pass, with no copy in between; returns the tag.
+    pub fn seal_to(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        ad: &[u8],
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Unauthentic> {
+        if plain.len() != out.len() {
+            return Err(Unauthentic);
+        }
+        let (subkey, short) = self.subkey(nonce);
+        match openssl_seal_to(&subkey.0, &short, ad, plain, out) {
+            Ok(tag) => Ok(tag),
+            Err(Failed { .. }) => {
+                // The plaintext again where OpenSSL left off, then sealed in place by ring.
+                out.copy_from_slice(plain);
+                Ok(ring_seal(&subkey.0, short, ad, out))
+            }
+        }
+    }
+
     /// Checks `tag` over `buf` and `ad`, then decrypts `buf` in place. When the tag does not
     /// verify, `buf` holds nothing of use.
     pub fn open_in_place(
@@ -173,6 +196,30 @@ fn openssl_seal(
     let len = buf.len();
     if len > 0 {
         ctx.cipher_update_inplace(buf, len).map_err(touched)?;
+    }
+    ctx.cipher_final(&mut []).map_err(touched)?;
+    let mut tag = [0u8; TAG_LEN];
+    ctx.tag(&mut tag).map_err(touched)?;
+    Ok(tag)
+}
+
+/// [`openssl_seal`] from `plain` into `out` (of its length, checked by the caller).
+fn openssl_seal_to(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; 12],
+    ad: &[u8],
+    plain: &[u8],
+    out: &mut [u8],
+) -> Result<[u8; TAG_LEN], Failed> {
+    fits_openssl(out)?;
+    let mut ctx = openssl_ctx(key, nonce, ad, true)?;
+    let touched = |_| Failed { touched: true };
+    if !plain.is_empty() {
+        // A stream cipher: the update writes exactly its input's length.
+        match ctx.cipher_update(plain, Some(out)) {
+            Ok(n) if n == plain.len() => {}
+            _ => return Err(Failed { touched: true }),
+        }
     }
     ctx.cipher_final(&mut []).map_err(touched)?;
     let mut tag = [0u8; TAG_LEN];
@@ -332,10 +379,11 @@ mod tests {
             prop_assert!(!openssl_open(&key, &nonce, &ad, &mut b, &bad).ok().unwrap());
         }
 
-        /// Opening out of place gives what opening in place gives, and refuses what it
-        /// refuses; so does ring, the fallback it takes when OpenSSL fails.
+        /// Sealing out of place gives what sealing in place gives; opening out of place gives
+        /// what opening in place gives, and refuses what it refuses; so does ring, the
+        /// fallback it takes when OpenSSL fails.
         #[test]
-        fn opens_out_of_place_as_in_place(
+        fn seals_and_opens_out_of_place_as_in_place(
             key in any::<[u8; 32]>(),
             nonce in any::<[u8; 24]>(),
             msg in proptest::collection::vec(any::<u8>(), 0..3000),
@@ -344,6 +392,10 @@ mod tests {
             let ours = XChaCha::new(key);
             let mut sealed = msg.clone();
             let tag = ours.seal_in_place(&nonce, b"ad", &mut sealed);
+            let mut to = vec![0x55; msg.len()];
+            prop_assert_eq!(ours.seal_to(&nonce, b"ad", &msg, &mut to).unwrap(), tag);
+            prop_assert_eq!(&to, &sealed);
+            prop_assert!(ours.seal_to(&nonce, b"ad", &msg, &mut to[..msg.len().saturating_sub(1)]).is_err() || msg.is_empty());
             let mut out = vec![0xAA; msg.len()];
             ours.open_to(&nonce, b"ad", &sealed, &mut out, &tag).unwrap();
             prop_assert_eq!(&out, &msg);
