@@ -289,8 +289,9 @@ async fn round<S: PartStore>(
                 pack_size,
                 tx,
                 buffers: Buffers::new(sealers() + 2),
-                // Those in flight, one waiting for a slot and the one being filled.
-                pack_buffers: PackBuffers::new(cap + 2, stop.clone()),
+                // Those in flight and the one being filled (which waits, once full, for a
+                // slot to free: the packer fills one far faster than a lane sends one).
+                pack_buffers: PackBuffers::new(cap + 1, stop.clone()),
                 stop,
             })
         })

@@ -35,13 +35,17 @@ pub enum Pick {
     None,
 }
 
-/// Bytes of packs in flight at most when spreading over lanes: the memory budget, whatever
-/// the number of lanes (eight packs of Discord's 10 MiB).
-pub const PACK_MEMORY: u64 = 80 * 1024 * 1024;
+/// Bytes of pack buffers an upload holds at most when spreading over lanes, the packs in flight
+/// and the one being filled: the memory budget, whatever the number of lanes (six of Discord's
+/// 10 MiB packs, so an upload's peak stays under 128 MiB; README, "Memory and packs in flight").
+pub const PACK_MEMORY: u64 = 64 * 1024 * 1024;
 
-/// How many packs of `pack_size` bytes may be in flight at once within [`PACK_MEMORY`].
+/// How many packs of `pack_size` bytes may be in flight at once within [`PACK_MEMORY`], beside
+/// the one being filled; at least one.
 pub fn in_flight_budget(pack_size: u64) -> usize {
-    (PACK_MEMORY / pack_size.max(1)).clamp(1, crate::config::MAX_CONCURRENCY as u64) as usize
+    (PACK_MEMORY / pack_size.max(1))
+        .saturating_sub(1)
+        .clamp(1, crate::config::MAX_CONCURRENCY as u64) as usize
 }
 
 /// The live lanes of one upload and how busy each is.
@@ -287,7 +291,9 @@ mod tests {
 
     #[test]
     fn the_memory_budget_bounds_packs_in_flight() {
-        assert_eq!(in_flight_budget(10 * 1024 * 1024), 8);
+        // Discord's 10 MiB attachments make packs 64 KiB short of 10 MiB: five fly, one fills.
+        assert_eq!(in_flight_budget(10 * 1024 * 1024 - 64 * 1024), 5);
+        assert_eq!(in_flight_budget(10 * 1024 * 1024), 5);
         assert_eq!(in_flight_budget(100 * 1024 * 1024), 1);
         assert_eq!(in_flight_budget(1024), crate::config::MAX_CONCURRENCY);
     }

@@ -217,14 +217,21 @@ impl State {
 impl State {
     /// A slot reserved for `key` moments ago, if any; older ones are given up.
     /// A slot of a window that has ended since it was taken is given up too: the request
-    /// would reach the server in the next window, where nothing counted it.
+    /// would reach the server in the next window, where nothing counted it; and so is every
+    /// slot while a 429 taken since holds the route back (globally, or its group).
     fn prepaid(&mut self, key: &RouteKey) -> Option<Ticket> {
         let now = Instant::now();
+        let held = self.global_until.is_some_and(|u| u > now)
+            || self.group_block(key).is_some_and(|u| u > now);
         let window = self
             .buckets
             .get(&self.bucket_name(key))
             .map(|b| (b.opened_at, b.reset_at));
         let queue = self.prepaid.get_mut(key)?;
+        if held {
+            queue.clear();
+            return None;
+        }
         while let Some(t) = queue.pop_front() {
             let current = window.is_none_or(|(opened, ends)| t.sent_at >= opened && now < ends);
             if now.duration_since(t.sent_at) < PREPAID_FOR && current {
@@ -759,6 +766,21 @@ mod tests {
         assert_eq!(rl.state().sent[&KEY], before + 1, "a fresh slot was taken");
         assert!(rl.reserve(&KEY));
         assert!(!rl.reserve(&KEY), "the fresh window allows two");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_reserved_before_a_global_429_waits_out_the_429() {
+        let rl = RateLimiter::default();
+        assert!(rl.reserve(&KEY));
+        // Another request's reply: a global 429 for 2 s, before this one leaves.
+        rl.penalize(&KEY, Duration::from_secs(2), true);
+        let start = Instant::now();
+        rl.acquire(&KEY).await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     fn with_limit(remaining: &str, reset_after: &str, limit: &'static str) -> HeaderMap {
