@@ -1,5 +1,5 @@
 //! Content-defined chunking (docs/format.md, "Chunks"): FastCDC 2020 with a seeded gear table,
-//! streamed over any reader with memory bounded by about the maximum chunk size and two averages.
+//! streamed over any reader with memory bounded by a few windows of 1.5 times the maximum chunk size.
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
@@ -146,16 +146,55 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
+/// The chunker's window of the input, shared by the chunks cut from it: it goes back to its
+/// pool once the last of them is dropped.
+#[derive(Debug)]
+struct Window {
+    bytes: Vec<u8>,
+    pool: Buffers,
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        self.pool.give_as_is(std::mem::take(&mut self.bytes));
+    }
+}
+
+/// A chunk's bytes where the chunker read them: a range of its window, no copy.
+#[derive(Debug, Clone)]
+pub struct ChunkBytes {
+    window: Arc<Window>,
+    start: usize,
+    end: usize,
+}
+
+impl std::ops::Deref for ChunkBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.window.bytes[self.start..self.end]
+    }
+}
+
+/// [`Chunk`] with its bytes in the chunker's window ([`Chunker::next_shared`]).
+#[derive(Debug, Clone)]
+pub struct SharedChunk {
+    pub offset: u64,
+    pub data: ChunkBytes,
+}
+
 /// A streaming chunker over a reader. Cuts exactly where
 /// `FastCDC::with_level_and_seed(.., Normalization::Level1, seed)` cuts the whole input (where
-/// the same `cut_gear` cuts a window of `max` bytes or the rest of the input), while holding at
-/// most `max + min(2 * avg, max) + 1 MiB` bytes of it. Yields `io::Result<Chunk>`; stops after an error.
+/// the same `cut_gear` cuts a window of `max` bytes or the rest of the input). It reads into
+/// windows of `max + max / 2` bytes, each read full at once; chunks are ranges of a window
+/// ([`Chunker::next_shared`]) or copies ([`Iterator`]). Only a chunk that runs past a window's
+/// end is copied (its first part, into the next window), so about one chunk in eight.
+/// Yields `io::Result<Chunk>`; stops after an error.
 pub struct Chunker<R: Read> {
     source: R,
-    buf: Vec<u8>,
-    /// Start of the unconsumed bytes in `buf`.
+    window: Arc<Window>,
+    /// Start of the unconsumed bytes in the window.
     pos: usize,
-    /// End of the valid bytes in `buf`.
+    /// End of the valid bytes in the window.
     len: usize,
     offset: u64,
     eof: bool,
@@ -166,14 +205,11 @@ pub struct Chunker<R: Read> {
     masks: [u64; 4],
     gear: Box<[u64; 256]>,
     gear_ls: Box<[u64; 256]>,
-    /// Where each chunk's buffer comes from.
+    /// Where each chunk's buffer comes from, for copied chunks.
     buffers: Option<Buffers>,
-    /// The shorter window a cut is first looked for in (see [`Chunker::next_cut`]).
-    quick: usize,
+    /// Windows given back by the chunks that shared them.
+    windows: Buffers,
 }
-
-/// The most bytes read at a time beyond what the window needs.
-const READ: usize = 1 << 20;
 
 impl<R: Read> Chunker<R> {
     /// A chunker with the repository's parameters and seed ([`super::crypto::Keys::chunker_seed`]).
@@ -185,13 +221,14 @@ impl<R: Read> Chunker<R> {
         let mask_s = v2020::MASKS[(bits + level) as usize];
         let mask_l = v2020::MASKS[(bits - level) as usize];
         let (gear, gear_ls) = v2020::get_gear_with_seed(seed);
-        let max = params.max as usize;
-        let quick = (2 * params.avg as usize).min(max);
+        // Two windows: the one being cut and the one the chunks still in the pipeline hold.
+        let windows = Buffers::new(2);
         Ok(Chunker {
             source,
-            // Room for a window of `max` beyond the shorter one's bytes and one read: moving
-            // the unconsumed bytes to the front then happens about every `max` bytes consumed.
-            buf: vec![0; max + quick + READ],
+            window: Arc::new(Window {
+                bytes: Vec::new(),
+                pool: windows.clone(),
+            }),
             pos: 0,
             len: 0,
             offset: 0,
@@ -199,35 +236,56 @@ impl<R: Read> Chunker<R> {
             failed: false,
             min: params.min as usize,
             avg: params.avg as usize,
-            max,
+            max: params.max as usize,
             masks: [mask_s, mask_l, mask_s << 1, mask_l << 1],
             gear,
             gear_ls,
             buffers: None,
-            quick,
+            windows,
         })
     }
 
-    /// Takes each chunk's buffer from `buffers` (where the caller gives it back when done).
+    /// Takes each copied chunk's buffer from `buffers` (where the caller gives it back when done).
     pub fn with_buffers(mut self, buffers: Buffers) -> Self {
         self.buffers = Some(buffers);
         self
     }
 
-    /// Reads until the window holds `want` bytes or the input ends, at most [`READ`] more than
-    /// that at a time.
-    fn fill(&mut self, want: usize) -> io::Result<()> {
-        while !self.eof && self.len - self.pos < want {
-            if self.len == self.buf.len() {
-                // Move the unconsumed bytes to the front. The window is usually about
-                // `2 * avg` bytes, so this moves a small part of what was read.
-                self.buf.copy_within(self.pos..self.len, 0);
-                self.len -= self.pos;
-                self.pos = 0;
+    /// A window's size: room for a chunk of `max` bytes beside the unconsumed start of one
+    /// that ran past the last window's end (always under `max`).
+    fn window_size(&self) -> usize {
+        self.max + self.max / 2
+    }
+
+    /// Moves the unconsumed bytes to the front of a window of the chunker's own (a new one
+    /// when chunks still share the current one), then reads until it is full or the input ends.
+    fn refill(&mut self) -> io::Result<()> {
+        let keep = self.len - self.pos;
+        let size = self.window_size();
+        match Arc::get_mut(&mut self.window) {
+            Some(w) => {
+                w.bytes.resize(size, 0);
+                w.bytes.copy_within(self.pos..self.len, 0);
             }
-            let need = want - (self.len - self.pos);
-            let end = (self.len + need.max(READ)).min(self.buf.len());
-            match self.source.read(&mut self.buf[self.len..end]) {
+            None => {
+                let mut bytes = self.windows.take();
+                // Zeroed only where the buffer never held anything: a reused window is full size.
+                bytes.resize(size, 0);
+                bytes[..keep].copy_from_slice(&self.window.bytes[self.pos..self.len]);
+                self.window = Arc::new(Window {
+                    bytes,
+                    pool: self.windows.clone(),
+                });
+            }
+        }
+        self.pos = 0;
+        self.len = keep;
+        let Some(w) = Arc::get_mut(&mut self.window) else {
+            // Just made the chunker's own above.
+            return Ok(());
+        };
+        while !self.eof && self.len < size {
+            match self.source.read(&mut w.bytes[self.len..size]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -237,9 +295,9 @@ impl<R: Read> Chunker<R> {
         Ok(())
     }
 
-    /// Where `cut_gear` cuts the window.
+    /// Where `cut_gear` cuts the unconsumed bytes.
     fn cut(&self) -> usize {
-        let window = &self.buf[self.pos..self.len];
+        let window = &self.window.bytes[self.pos..self.len];
         let [mask_s, mask_l, mask_s_ls, mask_l_ls] = self.masks;
         let (_, cut) = v2020::cut_gear(
             window,
@@ -257,25 +315,51 @@ impl<R: Read> Chunker<R> {
         cut.clamp(1, window.len())
     }
 
-    /// The next cut, the one `cut_gear` makes on a window of `max` bytes (or the rest of the
-    /// input). It is first looked for in a shorter window of `2 * avg` bytes: `cut_gear` scans
-    /// the same bytes in the same order with the same masks in both (the window is longer than
-    /// `avg`), so a boundary it finds before the shorter window's end is the one it finds in the
-    /// longer. Only when there is none is the window filled to `max` and scanned again.
+    /// The next cut (0 at the end), the one `cut_gear` makes on `max` bytes or the rest of the
+    /// input. A cut found in fewer bytes is that cut when there are more than `avg` of them:
+    /// `cut_gear` scans the same bytes in the same order with the same masks. Only when there
+    /// is none are more bytes read (a chunk running past the window's end) and it looks again.
     fn next_cut(&mut self) -> io::Result<usize> {
-        self.fill(self.quick)?;
-        let window = self.len - self.pos;
-        if window == 0 || self.eof || window >= self.max {
-            return Ok(if window == 0 { 0 } else { self.cut() });
-        }
-        if window > self.avg {
-            let cut = self.cut();
-            if cut < window {
-                return Ok(cut);
+        loop {
+            let window = self.len - self.pos;
+            if self.eof || window >= self.max {
+                return Ok(if window == 0 { 0 } else { self.cut() });
             }
+            if window > self.avg {
+                let cut = self.cut();
+                if cut < window {
+                    return Ok(cut);
+                }
+            }
+            self.refill()?;
         }
-        self.fill(self.max)?;
-        Ok(self.cut())
+    }
+
+    /// The next chunk as a range of the window, no copy; `None` at the end. The window is
+    /// reused once every chunk of it is dropped, so memory stays about two windows.
+    pub fn next_shared(&mut self) -> Option<io::Result<SharedChunk>> {
+        if self.failed {
+            return None;
+        }
+        let cut = match self.next_cut() {
+            Ok(0) => return None,
+            Ok(cut) => cut,
+            Err(e) => {
+                self.failed = true;
+                return Some(Err(e));
+            }
+        };
+        let chunk = SharedChunk {
+            offset: self.offset,
+            data: ChunkBytes {
+                window: Arc::clone(&self.window),
+                start: self.pos,
+                end: self.pos + cut,
+            },
+        };
+        self.pos += cut;
+        self.offset += cut as u64;
+        Some(Ok(chunk))
     }
 
     fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
@@ -288,7 +372,7 @@ impl<R: Read> Chunker<R> {
             .as_ref()
             .map(|b| b.take_for(cut))
             .unwrap_or_default();
-        data.extend_from_slice(&self.buf[self.pos..self.pos + cut]);
+        data.extend_from_slice(&self.window.bytes[self.pos..self.pos + cut]);
         let chunk = Chunk {
             offset: self.offset,
             data,

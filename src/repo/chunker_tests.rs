@@ -54,6 +54,42 @@ fn cuts_where_fastcdc_with_level_and_seed_cuts() {
     }
 }
 
+/// Chunks handed out as ranges of the window are the copied ones, cut for cut; chunks cut one
+/// after the other from a window lie side by side in it (no copy); and chunks still held keep
+/// their bytes while the chunker reads on through later windows.
+#[test]
+fn shared_chunks_are_ranges_of_the_window_and_stay_whole_while_held() {
+    let data = random(1 << 20, 3);
+    let want = chunks(&data, SMALL, 9);
+    let mut cutter = Chunker::new(Trickle(&data, 5000), SMALL, 9).unwrap();
+    let (mut got, mut held, mut adjacent) = (Vec::new(), Vec::new(), 0);
+    let mut last: Option<SharedChunk> = None;
+    while let Some(c) = cutter.next_shared() {
+        let c = c.unwrap();
+        got.push(Chunk {
+            offset: c.offset,
+            data: c.data.to_vec(),
+        });
+        if let Some(l) = &last {
+            adjacent += usize::from(l.data.as_ptr().wrapping_add(l.data.len()) == c.data.as_ptr());
+        }
+        if c.offset % 5 == 0 || held.len() < 3 {
+            held.push(c.clone());
+        }
+        last = Some(c);
+    }
+    assert_eq!(got, want);
+    assert!(
+        adjacent * 2 > want.len(),
+        "{adjacent} of {} side by side",
+        want.len()
+    );
+    for h in &held {
+        let at = h.offset as usize;
+        assert_eq!(&h.data[..], &data[at..at + h.data.len()]);
+    }
+}
+
 /// Chunks cut into reused buffers are the same chunks; each buffer given back is taken again,
 /// and the pool keeps no more than it was told.
 #[test]

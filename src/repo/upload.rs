@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::chunker::{Buffers, Chunker, ChunkerParams};
+use super::chunker::{Buffers, ChunkBytes, Chunker, ChunkerParams};
 use super::crypto::{ChunkId, Keys, ObjectKind, PACK_ID_LEN};
 use super::index::ChunkIndex;
 use super::pack::{pack_limit, PackEntry, PackWriter, ENTRY_LEN, HEADER_FIXED, TRAILER_LEN};
@@ -517,7 +517,7 @@ impl PackBuffers {
 struct Work {
     id: ChunkId,
     offset: u64,
-    data: Vec<u8>,
+    data: ChunkBytes,
     /// Bytes of stored chunks the reader went through since the new chunk before this one.
     skipped: u64,
 }
@@ -528,8 +528,8 @@ struct Compressed {
     flags: u8,
     plain_len: usize,
     file_offset: u64,
-    /// Its body: the compressed bytes, or the chunk's own.
-    body: Vec<u8>,
+    /// Its body: the compressed bytes, or the chunk's own where the chunker read them.
+    body: Body,
     /// The file bytes it stands for in the progress: its own and the skipped ones before it.
     covered: u64,
 }
@@ -602,18 +602,18 @@ fn scan(
     to_sealers: Vec<std::sync::mpsc::SyncSender<Work>>,
 ) -> Result<Option<ReadEnd>, UploadError> {
     let file = File::open(&c.path).map_err(|e| UploadError::source(&c.path, e))?;
-    // The chunker reads 1 MiB or more at a time into its own window: no buffer in between.
-    let chunks = Chunker::new(file, c.params, c.keys.chunker_seed())
+    // The chunker reads into windows of its own and hands out chunks as ranges of them: no
+    // buffer in between, no copy of a chunk on its way to the packer.
+    let mut chunks = Chunker::new(file, c.params, c.keys.chunker_seed())
         // The repository's config is checked when it is opened: bounds out of range here are a bug.
-        .map_err(|e| UploadError::Internal(e.to_string()))?
-        .with_buffers(c.buffers.clone());
+        .map_err(|e| UploadError::Internal(e.to_string()))?;
     let mut sha = crate::hash::Sha256::default();
     let mut ids = Vec::new();
     let mut stats = Stats::default();
     let mut size = 0u64;
     let mut skipped = 0u64;
     let mut turn = 0usize;
-    for chunk in chunks {
+    while let Some(chunk) = chunks.next_shared() {
         if c.stop.is_cancelled() {
             return Ok(None);
         }
@@ -627,7 +627,6 @@ fn scan(
         if !known.insert(id) {
             stats.deduplicated += 1;
             skipped += len;
-            c.buffers.give(chunk.data);
             continue;
         }
         let work = Work {
@@ -650,8 +649,26 @@ fn scan(
     }))
 }
 
-/// A compressing worker: compresses (when that pays) each chunk it is given; the chunk's own
-/// buffer (stored raw) or the compressed body's goes on, and the other back to `buffers`.
+/// A chunk's body on its way to the packer.
+enum Body {
+    /// Compressed, in a pooled buffer.
+    Compressed(Vec<u8>),
+    /// Stored raw: the chunk's bytes in the chunker's window.
+    Raw(ChunkBytes),
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Compressed(v) => v,
+            Body::Raw(b) => b,
+        }
+    }
+}
+
+/// A compressing worker: compresses (when that pays) each chunk it is given; the compressed
+/// body goes on, or (stored raw) the chunk itself, and its compressed buffer back to `buffers`.
 fn compress_chunks(
     buffers: &Buffers,
     work: std::sync::mpsc::Receiver<Work>,
@@ -661,12 +678,12 @@ fn compress_chunks(
         let mut compressed = buffers.take_for(zstd::zstd_safe::compress_bound(w.data.len()));
         let flags = super::compress::compress_into(&w.data, &mut compressed);
         let plain_len = w.data.len();
-        let (body, spare) = if flags & super::compress::FLAG_ZSTD != 0 {
-            (compressed, w.data)
+        let body = if flags & super::compress::FLAG_ZSTD != 0 {
+            Body::Compressed(compressed)
         } else {
-            (w.data, compressed)
+            buffers.give(compressed);
+            Body::Raw(w.data)
         };
-        buffers.give(spare);
         let out = Compressed {
             id: w.id,
             flags,
@@ -767,7 +784,9 @@ fn pack_chunks(
             // The pack was checked to have room just above (a chunk is at most 16 MiB, the
             // chunker's largest maximum): a refusal here is a bug.
             .map_err(|e| UploadError::Internal(e.to_string()))?;
-        c.buffers.give(chunk.body);
+        if let Body::Compressed(buf) = chunk.body {
+            c.buffers.give(buf);
+        }
         covered += chunk.covered;
         packed.new_plain += u64::from(entry.plain_len);
         packed.new_sealed += u64::from(entry.sealed_len);
