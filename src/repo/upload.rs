@@ -455,7 +455,8 @@ struct ReadCtx {
     pack_size: usize,
     tx: mpsc::Sender<PackJob>,
     stop: CancellationToken,
-    /// Chunk and compressed-body buffers, and pack buffers, for reuse.
+    /// Compressed-body buffers, and pack buffers, for reuse (chunks are ranges of the
+    /// chunker's windows).
     buffers: Buffers,
     pack_buffers: PackBuffers,
 }
