@@ -732,19 +732,25 @@ mod tests {
         assert!(st.try_take(&KEY, now).is_err());
     }
 
+    /// A bot channel nothing is known of, and the five creates its folklore guess lets go.
+    fn folklore_window(rl: &RateLimiter) -> (RouteKey, Vec<Ticket>) {
+        let bot = RouteKey {
+            kind: "create-message",
+            major: 3,
+        };
+        let tickets = (0..5)
+            .map(|_| rl.state().try_take(&bot, Instant::now()).unwrap())
+            .collect();
+        (bot, tickets)
+    }
+
     #[test]
     fn the_first_reply_to_reach_dstore_may_be_of_a_request_the_server_counted_first() {
         // Five creates leave at once on the folklore guess; the fourth taken reached the
         // server first (4 of 5 left then). Counting only those taken after it would leave one
         // slot; all five are in the window.
         let rl = RateLimiter::default();
-        let bot = RouteKey {
-            kind: "create-message",
-            major: 3,
-        };
-        let tickets: Vec<Ticket> = (0..5)
-            .map(|_| rl.state().try_take(&bot, Instant::now()).unwrap())
-            .collect();
+        let (bot, tickets) = folklore_window(&rl);
         rl.observe(&bot, tickets[3], &with_limit("4", "4.9", "5"));
         assert!(!rl.reserve(&bot));
         assert!(rl.ready_at(&bot) > Instant::now() + Duration::from_secs(4));
@@ -949,14 +955,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fresh_lane_is_paced_at_the_folklore_limit_until_a_reply_says_more() {
         let rl = RateLimiter::default();
-        let bot = RouteKey {
-            kind: "create-message",
-            major: 3,
-        };
         // Five creates may leave at once on a channel nothing is known of, not a sixth.
-        let tickets: Vec<Ticket> = (0..5)
-            .map(|_| rl.state().try_take(&bot, Instant::now()).unwrap())
-            .collect();
+        let (bot, tickets) = folklore_window(&rl);
         assert!(!rl.reserve(&bot));
         assert!(rl.ready_at(&bot) > Instant::now() + Duration::from_secs(4));
         // The first reply says the window allows 50: the guess gives way.
