@@ -148,7 +148,6 @@ pub struct Chunk {
 
 /// The chunker's window of the input, shared by the chunks cut from it: it goes back to its
 /// pool once the last of them is dropped.
-#[derive(Debug)]
 struct Window {
     bytes: Vec<u8>,
     pool: Buffers,
@@ -161,11 +160,18 @@ impl Drop for Window {
 }
 
 /// A chunk's bytes where the chunker read them: a range of its window, no copy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChunkBytes {
     window: Arc<Window>,
     start: usize,
     end: usize,
+}
+
+impl std::fmt::Debug for ChunkBytes {
+    // The range, not the window's megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkBytes({}..{})", self.start, self.end)
+    }
 }
 
 impl std::ops::Deref for ChunkBytes {
