@@ -193,7 +193,7 @@ fn run_case(keys: &Keys, data: &[u8]) -> Case {
         let mut ids = Vec::new();
         let mut writer = pack::PackWriter::with_buffer(keys, limit, Vec::new());
         for (e, b) in entries.iter().zip(&bodies) {
-            if !writer.is_empty() && !writer.would_fit_sealed(b.len() + keys.overhead()) {
+            if !writer.is_empty() && !writer.would_fit_body(b.len()) {
                 let full = std::mem::replace(
                     &mut writer,
                     pack::PackWriter::with_buffer(keys, limit, std::mem::take(&mut spare)),

@@ -109,15 +109,8 @@ impl Buffers {
 
     /// Gives `buf` back (emptied), or frees it when enough are waiting.
     pub fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() == 0 {
-            return;
-        }
         buf.clear();
-        if let Ok(mut s) = self.spare.lock() {
-            if s.len() < self.keep {
-                s.push(buf);
-            }
-        }
+        self.give_as_is(buf);
     }
 
     /// [`Buffers::give`] keeping `buf`'s bytes, for a taker that overwrites them before they
@@ -263,42 +256,46 @@ impl<R: Read> Chunker<R> {
         self.max + self.max / 2
     }
 
-    /// Moves the unconsumed bytes to the front of a window of the chunker's own (a new one
-    /// when chunks still share the current one), then reads until it is full or the input ends.
+    /// Moves the unconsumed bytes to the front of a window of the chunker's own (the current
+    /// one's buffer when no chunk shares it any more, else a spare), then reads until it is full
+    /// or the input ends.
     fn refill(&mut self) -> io::Result<()> {
         let keep = self.len - self.pos;
         let size = self.window_size();
-        match Arc::get_mut(&mut self.window) {
+        let mut bytes = match Arc::get_mut(&mut self.window) {
             Some(w) => {
-                w.bytes.resize(size, 0);
-                w.bytes.copy_within(self.pos..self.len, 0);
+                let mut bytes = std::mem::take(&mut w.bytes);
+                bytes.resize(size, 0);
+                bytes.copy_within(self.pos..self.len, 0);
+                bytes
             }
             None => {
                 let mut bytes = self.windows.take();
                 // Zeroed only where the buffer never held anything: a reused window is full size.
                 bytes.resize(size, 0);
                 bytes[..keep].copy_from_slice(&self.window.bytes[self.pos..self.len]);
-                self.window = Arc::new(Window {
-                    bytes,
-                    pool: self.windows.clone(),
-                });
+                bytes
             }
-        }
+        };
         self.pos = 0;
         self.len = keep;
-        let Some(w) = Arc::get_mut(&mut self.window) else {
-            // Just made the chunker's own above.
-            return Ok(());
-        };
+        let mut read = Ok(());
         while !self.eof && self.len < size {
-            match self.source.read(&mut w.bytes[self.len..size]) {
+            match self.source.read(&mut bytes[self.len..size]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
             }
         }
-        Ok(())
+        self.window = Arc::new(Window {
+            bytes,
+            pool: self.windows.clone(),
+        });
+        read
     }
 
     /// Where `cut_gear` cuts the unconsumed bytes.
@@ -367,42 +364,26 @@ impl<R: Read> Chunker<R> {
         self.offset += cut as u64;
         Some(Ok(chunk))
     }
-
-    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        let cut = self.next_cut()?;
-        if cut == 0 {
-            return Ok(None);
-        }
-        let mut data = self
-            .buffers
-            .as_ref()
-            .map(|b| b.take_for(cut))
-            .unwrap_or_default();
-        data.extend_from_slice(&self.window.bytes[self.pos..self.pos + cut]);
-        let chunk = Chunk {
-            offset: self.offset,
-            data,
-        };
-        self.pos += cut;
-        self.offset += cut as u64;
-        Ok(Some(chunk))
-    }
 }
 
 impl<R: Read> Iterator for Chunker<R> {
     type Item = io::Result<Chunk>;
 
+    /// [`Chunker::next_shared`], copied into a buffer of its own.
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        match self.next_chunk() {
-            Ok(c) => c.map(Ok),
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
+        let shared = self.next_shared()?;
+        Some(shared.map(|c| {
+            let mut data = self
+                .buffers
+                .as_ref()
+                .map(|b| b.take_for(c.data.len()))
+                .unwrap_or_default();
+            data.extend_from_slice(&c.data);
+            Chunk {
+                offset: c.offset,
+                data,
             }
-        }
+        }))
     }
 }
 

@@ -217,13 +217,6 @@ impl<'k> PackWriter<'k> {
     /// Compresses and seals a chunk into the pack. Fails, leaving the pack as it was, when the
     /// sealed chunk does not fit (never after [`PackWriter::would_fit`] said yes).
     pub fn add(&mut self, id: ChunkId, plain: &[u8]) -> Result<&PackEntry, PackError> {
-        let too_big = PackError::DoesNotFit {
-            plain_len: plain.len(),
-            limit: self.limit,
-        };
-        if u32::try_from(plain.len()).is_err() {
-            return Err(too_big);
-        }
         let (flags, body) = compress::compress(plain);
         self.add_sealing(id, flags, plain.len(), &body)
     }
@@ -265,6 +258,11 @@ impl<'k> PackWriter<'k> {
             flags,
         });
         Ok(&self.header.entries[self.header.entries.len() - 1])
+    }
+
+    /// Whether a body of `body_len` bytes fits once sealed ([`PackWriter::add_sealing`]).
+    pub fn would_fit_body(&self, body_len: usize) -> bool {
+        self.would_fit_sealed(body_len + self.keys.overhead())
     }
 
     /// Whether a blob already sealed (`sealed_len` bytes) fits with its header entry.

@@ -288,7 +288,7 @@ async fn round<S: PartStore>(
                 first,
                 pack_size,
                 tx,
-                buffers: Buffers::new(sealers() + 2),
+                buffers: Buffers::new(compressors() + 2),
                 // Those in flight and the one being filled (which waits, once full, for a
                 // slot to free: the packer fills one far faster than a lane sends one).
                 pack_buffers: PackBuffers::new(cap + 1, stop.clone()),
@@ -514,7 +514,7 @@ impl PackBuffers {
     }
 }
 
-/// A new chunk on its way from the reader to a sealing worker.
+/// A new chunk on its way from the reader to a compressing worker.
 struct Work {
     id: ChunkId,
     offset: u64,
@@ -537,7 +537,7 @@ struct Compressed {
 
 /// Compressing workers: one per core (at most 4), so compression runs beside the reader's
 /// chunking and hashing.
-fn sealers() -> usize {
+fn compressors() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
 }
 
@@ -545,7 +545,7 @@ fn sealers() -> usize {
 ///
 /// - the reader (this thread) reads, cuts chunks, hashes the whole file, computes each chunk's
 ///   ID and decides, in file order, whether it is new (so a chunk seen twice is sealed once);
-/// - [`sealers`] workers compress the new chunks, which the reader deals out in turn;
+/// - [`compressors`] workers compress the new chunks, which the reader deals out in turn;
 /// - the packer takes them back in the same turn, so in file order, and seals each straight
 ///   into its place in a pack (the same packs whatever the timing; sealing out of place costs
 ///   what sealing in place does, so a chunk's bytes are not copied into the pack on top), and
@@ -555,21 +555,21 @@ fn sealers() -> usize {
 fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
     let known = std::mem::take(&mut c.known);
     let c = c;
-    let n = sealers();
+    let n = compressors();
     std::thread::scope(|s| {
-        let mut to_sealers = Vec::with_capacity(n);
-        let mut from_sealers = Vec::with_capacity(n);
+        let mut to_workers = Vec::with_capacity(n);
+        let mut from_workers = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
             let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(1);
-            let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Compressed>(1);
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Compressed>(1);
             let buffers = &c.buffers;
-            workers.push(s.spawn(move || compress_chunks(buffers, work_rx, sealed_tx)));
-            to_sealers.push(work_tx);
-            from_sealers.push(sealed_rx);
+            workers.push(s.spawn(move || compress_chunks(buffers, work_rx, done_tx)));
+            to_workers.push(work_tx);
+            from_workers.push(done_rx);
         }
-        let packer = s.spawn(|| pack_chunks(&c, from_sealers));
-        let scanned = scan(&c, known, to_sealers);
+        let packer = s.spawn(|| pack_chunks(&c, from_workers));
+        let scanned = scan(&c, known, to_workers);
         if !matches!(scanned, Ok(Some(_))) {
             // Stopped or failed: the packer posts nothing more.
             c.stop.cancel();
@@ -587,7 +587,7 @@ fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
             return Ok(None);
         };
         if !workers_ok {
-            return Err(panicked("sealing worker"));
+            return Err(panicked("compressing worker"));
         }
         end.stats.new_plain = sealed.new_plain;
         end.stats.new_sealed = sealed.new_sealed;
@@ -600,7 +600,7 @@ fn read(mut c: ReadCtx) -> Result<Option<ReadEnd>, UploadError> {
 fn scan(
     c: &ReadCtx,
     mut known: HashSet<ChunkId>,
-    to_sealers: Vec<std::sync::mpsc::SyncSender<Work>>,
+    to_workers: Vec<std::sync::mpsc::SyncSender<Work>>,
 ) -> Result<Option<ReadEnd>, UploadError> {
     let file = File::open(&c.path).map_err(|e| UploadError::source(&c.path, e))?;
     // The chunker reads into windows of its own and hands out chunks as ranges of them: no
@@ -636,10 +636,10 @@ fn scan(
             data: chunk.data,
             skipped: std::mem::take(&mut skipped),
         };
-        if to_sealers[turn].send(work).is_err() {
+        if to_workers[turn].send(work).is_err() {
             return Ok(None);
         }
-        turn = (turn + 1) % to_sealers.len();
+        turn = (turn + 1) % to_workers.len();
     }
     Ok(Some(ReadEnd {
         sha256: sha.finish_hex(),
@@ -724,11 +724,11 @@ struct Packed {
     new_sealed: u64,
 }
 
-/// The packer: takes the sealed chunks back from the sealers in the reader's turn (file order),
+/// The packer: takes the chunks back from the compressing workers in the reader's turn (file order),
 /// fills packs and hands each to the async side; `None` when stopped.
 fn pack_chunks(
     c: &ReadCtx,
-    from_sealers: Vec<std::sync::mpsc::Receiver<Compressed>>,
+    from_workers: Vec<std::sync::mpsc::Receiver<Compressed>>,
 ) -> Result<Option<Packed>, UploadError> {
     let fresh = || {
         let buf = c.pack_buffers.take()?;
@@ -767,11 +767,10 @@ fn pack_chunks(
         c.tx.blocking_send(job).is_ok()
     };
     let mut turn = 0usize;
-    // Each sealer's queue ends when the reader is done with it; the next turn's end is the end.
-    while let Ok(chunk) = from_sealers[turn].recv() {
-        turn = (turn + 1) % from_sealers.len();
-        let sealed_len = chunk.body.len() + c.keys.overhead();
-        if !writer.is_empty() && !writer.would_fit_sealed(sealed_len) {
+    // Each worker's queue ends when the reader is done with it; the next turn's end is the end.
+    while let Ok(chunk) = from_workers[turn].recv() {
+        turn = (turn + 1) % from_workers.len();
+        if !writer.is_empty() && !writer.would_fit_body(chunk.body.len()) {
             let Some(next) = fresh() else {
                 return Ok(None);
             };
