@@ -108,12 +108,15 @@ pub struct Ticket {
 }
 
 impl State {
-    /// Until when `key`'s group is held back, if it is in one that a `shared` 429 blocked.
-    fn group_block(&self, key: &RouteKey) -> Option<Instant> {
-        self.group_of
+    /// Until when a 429 holds `key` back after `now`: a global one, or a `shared` one on the
+    /// group it is in, whichever ends later.
+    fn held_until(&self, key: &RouteKey, now: Instant) -> Option<Instant> {
+        let group = self
+            .group_of
             .get(key)
             .and_then(|g| self.group_until.get(g))
-            .copied()
+            .copied();
+        group.max(self.global_until).filter(|u| *u > now)
     }
 
     fn bucket_name(&self, key: &RouteKey) -> (String, u64) {
@@ -128,10 +131,7 @@ impl State {
     /// How long to wait before sending, or a ticket after taking a slot. Every wait it
     /// returns ends at a known instant, after which a slot is free.
     fn try_take(&mut self, key: &RouteKey, now: Instant) -> Result<Ticket, Duration> {
-        if let Some(until) = self.group_block(key).filter(|u| *u > now) {
-            return Err(until - now);
-        }
-        if let Some(until) = self.global_until.filter(|u| *u > now) {
+        if let Some(until) = self.held_until(key, now) {
             return Err(until - now);
         }
         while self
@@ -221,8 +221,7 @@ impl State {
     /// slot while a 429 taken since holds the route back (globally, or its group).
     fn prepaid(&mut self, key: &RouteKey) -> Option<Ticket> {
         let now = Instant::now();
-        let held = self.global_until.is_some_and(|u| u > now)
-            || self.group_block(key).is_some_and(|u| u > now);
+        let held = self.held_until(key, now).is_some();
         let window = self
             .buckets
             .get(&self.bucket_name(key))
@@ -267,16 +266,10 @@ impl State {
     /// When a request on `key` could be sent without waiting, as [`State::try_take`] would
     /// find it; takes nothing.
     fn ready_at(&self, key: &RouteKey, now: Instant) -> Instant {
-        let mut at = now;
-        if let Some(until) = self.group_block(key) {
-            at = at.max(until);
-        }
+        let mut at = self.held_until(key, now).unwrap_or(now);
         let cap = self.group_of.get(key).and_then(|g| self.caps.get(g));
         if let Some(cap) = cap.filter(|c| c.end > now && c.count >= c.limit) {
             at = at.max(cap.end);
-        }
-        if let Some(until) = self.global_until {
-            at = at.max(until);
         }
         if !key.is_webhook() {
             let live: Vec<&Instant> = self
