@@ -289,16 +289,17 @@ impl Keys {
             out.copy_from_slice(body);
             return Ok(());
         };
-        let nonce = random_nonce();
-        let (head, rest) = out.split_at_mut(NONCE_LEN);
-        let (cipher, tag) = rest.split_at_mut(body.len());
-        head.copy_from_slice(&nonce);
-        let sealed = s
-            .data
-            .seal_to(&nonce, &self.blob_ad(id, flags), body, cipher)
-            .map_err(|_| CryptoError::Chunk)?;
-        tag.copy_from_slice(&sealed);
-        Ok(())
+        if seal_into(
+            &s.data,
+            &self.blob_ad(id, flags),
+            body,
+            &random_nonce(),
+            out,
+        ) {
+            Ok(())
+        } else {
+            Err(CryptoError::Chunk)
+        }
     }
 
     /// [`Keys::open_blob`] without a copy: checks the tag of `sealed` (a whole blob) and decrypts
@@ -528,12 +529,34 @@ fn seal_with_nonce(aead: &XChaCha, ad: &[u8], plain: &[u8], nonce: &[u8; NONCE_L
 
 /// Appends nonce || ciphertext || tag to `out`.
 fn seal_onto(aead: &XChaCha, ad: &[u8], plain: &[u8], nonce: &[u8; NONCE_LEN], out: &mut Vec<u8>) {
-    out.reserve(plain.len() + SEAL_OVERHEAD);
-    out.extend_from_slice(nonce);
     let start = out.len();
-    out.extend_from_slice(plain);
-    let tag = aead.seal_in_place(nonce, ad, &mut out[start..]);
-    out.extend_from_slice(&tag);
+    out.resize(start + plain.len() + SEAL_OVERHEAD, 0);
+    let sealed = seal_into(aead, ad, plain, nonce, &mut out[start..]);
+    debug_assert!(sealed, "the room was made the blob's length");
+}
+
+/// Writes nonce || ciphertext || tag into `out`, which must be `plain.len() + SEAL_OVERHEAD`
+/// bytes long: the plaintext is encrypted straight into its place. `false` when it is not.
+fn seal_into(
+    aead: &XChaCha,
+    ad: &[u8],
+    plain: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    out: &mut [u8],
+) -> bool {
+    if out.len() != plain.len() + SEAL_OVERHEAD {
+        return false;
+    }
+    let (head, rest) = out.split_at_mut(NONCE_LEN);
+    let (cipher, tag_room) = rest.split_at_mut(plain.len());
+    head.copy_from_slice(nonce);
+    match aead.seal_to(nonce, ad, plain, cipher) {
+        Ok(tag) => {
+            tag_room.copy_from_slice(&tag);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Opens nonce || ciphertext || tag; `None` when too short or when the tag does not verify.

@@ -1,4 +1,4 @@
-//! XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha) behind the small in-place interface the sealing
+//! XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha) behind the small interface the sealing
 //! code uses, with a key that is overwritten on drop.
 //!
 //! The construction is the draft's own: HChaCha20 of the key and `nonce[0..16]` gives a subkey,
@@ -49,28 +49,8 @@ impl XChaCha {
         (Subkey(subkey.into()), short)
     }
 
-    /// Encrypts `buf` in place and returns the tag over it and `ad`.
-    pub fn seal_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        ad: &[u8],
-        buf: &mut [u8],
-    ) -> [u8; TAG_LEN] {
-        let (subkey, short) = self.subkey(nonce);
-        match openssl_seal(&subkey.0, &short, ad, buf) {
-            Ok(tag) => tag,
-            Err(Failed { touched }) => {
-                if touched {
-                    // ChaCha20 is its own inverse: the plaintext back, then sealed by ring.
-                    xor_keystream(&subkey.0, &short, buf);
-                }
-                ring_seal(&subkey.0, short, ad, buf)
-            }
-        }
-    }
-
-    /// [`XChaCha::seal_in_place`] out of place: `plain` is encrypted into `out` (of its length)
-    /// in one pass, with no copy in between; returns the tag.
+    /// Encrypts `plain` into `out` (of its length) in one pass, with no copy in between;
+    /// returns the tag over the ciphertext and `ad`.
     pub fn seal_to(
         &self,
         nonce: &[u8; NONCE_LEN],
@@ -184,26 +164,7 @@ fn fits_openssl(buf: &[u8]) -> Result<(), Failed> {
         .map_err(|_| Failed { touched: false })
 }
 
-fn openssl_seal(
-    key: &[u8; KEY_LEN],
-    nonce: &[u8; 12],
-    ad: &[u8],
-    buf: &mut [u8],
-) -> Result<[u8; TAG_LEN], Failed> {
-    fits_openssl(buf)?;
-    let mut ctx = openssl_ctx(key, nonce, ad, true)?;
-    let touched = |_| Failed { touched: true };
-    let len = buf.len();
-    if len > 0 {
-        ctx.cipher_update_inplace(buf, len).map_err(touched)?;
-    }
-    ctx.cipher_final(&mut []).map_err(touched)?;
-    let mut tag = [0u8; TAG_LEN];
-    ctx.tag(&mut tag).map_err(touched)?;
-    Ok(tag)
-}
-
-/// [`openssl_seal`] from `plain` into `out` (of its length, checked by the caller).
+/// OpenSSL's sealing from `plain` into `out` (of its length, checked by the caller).
 fn openssl_seal_to(
     key: &[u8; KEY_LEN],
     nonce: &[u8; 12],
@@ -350,8 +311,8 @@ mod tests {
                 .encrypt_in_place_detached(&nonce.into(), &ad, &mut theirs)
                 .unwrap();
             let ours = XChaCha::new(key);
-            let mut buf = msg.clone();
-            let tag = ours.seal_in_place(&nonce, &ad, &mut buf);
+            let mut buf = vec![0x55; msg.len()];
+            let tag = ours.seal_to(&nonce, &ad, &msg, &mut buf).unwrap();
             prop_assert_eq!(&buf, &theirs);
             prop_assert_eq!(&tag[..], &their_tag[..]);
             ours.open_in_place(&nonce, &ad, &mut buf, &tag).unwrap();
@@ -364,8 +325,8 @@ mod tests {
             // does, and the keystream XOR undoes a pass over the buffer.
             let (subkey, nonce) = ours.subkey(&nonce);
             let key = subkey.0;
-            let mut a = msg.clone();
-            let tag = openssl_seal(&key, &nonce, &ad, &mut a).ok().unwrap();
+            let mut a = vec![0u8; msg.len()];
+            let tag = openssl_seal_to(&key, &nonce, &ad, &msg, &mut a).ok().unwrap();
             let mut b = msg.clone();
             prop_assert_eq!(ring_seal(&key, nonce, &ad, &mut b), tag);
             prop_assert_eq!(&a, &b);
@@ -379,23 +340,24 @@ mod tests {
             prop_assert!(!openssl_open(&key, &nonce, &ad, &mut b, &bad).ok().unwrap());
         }
 
-        /// Sealing out of place gives what sealing in place gives; opening out of place gives
-        /// what opening in place gives, and refuses what it refuses; so does ring, the
-        /// fallback it takes when OpenSSL fails.
+        /// Sealing refuses a room of the wrong length; opening out of place gives what
+        /// opening in place gives, and refuses what it refuses; so does ring, the fallback it
+        /// takes when OpenSSL fails.
         #[test]
-        fn seals_and_opens_out_of_place_as_in_place(
+        fn opens_out_of_place_as_in_place(
             key in any::<[u8; 32]>(),
             nonce in any::<[u8; 24]>(),
             msg in proptest::collection::vec(any::<u8>(), 0..3000),
             flip in any::<prop::sample::Index>(),
         ) {
             let ours = XChaCha::new(key);
-            let mut sealed = msg.clone();
-            let tag = ours.seal_in_place(&nonce, b"ad", &mut sealed);
-            let mut to = vec![0x55; msg.len()];
-            prop_assert_eq!(ours.seal_to(&nonce, b"ad", &msg, &mut to).unwrap(), tag);
-            prop_assert_eq!(&to, &sealed);
-            prop_assert!(ours.seal_to(&nonce, b"ad", &msg, &mut to[..msg.len().saturating_sub(1)]).is_err() || msg.is_empty());
+            let mut sealed = vec![0x55; msg.len()];
+            let tag = ours.seal_to(&nonce, b"ad", &msg, &mut sealed).unwrap();
+            let mut short = vec![0u8; msg.len().saturating_sub(1)];
+            prop_assert!(ours.seal_to(&nonce, b"ad", &msg, &mut short).is_err() || msg.is_empty());
+            let mut in_place = sealed.clone();
+            ours.open_in_place(&nonce, b"ad", &mut in_place, &tag).unwrap();
+            prop_assert_eq!(&in_place, &msg);
             let mut out = vec![0xAA; msg.len()];
             ours.open_to(&nonce, b"ad", &sealed, &mut out, &tag).unwrap();
             prop_assert_eq!(&out, &msg);
@@ -427,8 +389,11 @@ mod tests {
             .try_into()
             .unwrap();
         let ad = hex::decode("50515253c0c1c2c3c4c5c6c7").unwrap();
-        let mut msg = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.".to_vec();
-        let tag = XChaCha::new(key).seal_in_place(&nonce, &ad, &mut msg);
+        let plain = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+        let mut msg = vec![0u8; plain.len()];
+        let tag = XChaCha::new(key)
+            .seal_to(&nonce, &ad, plain, &mut msg)
+            .unwrap();
         assert_eq!(hex::encode(&msg[..16]), "bd6d179d3e83d43b9576579493c0e939");
         assert_eq!(hex::encode(tag), "c0875924c1c7987947deafd8780acf49");
     }
