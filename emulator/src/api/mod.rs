@@ -250,6 +250,9 @@ async fn with_fault(
             retry_after,
             global,
         }) => {
+            // As the limiter's own refusals: the body read to the end first, so the 429 reaches
+            // the client as an answer when it is counted, not once a stalled upload gives up.
+            drain(req.into_body()).await;
             let scope = if global { Scope::Global } else { Scope::User };
             let mut resp = ratelimit::too_many_requests(Limited { retry_after, scope });
             if let Some((kind, major)) = route.bucket() {
